@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up (idempotent) and runs the test suite; extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/browser.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m pytest "$@"

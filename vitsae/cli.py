@@ -1,0 +1,50 @@
+"""The `vitsae` command: the one place that knows every stage.
+
+Each subcommand lives in its stage as a module with `add_arguments(parser)` and `run(args) -> int`;
+it is imported only when chosen, so `vitsae --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module with add_arguments/run, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "hooks": ("vitsae.models.cli", "list a model's hook points and the shape of what each one holds"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="vitsae",
+        description="Sparse autoencoders for vision models: harvest activations, train SAEs, "
+        "browse and edit features.",
+    )
+    top.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        parser = sub.add_parser(name, help=summary, description=summary)
+        if argv and argv[0] == name:
+            importlib.import_module(module).add_arguments(parser)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    ns = parser.parse_args(argv)
+    if ns.version:
+        from vitsae import __version__
+
+        print(__version__)
+        return 0
+    if ns.command is None:
+        parser.print_help()
+        return 0
+    return int(importlib.import_module(COMMANDS[ns.command][0]).run(ns) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
