@@ -1,9 +1,4 @@
-"""Sparse feature codes: the K largest (or all active) features of each row, as indices and values.
-
-The one currency between the SAE encoders, the kernels and the analysis: `indices_BK` (int32) name the
-features, `values_BK` hold their activations, `counts_B` says how many slots of each row are in use.
-Unused slots hold index 0 and value 0, so a decode that ignores `counts_B` is still correct.
-"""
+"""Sparse codes: the K active features of each row of a batch, as fixed-width index/value arrays."""
 
 from __future__ import annotations
 
@@ -14,7 +9,12 @@ import torch
 
 @dataclass(frozen=True)
 class SparseCodes:
-    """Per-row active features: `indices_BK` int32, `values_BK` float, `counts_B` int32 slots in use."""
+    """Per-row active features of a B x F code matrix, stored as B x K slots.
+
+    `indices_BK` (int32) and `values_BK` hold the active features of each row in their first
+    `counts_B[b]` slots; the unused slots of a row hold index 0 and value 0, so a slot never
+    contributes to a sum and every index is a valid row of the decoder.
+    """
 
     indices_BK: torch.Tensor
     values_BK: torch.Tensor
@@ -23,10 +23,10 @@ class SparseCodes:
     def __post_init__(self) -> None:
         if self.indices_BK.dtype != torch.int32:
             raise TypeError(f"indices_BK must be int32, got {self.indices_BK.dtype}")
-        if self.indices_BK.shape != self.values_BK.shape or self.indices_BK.dim() != 2:
+        if self.indices_BK.dim() != 2 or self.indices_BK.shape != self.values_BK.shape:
             raise ValueError(
                 f"indices_BK {tuple(self.indices_BK.shape)} and values_BK {tuple(self.values_BK.shape)} "
-                "must be the same 2-d shape"
+                "must be the same 2-D shape"
             )
         if self.counts_B.shape != self.indices_BK.shape[:1]:
             raise ValueError(
@@ -35,11 +35,30 @@ class SparseCodes:
             )
 
     @property
+    def batch_size(self) -> int:
+        return self.indices_BK.shape[0]
+
+    @property
     def k(self) -> int:
-        """Slots per row."""
+        """Slots per row (the largest count the codes can hold)."""
         return self.indices_BK.shape[1]
 
     def to_dense(self, n_features: int) -> torch.Tensor:
-        """The dense `[B, F]` codes (padding slots add zero to feature 0)."""
-        dense_BF = self.values_BK.new_zeros(self.values_BK.shape[0], n_features)
+        """The B x F code matrix (differentiable in `values_BK`); for tests and small batches."""
+        dense_BF = self.values_BK.new_zeros(self.batch_size, n_features)
         return dense_BF.scatter_add(1, self.indices_BK.long(), self.values_BK)
+
+    @staticmethod
+    def from_dense(codes_BF: torch.Tensor, k: int | None = None) -> SparseCodes:
+        """Pack the nonzeros of a B x F matrix (largest first); `k` slots, default the widest row."""
+        counts_B = (codes_BF != 0).sum(dim=1)
+        widest = int(counts_B.max()) if counts_B.numel() else 0
+        width = widest if k is None else k
+        if width < widest:
+            raise ValueError(f"a row has {widest} nonzeros, more than k={width}")
+        key_BF = torch.where(codes_BF != 0, codes_BF.abs(), codes_BF.new_tensor(-1.0))
+        _, indices_BK = torch.topk(key_BF, width, dim=1)
+        used_BK = torch.arange(width, device=codes_BF.device)[None, :] < counts_B[:, None]
+        indices_BK = torch.where(used_BK, indices_BK, 0)
+        values_BK = torch.where(used_BK, codes_BF.gather(1, indices_BK), 0)
+        return SparseCodes(indices_BK.to(torch.int32), values_BK, counts_B.to(torch.int32))
