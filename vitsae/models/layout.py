@@ -1,0 +1,70 @@
+"""How a hook's token axis maps onto the image, and the checks shared by every hooked model.
+
+A ViT's tokens are `[CLS?][registers...][patches row-major]`; a CNN's `(B, C, H, W)` map becomes
+`H*W` patch tokens of width C, row-major; a pooled `(B, D)` vector becomes one summary token
+(counted as `n_cls=1`, no grid).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The token axis of one hook: `n_cls` summary tokens, then registers, then a row-major patch grid."""
+
+    n_cls: int
+    n_registers: int
+    grid_hw: tuple[int, int] | None  # None: no patch tokens (pooled outputs, logits)
+    width: int
+
+    @property
+    def n_prefix(self) -> int:
+        """Tokens before the first patch token."""
+        return self.n_cls + self.n_registers
+
+    @property
+    def n_tokens(self) -> int:
+        grid = 0 if self.grid_hw is None else self.grid_hw[0] * self.grid_hw[1]
+        return self.n_prefix + grid
+
+    def patch_of(self, token: int) -> tuple[int, int] | None:
+        """(row, col) of the patch a token stands for, or None for CLS/register/summary tokens."""
+        if not 0 <= token < self.n_tokens:
+            raise IndexError(f"token {token} out of range for a layout of {self.n_tokens} tokens")
+        if token < self.n_prefix or self.grid_hw is None:
+            return None
+        return divmod(token - self.n_prefix, self.grid_hw[1])
+
+
+def as_tokens(acts: torch.Tensor) -> torch.Tensor:
+    """Activations in token form (B, T, D).
+
+    (B, C, H, W) maps -> (B, H*W, C) row-major; (B, D) vectors -> (B, 1, D); (B, T, D) unchanged.
+    Per-head ViT tensors are flattened by the ViT itself, which knows their axes.
+    """
+    if acts.ndim == 2:
+        return acts.unsqueeze(1)
+    if acts.ndim == 3:
+        return acts
+    if acts.ndim == 4:
+        return acts.flatten(2).transpose(1, 2)
+    raise ValueError(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
+
+
+def check_names(requested: Iterable[str], valid: list[str]) -> None:
+    """Raise a ValueError naming each unknown hook with its closest valid matches, then all valid names."""
+    valid_set = set(valid)
+    unknown = [name for name in requested if name not in valid_set]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        hints.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
+    raise ValueError(f"unknown hook name(s) {'; '.join(hints)}. Valid hook names: {', '.join(valid)}")
