@@ -1,0 +1,386 @@
+"""Per-feature statistics of an SAE's codes, accumulated in one streaming pass with bounded memory.
+
+For every feature: firing count and activation sum (frequency and mean), the number of images it fires
+in, an activation histogram over log-spaced bins, the top-k images ranked by their strongest patch with
+each one's per-patch activation map and label, the top-k single patches, and a uniform random sample of
+its firing tokens from which the report picks examples at activation quantiles.
+
+Memory is O(F·k·P) whatever the number of images. Each `update` takes the sparse codes of the tokens of
+whole images (every stored token of an image in the same call, images in increasing index order, which is
+the order a store is read sequentially); per-image maxima and maps come from those rows alone.
+
+The random sample is bottom-k (priority) sampling: every firing token draws a uniform key and each
+feature keeps the `n_samples` largest keys, which is a uniform sample without replacement of its firing
+tokens, merged with the same top-k machinery as the images. Quantile examples are therefore approximate:
+the sample's q-quantile estimates the feature's, with standard error about sqrt(q(1-q)/n_samples) in rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vitsae.config import config_from_dict, config_to_dict
+from vitsae.fileio import atomic_path, read_json, write_json_atomic
+
+from .topk import TopKBuffer
+
+STATS_FORMAT_VERSION = 1
+STATS_TENSORS = "feature_stats.safetensors"
+STATS_META = "feature_stats.json"
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """What the statistics pass keeps per feature."""
+
+    k_images: int = field(default=16, metadata={"help": "top images kept per feature"})
+    k_patches: int = field(default=16, metadata={"help": "top single patches kept per feature"})
+    n_samples: int = field(default=64, metadata={"help": "random firing tokens kept per feature (quantiles)"})
+    hist_bins: int = field(default=48, metadata={"help": "log-spaced activation histogram bins"})
+    hist_min: float = field(default=1e-3, metadata={"help": "lower edge of the histogram (first bin open)"})
+    hist_max: float = field(default=1e3, metadata={"help": "upper edge of the histogram (last bin open)"})
+    seed: int = field(default=0, metadata={"help": "seed of the random sample's keys"})
+
+    def __post_init__(self) -> None:
+        for name in ("k_images", "k_patches", "n_samples", "hist_bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StatsConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.hist_min < self.hist_max:
+            raise ValueError(
+                f"StatsConfig needs 0 < hist_min < hist_max, got {self.hist_min} and {self.hist_max}"
+            )
+
+    def hist_edges(self) -> torch.Tensor:
+        return torch.logspace(
+            torch.log10(torch.tensor(self.hist_min)).item(),
+            torch.log10(torch.tensor(self.hist_max)).item(),
+            self.hist_bins + 1,
+            dtype=torch.float64,
+        )
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a token index maps to a patch: `n_prefix` leading non-patch tokens, then a row-major grid."""
+
+    n_prefix: int
+    grid_hw: tuple[int, int]
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid_hw[0] * self.grid_hw[1]
+
+
+@dataclass
+class FeatureStats:
+    """The finished statistics. Per-feature lists are sorted best first; empty slots hold image -1.
+
+    `top_image_map_FkP` is uint8: the activation of each patch divided by the image's score, times 255.
+    """
+
+    config: StatsConfig
+    grid: TokenGrid
+    n_tokens: int
+    n_images: int
+    fire_count_F: torch.Tensor
+    act_sum_F: torch.Tensor
+    image_fire_count_F: torch.Tensor
+    hist_edges: torch.Tensor
+    hist_FH: torch.Tensor
+    top_image_score_Fk: torch.Tensor
+    top_image_index_Fk: torch.Tensor
+    top_image_label_Fk: torch.Tensor
+    top_image_map_FkP: torch.Tensor
+    top_patch_value_Fk: torch.Tensor
+    top_patch_image_Fk: torch.Tensor
+    top_patch_token_Fk: torch.Tensor
+    sample_value_FS: torch.Tensor
+    sample_image_FS: torch.Tensor
+    sample_token_FS: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.fire_count_F.shape[0])
+
+    def frequency_F(self) -> torch.Tensor:
+        """Fraction of tokens on which each feature fires."""
+        return self.fire_count_F.double() / max(self.n_tokens, 1)
+
+    def mean_active_F(self) -> torch.Tensor:
+        """Mean activation over the tokens where each feature fires (0 for dead features)."""
+        return self.act_sum_F / self.fire_count_F.clamp(min=1)
+
+    def max_activation_F(self) -> torch.Tensor:
+        return self.top_patch_value_Fk[:, 0].clamp(min=0)
+
+    def image_map(self, feature: int, rank: int) -> torch.Tensor:
+        """The activation map [gh, gw] (float32, activation units) of a feature's rank-th top image."""
+        scale = self.top_image_score_Fk[feature, rank].clamp(min=0) / 255.0
+        return (self.top_image_map_FkP[feature, rank].float() * scale).reshape(self.grid.grid_hw)
+
+    def quantile_examples(
+        self, feature: int, quantiles: tuple[float, ...]
+    ) -> list[tuple[float, int, int, float]]:
+        """(quantile, image, token, value) picked from the feature's random sample, for each quantile."""
+        valid = self.sample_image_FS[feature] >= 0
+        values = self.sample_value_FS[feature][valid]
+        if values.numel() == 0:
+            return []
+        order = torch.argsort(values)
+        images = self.sample_image_FS[feature][valid][order]
+        tokens = self.sample_token_FS[feature][valid][order]
+        values = values[order]
+        picks = []
+        for q in quantiles:
+            i = round(q * (values.numel() - 1))
+            picks.append((q, int(images[i]), int(tokens[i]), float(values[i])))
+        return picks
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write `feature_stats.safetensors` + `feature_stats.json` into `out_dir`."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {name: getattr(self, name).contiguous() for name in _TENSOR_FIELDS}
+        with atomic_path(out_dir / STATS_TENSORS) as tmp:
+            save_file(tensors, str(tmp))
+        write_json_atomic(
+            out_dir / STATS_META,
+            {
+                "format": "vitsae.feature_stats",
+                "format_version": STATS_FORMAT_VERSION,
+                "config": config_to_dict(self.config),
+                "n_prefix_tokens": self.grid.n_prefix,
+                "grid_hw": list(self.grid.grid_hw),
+                "n_features": self.n_features,
+                "n_tokens": self.n_tokens,
+                "n_images": self.n_images,
+                "meta": self.meta,
+            },
+        )
+        return out_dir
+
+    @classmethod
+    def load(cls, stats_dir: str | Path) -> FeatureStats:
+        stats_dir = Path(stats_dir)
+        meta_path = stats_dir / STATS_META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no {STATS_META} in {stats_dir}: not a feature statistics directory")
+        info = read_json(meta_path)
+        if info.get("format") != "vitsae.feature_stats" or info.get("format_version") != STATS_FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}; "
+                f"this vitsae reads vitsae.feature_stats version {STATS_FORMAT_VERSION}"
+            )
+        tensors = load_file(str(stats_dir / STATS_TENSORS))
+        return cls(
+            config=config_from_dict(StatsConfig, info["config"]),
+            grid=TokenGrid(info["n_prefix_tokens"], tuple(info["grid_hw"])),
+            n_tokens=info["n_tokens"],
+            n_images=info["n_images"],
+            meta=info["meta"],
+            **{name: tensors[name] for name in _TENSOR_FIELDS},
+        )
+
+
+_TENSOR_FIELDS = (
+    "fire_count_F",
+    "act_sum_F",
+    "image_fire_count_F",
+    "hist_edges",
+    "hist_FH",
+    "top_image_score_Fk",
+    "top_image_index_Fk",
+    "top_image_label_Fk",
+    "top_image_map_FkP",
+    "top_patch_value_Fk",
+    "top_patch_image_Fk",
+    "top_patch_token_Fk",
+    "sample_value_FS",
+    "sample_image_FS",
+    "sample_token_FS",
+)
+
+
+class FeatureStatsAccumulator:
+    """Streams sparse codes of whole images in and keeps every feature's statistics (see module doc)."""
+
+    def __init__(self, n_features: int, grid: TokenGrid, config: StatsConfig | None = None) -> None:
+        self.config = config = config or StatsConfig()
+        self.n_features = n_features
+        self.grid = grid
+        n_patches = grid.n_patches
+        self.n_tokens = 0
+        self.n_images = 0
+        self._last_image = -1
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self._inner_edges = config.hist_edges()[1:-1].float()
+
+        self.fire_count_F = torch.zeros(n_features, dtype=torch.int64)
+        self.act_sum_F = torch.zeros(n_features, dtype=torch.float64)
+        self.image_fire_count_F = torch.zeros(n_features, dtype=torch.int64)
+        self.hist_FH = torch.zeros((n_features, config.hist_bins), dtype=torch.int64)
+
+        self.images = TopKBuffer(n_features, config.k_images)
+        self.image_index_Fk = torch.full((n_features, config.k_images), -1, dtype=torch.int64)
+        self.image_label_Fk = torch.full((n_features, config.k_images), -1, dtype=torch.int64)
+        self.image_map_FkP = torch.zeros((n_features, config.k_images, n_patches), dtype=torch.uint8)
+
+        self.patches = TopKBuffer(n_features, config.k_patches)
+        self.patch_image_Fk = torch.full((n_features, config.k_patches), -1, dtype=torch.int64)
+        self.patch_token_Fk = torch.full((n_features, config.k_patches), -1, dtype=torch.int64)
+
+        self.samples = TopKBuffer(n_features, config.n_samples)
+        self.sample_value_FS = torch.zeros((n_features, config.n_samples), dtype=torch.float32)
+        self.sample_image_FS = torch.full((n_features, config.n_samples), -1, dtype=torch.int64)
+        self.sample_token_FS = torch.full((n_features, config.n_samples), -1, dtype=torch.int64)
+
+    def update(
+        self,
+        indices_NK: torch.Tensor,
+        values_NK: torch.Tensor,
+        image_N: torch.Tensor,
+        token_N: torch.Tensor,
+        label_N: torch.Tensor | None = None,
+    ) -> None:
+        """Add the codes of every token of some whole images (rows in any order within the call).
+
+        A code counts as firing where its value is > 0 (unused sparse slots hold value 0).
+        """
+        n_rows = image_N.shape[0]
+        if indices_NK.shape != values_NK.shape or indices_NK.dim() != 2 or indices_NK.shape[0] != n_rows:
+            raise ValueError(
+                f"codes must be [N, K] indices and values for N={n_rows} rows, got indices "
+                f"{tuple(indices_NK.shape)} and values {tuple(values_NK.shape)}"
+            )
+        if token_N.shape != image_N.shape or (label_N is not None and label_N.shape != image_N.shape):
+            raise ValueError(
+                f"image {tuple(image_N.shape)}, token {tuple(token_N.shape)} and label "
+                f"{None if label_N is None else tuple(label_N.shape)} indices must share one shape [N]"
+            )
+        if n_rows == 0:
+            return
+        image_N = image_N.long()
+        token_N = token_N.long()
+        first_image = int(image_N.min())
+        if first_image <= self._last_image:
+            raise ValueError(
+                f"image {first_image} arrives after image {self._last_image}: feed whole images in "
+                "increasing image order (read the store sequentially, unshuffled, and split batches between images)"
+            )
+        if int(indices_NK.max()) >= self.n_features or int(indices_NK.min()) < 0:
+            raise ValueError(
+                f"feature indices span [{int(indices_NK.min())}, {int(indices_NK.max())}] but the "
+                f"dictionary has {self.n_features} features"
+            )
+        local_images, local_image_N = torch.unique(image_N, return_inverse=True)
+        self._last_image = int(local_images[-1])
+        self.n_images += local_images.numel()
+        self.n_tokens += n_rows
+        label_I = torch.full((local_images.numel(),), -1, dtype=torch.int64)
+        if label_N is not None:
+            label_I[local_image_N] = label_N.long()
+
+        firing = values_NK > 0
+        row_E = firing.nonzero(as_tuple=True)[0]
+        feature_E = indices_NK[firing].long()
+        value_E = values_NK[firing].float()
+        image_E, token_E = image_N[row_E], token_N[row_E]
+        local_image_E = local_image_N[row_E]
+
+        self._count(feature_E, value_E, local_image_E)
+        self._update_images(feature_E, value_E, local_image_E, token_E, local_images, label_I)
+        patch_E = token_E - self.grid.n_prefix
+        is_patch_E = (patch_E >= 0) & (patch_E < self.grid.n_patches)
+        writes = self.patches.update(feature_E[is_patch_E], value_E[is_patch_E])
+        self.patch_image_Fk[writes.feature_W, writes.slot_W] = image_E[is_patch_E][writes.candidate_W]
+        self.patch_token_Fk[writes.feature_W, writes.slot_W] = token_E[is_patch_E][writes.candidate_W]
+
+        keys_E = torch.rand(feature_E.shape, generator=self._generator)
+        writes = self.samples.update(feature_E, keys_E)
+        self.sample_value_FS[writes.feature_W, writes.slot_W] = value_E[writes.candidate_W]
+        self.sample_image_FS[writes.feature_W, writes.slot_W] = image_E[writes.candidate_W]
+        self.sample_token_FS[writes.feature_W, writes.slot_W] = token_E[writes.candidate_W]
+
+    def _count(self, feature_E: torch.Tensor, value_E: torch.Tensor, local_image_E: torch.Tensor) -> None:
+        n_features, n_bins = self.n_features, self.config.hist_bins
+        self.fire_count_F += torch.bincount(feature_E, minlength=n_features)
+        self.act_sum_F += torch.bincount(feature_E, weights=value_E.double(), minlength=n_features)
+        bin_E = torch.bucketize(value_E, self._inner_edges, right=True)
+        self.hist_FH += torch.bincount(feature_E * n_bins + bin_E, minlength=n_features * n_bins).view(
+            n_features, n_bins
+        )
+        pairs = torch.unique(local_image_E * n_features + feature_E)
+        self.image_fire_count_F += torch.bincount(pairs % n_features, minlength=n_features)
+
+    def _update_images(
+        self,
+        feature_E: torch.Tensor,
+        value_E: torch.Tensor,
+        local_image_E: torch.Tensor,
+        token_E: torch.Tensor,
+        local_images: torch.Tensor,
+        label_I: torch.Tensor,
+    ) -> None:
+        """Rank images by their strongest patch; keep the per-patch map of each new top image."""
+        patch_E = token_E - self.grid.n_prefix
+        is_patch = (patch_E >= 0) & (patch_E < self.grid.n_patches)
+        feature_E, value_E, local_image_E, patch_E = (
+            feature_E[is_patch], value_E[is_patch], local_image_E[is_patch], patch_E[is_patch]
+        )
+        pair_keys, pair_E = torch.unique(local_image_E * self.n_features + feature_E, return_inverse=True)
+        score_C = torch.zeros(pair_keys.shape, dtype=torch.float32).scatter_reduce(
+            0, pair_E, value_E, reduce="amax", include_self=False
+        )
+        feature_C, image_C = pair_keys % self.n_features, pair_keys // self.n_features
+        writes = self.images.update(feature_C, score_C)
+        f_W, slot_W, cand_W = writes.feature_W, writes.slot_W, writes.candidate_W
+        self.image_index_Fk[f_W, slot_W] = local_images[image_C[cand_W]]
+        self.image_label_Fk[f_W, slot_W] = label_I[image_C[cand_W]]
+
+        write_of_pair = torch.full(pair_keys.shape, -1, dtype=torch.int64)
+        write_of_pair[cand_W] = torch.arange(cand_W.numel())
+        write_E = write_of_pair[pair_E]
+        in_map = write_E >= 0
+        maps_WP = torch.zeros((cand_W.numel(), self.grid.n_patches), dtype=torch.float32)
+        maps_WP[write_E[in_map], patch_E[in_map]] = value_E[in_map]
+        scaled_WP = maps_WP / score_C[cand_W].clamp(min=torch.finfo(torch.float32).tiny)[:, None]
+        self.image_map_FkP[f_W, slot_W] = torch.round(scaled_WP * 255).clamp(0, 255).to(torch.uint8)
+
+    def finish(self, meta: dict[str, Any] | None = None) -> FeatureStats:
+        """The statistics so far, every per-feature list sorted best first."""
+        image_order = self.images.order()
+        patch_order = self.patches.order()
+        sample_order = self.samples.order()
+
+        def by(order: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            index = order if values.dim() == 2 else order[..., None].expand_as(values)
+            return torch.gather(values, 1, index)
+
+        return FeatureStats(
+            config=self.config,
+            grid=self.grid,
+            n_tokens=self.n_tokens,
+            n_images=self.n_images,
+            fire_count_F=self.fire_count_F.clone(),
+            act_sum_F=self.act_sum_F.clone(),
+            image_fire_count_F=self.image_fire_count_F.clone(),
+            hist_edges=self.config.hist_edges(),
+            hist_FH=self.hist_FH.clone(),
+            top_image_score_Fk=by(image_order, self.images.scores_Fk).clamp(min=0),
+            top_image_index_Fk=by(image_order, self.image_index_Fk),
+            top_image_label_Fk=by(image_order, self.image_label_Fk),
+            top_image_map_FkP=by(image_order, self.image_map_FkP),
+            top_patch_value_Fk=by(patch_order, self.patches.scores_Fk).clamp(min=0),
+            top_patch_image_Fk=by(patch_order, self.patch_image_Fk),
+            top_patch_token_Fk=by(patch_order, self.patch_token_Fk),
+            sample_value_FS=by(sample_order, self.sample_value_FS),
+            sample_image_FS=by(sample_order, self.sample_image_FS),
+            sample_token_FS=by(sample_order, self.sample_token_FS),
+            meta=dict(meta or {}),
+        )

@@ -1,0 +1,90 @@
+"""Per-feature running top-k buffers, merged batch by batch without Python loops over features.
+
+A `TopKBuffer` keeps, for each of F features, the k largest scores seen so far. A batch arrives as a
+flat list of candidates `(feature_M, score_M)`; the buffer takes each feature's k best candidates (one
+sort), merges them with the running entries (one `torch.topk` over [F, 2k]) and writes the winners into the slots the losers
+freed. Slots of surviving entries never move, so callers can keep side arrays aligned with the slots
+(per-image activation maps) and update only the slots `update` reports as newly written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SlotWrites:
+    """Where a merge wrote new entries: `buffer.*[feature_W, slot_W]` now hold `candidate_W` of the batch."""
+
+    feature_W: torch.Tensor  # int64
+    slot_W: torch.Tensor  # int64
+    candidate_W: torch.Tensor  # int64, index into the batch's candidate list
+
+
+def top_k_per_group(group_M: torch.Tensor, score_M: torch.Tensor, n_groups: int, k: int) -> tuple[
+    torch.Tensor, torch.Tensor
+]:
+    """The k best candidates of every group: (scores [G, k] padded with -inf, candidate ids [G, k] or -1)."""
+    scores_Gk = torch.full((n_groups, k), float("-inf"), dtype=torch.float32)
+    ids_Gk = torch.full((n_groups, k), -1, dtype=torch.int64)
+    if group_M.numel() == 0:
+        return scores_Gk, ids_Gk
+    by_score = torch.argsort(score_M, descending=True, stable=True)
+    by_group = by_score[torch.argsort(group_M[by_score], stable=True)]
+    group_sorted = group_M[by_group]
+    sizes_G = torch.bincount(group_sorted, minlength=n_groups)
+    starts_G = torch.cumsum(sizes_G, 0) - sizes_G
+    rank_M = torch.arange(group_M.numel()) - starts_G[group_sorted]
+    keep = rank_M < k
+    rows, cols = group_sorted[keep], rank_M[keep]
+    scores_Gk[rows, cols] = score_M[by_group[keep]].float()
+    ids_Gk[rows, cols] = by_group[keep]
+    return scores_Gk, ids_Gk
+
+
+class TopKBuffer:
+    """The k largest scores per feature; empty slots hold -inf.
+
+    Payloads live with the caller in arrays shaped like `scores_Fk`, updated from the `SlotWrites` that
+    `update` returns, so one buffer can carry any number of them (image index, token, label, map).
+    """
+
+    def __init__(self, n_features: int, k: int) -> None:
+        if n_features < 1 or k < 1:
+            raise ValueError(f"TopKBuffer needs n_features >= 1 and k >= 1, got {n_features} and {k}")
+        self.n_features = n_features
+        self.k = k
+        self.scores_Fk = torch.full((n_features, k), float("-inf"), dtype=torch.float32)
+
+    def update(self, feature_M: torch.Tensor, score_M: torch.Tensor) -> SlotWrites:
+        """Merge a batch of candidates; return the slots that now hold batch candidates."""
+        if feature_M.shape != score_M.shape or feature_M.dim() != 1:
+            raise ValueError(
+                "TopKBuffer.update needs two 1-d tensors of one length, got shapes "
+                f"{tuple(feature_M.shape)} and {tuple(score_M.shape)}"
+            )
+        k, n_features = self.k, self.n_features
+        batch_scores_Fk, batch_ids_Fk = top_k_per_group(feature_M.long(), score_M, n_features, k)
+        merged_scores_Fk, position_Fk = torch.topk(torch.cat([self.scores_Fk, batch_scores_Fk], 1), k, dim=1)
+        is_new_Fk = (position_Fk >= k) & torch.isfinite(merged_scores_Fk)
+
+        # Slots whose old entry survived (positions < k); the others are free for the new winners. A free
+        # slot left unfilled held an empty (-inf) entry: finite old entries only lose to k finite ones.
+        kept_Fk1 = torch.zeros((n_features, k + 1), dtype=torch.int8)
+        kept_Fk1.scatter_(1, torch.where(position_Fk >= k, k, position_Fk), 1)
+        free_first_Fk = torch.argsort(kept_Fk1[:, :k], dim=1, stable=True)
+        new_first_Fk = torch.argsort((~is_new_Fk).to(torch.int8), dim=1, stable=True)
+        n_new_F = is_new_Fk.sum(1)
+
+        feature_W, rank_W = (torch.arange(k)[None, :] < n_new_F[:, None]).nonzero(as_tuple=True)
+        slot_W = free_first_Fk[feature_W, rank_W]
+        batch_slot_W = position_Fk[feature_W, new_first_Fk[feature_W, rank_W]] - k
+        candidate_W = batch_ids_Fk[feature_W, batch_slot_W]
+        self.scores_Fk[feature_W, slot_W] = batch_scores_Fk[feature_W, batch_slot_W]
+        return SlotWrites(feature_W, slot_W, candidate_W)
+
+    def order(self) -> torch.Tensor:
+        """Slot order [F, k] that sorts each feature's entries by descending score, empty slots last."""
+        return torch.sort(self.scores_Fk, dim=1, descending=True, stable=True).indices
