@@ -37,8 +37,10 @@ def brute_force(indices_NK, values_NK, image_N, token_N, n_features, config):
     out = {"fire": (dense > 0).sum(0), "sum": dense.sum(0), "images": {}, "patches": {}, "image_fire": {}}
     edges = config.hist_edges().numpy()
     out["hist"] = np.stack(
-        [np.histogram(np.clip(dense[dense[:, f] > 0, f], edges[0], edges[-1] * 0.999), edges)[0]
-         for f in range(n_features)]
+        [
+            np.histogram(np.clip(dense[dense[:, f] > 0, f], edges[0], edges[-1] * 0.999), edges)[0]
+            for f in range(n_features)
+        ]
     )
     for f in range(n_features):
         per_image = {}
@@ -62,8 +64,9 @@ def accumulate(codes, n_features, config, images_per_batch):
     for start in range(0, image_N.numel(), step):
         sl = slice(start, start + step)
         perm = torch.randperm(image_N[sl].numel())  # row order within a batch does not matter
-        acc.update(indices_NK[sl][perm], values_NK[sl][perm], image_N[sl][perm], token_N[sl][perm],
-                   label_N[sl][perm])
+        acc.update(
+            indices_NK[sl][perm], values_NK[sl][perm], image_N[sl][perm], token_N[sl][perm], label_N[sl][perm]
+        )
     return acc.finish()
 
 
@@ -97,16 +100,27 @@ def test_streaming_statistics_equal_brute_force(images_per_batch):
             got = stats.image_map(f, rank)
             assert torch.allclose(got, want, atol=float(stats.top_image_score_Fk[f, rank]) / 510 + 1e-6)
         patches = ref["patches"][f]
-        np.testing.assert_allclose(stats.top_patch_value_Fk[f, : len(patches)].numpy(),
-                                   [p[0] for p in patches], rtol=1e-6)
-        got = set(zip(stats.top_patch_image_Fk[f, : len(patches)].tolist(),
-                      stats.top_patch_token_Fk[f, : len(patches)].tolist(), strict=True))
+        np.testing.assert_allclose(
+            stats.top_patch_value_Fk[f, : len(patches)].numpy(), [p[0] for p in patches], rtol=1e-6
+        )
+        got = set(
+            zip(
+                stats.top_patch_image_Fk[f, : len(patches)].tolist(),
+                stats.top_patch_token_Fk[f, : len(patches)].tolist(),
+                strict=True,
+            )
+        )
         assert got == {(p[1], p[2]) for p in patches}
         # the random sample: distinct firing tokens of this feature with their true values
         valid = stats.sample_image_FS[f] >= 0
         assert int(valid.sum()) == min(config.n_samples, int(ref["fire"][f]))
-        pairs = list(zip(stats.sample_image_FS[f][valid].tolist(), stats.sample_token_FS[f][valid].tolist(),
-                         strict=True))
+        pairs = list(
+            zip(
+                stats.sample_image_FS[f][valid].tolist(),
+                stats.sample_token_FS[f][valid].tolist(),
+                strict=True,
+            )
+        )
         assert len(set(pairs)) == len(pairs)
         for (image, token), value in zip(pairs, stats.sample_value_FS[f][valid].tolist(), strict=True):
             assert value == pytest.approx(ref["dense"][image * 13 + token, f], rel=1e-6)

@@ -271,7 +271,8 @@ class FeatureStatsAccumulator:
         if first_image <= self._last_image:
             raise ValueError(
                 f"image {first_image} arrives after image {self._last_image}: feed whole images in "
-                "increasing image order (read the store sequentially, unshuffled, and split batches between images)"
+                "increasing image order (read the store sequentially, unshuffled, and split batches "
+                "between images)"
             )
         if int(indices_NK.max()) >= self.n_features or int(indices_NK.min()) < 0:
             raise ValueError(
@@ -331,7 +332,10 @@ class FeatureStatsAccumulator:
         patch_E = token_E - self.grid.n_prefix
         is_patch = (patch_E >= 0) & (patch_E < self.grid.n_patches)
         feature_E, value_E, local_image_E, patch_E = (
-            feature_E[is_patch], value_E[is_patch], local_image_E[is_patch], patch_E[is_patch]
+            feature_E[is_patch],
+            value_E[is_patch],
+            local_image_E[is_patch],
+            patch_E[is_patch],
         )
         pair_keys, pair_E = torch.unique(local_image_E * self.n_features + feature_E, return_inverse=True)
         score_C = torch.zeros(pair_keys.shape, dtype=torch.float32).scatter_reduce(

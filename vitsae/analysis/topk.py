@@ -2,9 +2,10 @@
 
 A `TopKBuffer` keeps, for each of F features, the k largest scores seen so far. A batch arrives as a
 flat list of candidates `(feature_M, score_M)`; the buffer takes each feature's k best candidates (one
-sort), merges them with the running entries (one `torch.topk` over [F, 2k]) and writes the winners into the slots the losers
-freed. Slots of surviving entries never move, so callers can keep side arrays aligned with the slots
-(per-image activation maps) and update only the slots `update` reports as newly written.
+sort), merges them with the running entries (one `torch.topk` over [F, 2k]) and writes the winners into
+the slots the losers freed. Slots of surviving entries never move, so callers can keep side arrays
+aligned with the slots (per-image activation maps) and update only the slots `update` reports as newly
+written.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ class SlotWrites:
     candidate_W: torch.Tensor  # int64, index into the batch's candidate list
 
 
-def top_k_per_group(group_M: torch.Tensor, score_M: torch.Tensor, n_groups: int, k: int) -> tuple[
-    torch.Tensor, torch.Tensor
-]:
+def top_k_per_group(
+    group_M: torch.Tensor, score_M: torch.Tensor, n_groups: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best candidates of every group: (scores [G, k] padded with -inf, candidate ids [G, k] or -1)."""
     scores_Gk = torch.full((n_groups, k), float("-inf"), dtype=torch.float32)
     ids_Gk = torch.full((n_groups, k), -1, dtype=torch.int64)
