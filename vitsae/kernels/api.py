@@ -1,0 +1,118 @@
+"""The public encode/decode with the backend dispatch used by the SAE modules.
+
+`backend` is one of:
+- "dense": plain PyTorch B x F matmuls with autograd (the reference, in the working precision);
+- "sparse": the sparse path: Triton kernels on CUDA when Triton imports, else sparse PyTorch (CSR
+  products); the sparse PyTorch products themselves switch to dense matmuls for codes denser than
+  the measured `DENSE_DENSITY_THRESHOLD`;
+- "auto": "dense" for TopK/BatchTopK with k / F above that threshold (the selection would be
+  wasted), else "sparse".
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+from vitsae.kernels import reference, sparse_torch
+from vitsae.kernels.codes import SparseCodes
+from vitsae.kernels.functions import SparseDecode, SparseEncode
+
+BACKENDS = ("dense", "sparse", "auto")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The encoder's output: the codes, the weighted L1 per row (None without weights), firing counts."""
+
+    codes: SparseCodes
+    l1_B: torch.Tensor | None
+    fire_counts_F: torch.Tensor
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKENDS)}")
+
+
+def sparse_ops(device: torch.device) -> ModuleType:
+    """The sparse primitives for `device`: Triton on CUDA when available, else sparse PyTorch."""
+    if device.type == "cuda":
+        try:
+            return importlib.import_module("vitsae.kernels.triton_ops")
+        except ImportError:
+            return sparse_torch
+    return sparse_torch
+
+
+def resolve_backend(backend: str, activation: str, k: int | None, n_features: int) -> str:
+    """"dense" or "sparse" for one call (see the module docstring)."""
+    check_backend(backend)
+    if backend != "auto":
+        return backend
+    if activation in ("topk", "batchtopk") and k is not None:
+        return "dense" if k / n_features > sparse_torch.DENSE_DENSITY_THRESHOLD else "sparse"
+    return "sparse"
+
+
+def encode(
+    x_BD: torch.Tensor,
+    W_enc_DF: torch.Tensor,
+    b_enc_F: torch.Tensor,
+    b_dec_D: torch.Tensor,
+    *,
+    activation: str,
+    k: int | None = None,
+    threshold_F: torch.Tensor | None = None,
+    l1_weights_F: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> Encoded:
+    """Sparse codes of f = act((x - b_dec) W_enc + b_enc), differentiable in x, W_enc, b_enc, b_dec and
+    `l1_weights_F` (through `l1_B`). JumpReLU's threshold is a constant on the sparse path."""
+    reference.check_activation(activation, k, threshold_F)
+    _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weights_F)
+    F = W_enc_DF.shape[1]
+    if resolve_backend(backend, activation, k, F) == "dense":
+        pre_BF = reference.pre_activations(x_BD, W_enc_DF, b_enc_F, b_dec_D)
+        codes_BF = reference.activate(pre_BF, activation, k, threshold_F)
+        l1_B = None if l1_weights_F is None else reference.weighted_l1(codes_BF, l1_weights_F)
+        return Encoded(SparseCodes.from_dense(codes_BF), l1_B, reference.firing_counts(codes_BF))
+    if threshold_F is not None and threshold_F.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "the sparse encoder treats the JumpReLU threshold as a constant (its straight-through gradient "
+            "needs pre-activations just below the threshold, which sparse codes do not hold); "
+            "use backend='dense' to train the threshold, or pass threshold_F.detach()"
+        )
+    ops = sparse_ops(x_BD.device)
+    values_BK, indices_BK, counts_B, l1_B, fire_F = SparseEncode.apply(
+        ops, activation, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D, l1_weights_F
+    )
+    codes = SparseCodes(indices_BK, values_BK, counts_B)
+    return Encoded(codes, None if l1_weights_F is None else l1_B, fire_F)
+
+
+def decode(
+    codes: SparseCodes, W_dec_FD: torch.Tensor, b_dec_D: torch.Tensor, *, backend: str = "auto"
+) -> torch.Tensor:
+    """x_hat = codes W_dec + b_dec, differentiable in the code values, W_dec and b_dec."""
+    check_backend(backend)
+    F, D = W_dec_FD.shape
+    if b_dec_D.shape != (D,):
+        raise ValueError(f"b_dec {tuple(b_dec_D.shape)} does not match W_dec {tuple(W_dec_FD.shape)}")
+    if backend == "dense":
+        return reference.decode(codes.to_dense(F).to(W_dec_FD.dtype), W_dec_FD, b_dec_D)
+    ops = sparse_ops(W_dec_FD.device)
+    return SparseDecode.apply(ops, codes.indices_BK, codes.counts_B, codes.values_BK, W_dec_FD, b_dec_D)
+
+
+def _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weights_F) -> None:
+    if x_BD.dim() != 2 or W_enc_DF.dim() != 2 or x_BD.shape[1] != W_enc_DF.shape[0]:
+        raise ValueError(f"x {tuple(x_BD.shape)} does not match W_enc {tuple(W_enc_DF.shape)} ([D, F])")
+    D, F = W_enc_DF.shape
+    for name, vec, n in (("b_enc", b_enc_F, F), ("b_dec", b_dec_D, D), ("threshold", threshold_F, F),
+                         ("l1_weights", l1_weights_F, F)):
+        if vec is not None and vec.shape != (n,):
+            raise ValueError(f"{name} {tuple(vec.shape)} does not match W_enc {tuple(W_enc_DF.shape)}")

@@ -1,0 +1,150 @@
+"""Sparse PyTorch backend (CPU, or any device without Triton): CSR products instead of B x F matmuls.
+
+The encoder's x W_enc matmul stays dense (nothing cheaper exists on a CPU); the selection packs the
+active features into `SparseCodes` slots and every later product (decode, and the backward's
+grad W_dec, grad W_enc = x^T d_pre, grad x = d_pre W_enc^T) touches only the active entries.
+Codes denser than `DENSE_DENSITY_THRESHOLD` (nonzeros / (B * F)) run as dense matmuls instead, because
+there the dense BLAS beats the sparse products; the threshold is measured by scripts/bench_kernels.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from vitsae.kernels import selection
+from vitsae.kernels.reference import check_activation
+
+# Measured density crossover on the 2-core CPU sandbox (docs/benchmarks.md, "dense/sparse threshold").
+DENSE_DENSITY_THRESHOLD = 0.25
+
+
+def encode_select(
+    x_BD: torch.Tensor,
+    W_enc_DF: torch.Tensor,
+    b_enc_F: torch.Tensor,
+    b_dec_D: torch.Tensor,
+    activation: str,
+    k: int | None,
+    threshold_F: torch.Tensor | None,
+    l1_weights_F: torch.Tensor | None,
+) -> tuple[torch.Tensor, ...]:
+    """Encode and pack: (indices_BK int32, values_BK, counts_B int32, l1_B or None, fire_counts_F int64).
+
+    The pre-activations use b_dec folded into the bias, x W_enc - (b_dec W_enc - b_enc); every active
+    feature is kept (K is the widest row's count), so nothing overflows.
+    """
+    check_activation(activation, k, threshold_F)
+    F = W_enc_DF.shape[1]
+    folded_bias_F = b_enc_F - b_dec_D @ W_enc_DF
+    pre_BF = torch.addmm(folded_bias_F, x_BD.to(W_enc_DF.dtype), W_enc_DF)
+    if activation == "topk":
+        top_BK, idx_BK = torch.topk(pre_BF, min(k, F), dim=1)
+        indices_BK, values_BK, counts_B = selection.pack_topk(top_BK, idx_BK)
+    else:
+        if activation == "relu":
+            active_BF = pre_BF > 0
+        elif activation == "jumprelu":
+            active_BF = pre_BF > threshold_F
+        else:
+            active_BF = selection.batch_topk_mask(pre_BF, k)
+        indices_BK, values_BK, counts_B = selection.pack_active(pre_BF, active_BF)
+    del pre_BF
+    return indices_BK, values_BK, counts_B, *code_statistics(indices_BK, values_BK, counts_B, l1_weights_F, F)
+
+
+def code_statistics(
+    indices_BK, values_BK, counts_B, l1_weights_F: torch.Tensor | None, n_features: int
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(l1_B = sum_k |v| w[idx], or None without weights; fire_counts_F) of packed codes."""
+    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    fire_F = torch.bincount(indices_BK[used_BK].long(), minlength=n_features)
+    if l1_weights_F is None:
+        return None, fire_F
+    return (values_BK.abs() * l1_weights_F[indices_BK.long()]).sum(dim=1), fire_F
+
+
+def _csr(indices_BK: torch.Tensor, coef_BK: torch.Tensor, counts_B: torch.Tensor, n_features: int):
+    """The B x F CSR matrix of the used slots (unused slots dropped, so no duplicate columns)."""
+    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    crow = torch.zeros(counts_B.shape[0] + 1, dtype=torch.int64, device=counts_B.device)
+    torch.cumsum(counts_B, 0, out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            crow, indices_BK[used_BK].long(), coef_BK[used_BK], (counts_B.shape[0], n_features),
+            check_invariants=False,
+        )
+
+
+def _csr_transposed(indices_BK, coef_BK, counts_B, n_features: int):
+    """The F x B CSR matrix of the used slots: entries sorted by feature (stable, so deterministic)."""
+    K = indices_BK.shape[1]
+    used_BK = torch.arange(K, device=indices_BK.device)[None, :] < counts_B[:, None]
+    feature_E = indices_BK[used_BK].long()
+    row_E = torch.nonzero(used_BK)[:, 0]
+    order_E = torch.argsort(feature_E, stable=True)
+    crow = torch.zeros(n_features + 1, dtype=torch.int64, device=indices_BK.device)
+    torch.cumsum(torch.bincount(feature_E, minlength=n_features), 0, out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            crow, row_E[order_E], coef_BK[used_BK][order_E], (n_features, counts_B.shape[0]),
+            check_invariants=False,
+        )
+
+
+def _is_dense(counts_B: torch.Tensor, n_features: int) -> bool:
+    nnz = int(counts_B.sum())
+    return nnz > DENSE_DENSITY_THRESHOLD * counts_B.shape[0] * n_features
+
+
+def _dense(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
+    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    dense_BF = coef_BK.new_zeros(counts_B.shape[0], n_features)
+    return dense_BF.scatter_add_(1, indices_BK.long(), torch.where(used_BK, coef_BK, 0))
+
+
+def gather_rows_sum(indices_BK, coef_BK, counts_B, rows_FD: torch.Tensor) -> torch.Tensor:
+    """out[b] = sum_k coef[b, k] * rows[indices[b, k]]: the decode, and grad x = d_pre W_enc^T."""
+    F = rows_FD.shape[0]
+    coef_BK = coef_BK.to(rows_FD.dtype)
+    if _is_dense(counts_B, F):
+        return _dense(indices_BK, coef_BK, counts_B, F) @ rows_FD
+    return _csr(indices_BK, coef_BK, counts_B, F) @ rows_FD
+
+
+def scatter_outer(
+    indices_BK, coef_BK, counts_B, dense_BD: torch.Tensor, n_features: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out_FD, sums_F): out[f] = sum over slots naming f of coef * dense[row], sums[f] = sum of coef.
+
+    grad W_dec = f^T d_x_hat and grad W_enc^T = d_pre^T (x - b_dec) with the bias gradient beside it.
+    """
+    coef_BK = coef_BK.to(dense_BD.dtype)
+    if _is_dense(counts_B, n_features):
+        dense_BF = _dense(indices_BK, coef_BK, counts_B, n_features)
+        return dense_BF.T @ dense_BD, dense_BF.sum(dim=0)
+    sums_F = feature_sums(indices_BK, coef_BK, counts_B, n_features)
+    return _csr_transposed(indices_BK, coef_BK, counts_B, n_features) @ dense_BD, sums_F
+
+
+def feature_sums(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
+    """sums[f] = sum of coef over the used slots naming f (the bias and L1-weight gradients)."""
+    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    return coef_BK.new_zeros(n_features).index_add_(0, indices_BK[used_BK].long(), coef_BK[used_BK])
+
+
+def gather_dot(indices_BK, counts_B, dense_BD: torch.Tensor, rows_FD: torch.Tensor) -> torch.Tensor:
+    """out[b, k] = <dense[b], rows[indices[b, k]]> on used slots, 0 elsewhere: grad of the code values."""
+    F = rows_FD.shape[0]
+    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    if _is_dense(counts_B, F):
+        full_BF = dense_BD @ rows_FD.T
+        return torch.where(used_BK, full_BF.gather(1, indices_BK.long()), 0)
+    pattern = _csr(indices_BK, torch.ones_like(indices_BK, dtype=dense_BD.dtype), counts_B, F)
+    sampled = torch.sparse.sampled_addmm(pattern, dense_BD, rows_FD.T, beta=0.0)
+    out_BK = dense_BD.new_zeros(indices_BK.shape)
+    out_BK[used_BK] = sampled.values()
+    return out_BK
