@@ -1,0 +1,110 @@
+"""The on-disk store format (docs/store-format.md): names, dtypes, shard files and the manifest.
+
+A store is a directory holding `manifest.json` and shards `shard-NNNNNN.safetensors`, each with three
+tensors: `activations` [rows, D], `image_index` int64 [rows] and `token_index` int32 [rows]. The
+safetensors header is parsed here directly so the reader can memory-map the data with numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save
+
+from vitsae.fileio import read_json
+
+FORMAT_NAME = "vitsae-activation-store"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+# store dtype name -> (torch dtype, safetensors dtype code, bytes per element)
+DTYPES: dict[str, tuple[torch.dtype, str, int]] = {
+    "float16": (torch.float16, "F16", 2),
+    "bfloat16": (torch.bfloat16, "BF16", 2),
+    "float32": (torch.float32, "F32", 4),
+}
+# safetensors dtype code -> numpy dtype used to memory-map it (bfloat16 is read as raw uint16)
+NUMPY_OF_CODE: dict[str, np.dtype] = {
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "F32": np.dtype("<f4"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+}
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked: missing, corrupt, or made by a different configuration."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.safetensors"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lies in a shard file: absolute byte offset, dtype code and shape."""
+
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * NUMPY_OF_CODE[self.dtype].itemsize
+
+
+def read_shard_header(path: Path) -> dict[str, TensorEntry]:
+    """Parse a safetensors header: an 8-byte little-endian length, then that many bytes of JSON."""
+    try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise StoreError(f"shard {path} is truncated: shorter than a safetensors header")
+            (header_len,) = struct.unpack("<Q", prefix)
+            raw = fh.read(header_len)
+    except FileNotFoundError as exc:
+        raise StoreError(f"shard {path} is missing") from exc
+    if len(raw) < header_len:
+        raise StoreError(f"shard {path} is truncated inside its safetensors header")
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise StoreError(f"shard {path} has a corrupt safetensors header: {exc}") from exc
+    data_start = 8 + header_len
+    return {
+        name: TensorEntry(data_start + info["data_offsets"][0], info["dtype"], tuple(info["shape"]))
+        for name, info in header.items()
+        if name != "__metadata__"
+    }
+
+
+def shard_bytes(acts_RD: torch.Tensor, image_index_R: torch.Tensor, token_index_R: torch.Tensor) -> bytes:
+    """One shard's safetensors bytes (deterministic: the same rows always give the same bytes)."""
+    tensors = {
+        "activations": acts_RD.contiguous(),
+        "image_index": image_index_R.to(torch.int64).contiguous(),
+        "token_index": token_index_R.to(torch.int32).contiguous(),
+    }
+    return save(tensors, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+
+
+def read_manifest(store_dir: Path) -> dict[str, Any]:
+    """Load and version-check a store's manifest."""
+    path = Path(store_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise StoreError(f"{store_dir} is not an activation store: {MANIFEST_NAME} is missing "
+                         "(an unfinished harvest? rerun the same `vitsae harvest` command to finish it)")
+    manifest = read_json(path)
+    if manifest.get("format") != FORMAT_NAME:
+        raise StoreError(f"{path} is not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise StoreError(f"{path} has format version {manifest.get('format_version')}; "
+                         f"this vitsae reads version {FORMAT_VERSION}")
+    return manifest

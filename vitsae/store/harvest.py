@@ -1,0 +1,317 @@
+"""Harvest a model's activations at one or more hooks into on-disk stores, resumably and in parallel.
+
+Layout: `<out>/harvest.json` (the run's config, model hash, source description) and one store per hook
+in `<out>/<hook>/`. Images are cut into shards of `images_per_shard` consecutive source indices (a
+multiple of the batch size, so batches never straddle shards); shard k of every hook comes from the
+same forward passes. A shard is done once its file and its sidecar `<hook>/.progress/shard-k.json`
+(rows, bytes, sha256, float64 sums, skipped images) exist; a rerun recomputes only the shards without
+one, and the manifest is built from the sidecars in shard order, so an interrupted-and-resumed or a
+multi-process harvest writes exactly the bytes and manifest of an uninterrupted one-process run.
+Under torchrun each rank harvests a contiguous block of shards; rank 0 writes the manifests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from vitsae.config import config_to_dict
+from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
+from vitsae.store.config import HarvestConfig, content_differences
+from vitsae.store.format import (
+    DTYPES,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    StoreError,
+    shard_bytes,
+    shard_name,
+)
+from vitsae.store.stats import RunningStats
+from vitsae.store.tokens import Layout, select_tokens
+
+RUN_RECORD = "harvest.json"
+PROGRESS_DIR = ".progress"
+
+
+@dataclass
+class _HookPlan:
+    """What is stored for one hook: its directory, token layout, kept tokens and width."""
+
+    name: str
+    directory: Path
+    layout: Layout
+    tokens_T: torch.Tensor  # int64 token indices kept per image
+    width: int
+
+    @property
+    def rows_per_image(self) -> int:
+        return len(self.tokens_T)
+
+
+class _ShardBuffer:
+    """A fixed-size buffer of one shard's rows for one hook (memory independent of the dataset size)."""
+
+    def __init__(self, plan: _HookPlan, images: int, dtype: torch.dtype) -> None:
+        rows = images * plan.rows_per_image
+        self.plan = plan
+        self.acts_RD = torch.empty(rows, plan.width, dtype=dtype)
+        self.image_R = torch.empty(rows, dtype=torch.int64)
+        self.token_R = torch.empty(rows, dtype=torch.int32)
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows = 0
+        self.stats = RunningStats(self.plan.width)
+
+    def add(self, acts_BTD: torch.Tensor, indices_B: torch.Tensor, dtype: torch.dtype) -> None:
+        kept_BTD = acts_BTD.index_select(1, self.plan.tokens_T.to(acts_BTD.device))
+        batch, tokens, width = kept_BTD.shape
+        if width != self.plan.width:
+            raise StoreError(f"hook {self.plan.name}: collect returned width {width}, "
+                             f"its token layout says {self.plan.width}")
+        rows = batch * tokens
+        stored_RD = kept_BTD.reshape(rows, width).to(dtype).cpu()
+        end = self.rows + rows
+        self.acts_RD[self.rows:end] = stored_RD
+        self.image_R[self.rows:end] = indices_B.repeat_interleave(tokens)
+        self.token_R[self.rows:end] = self.plan.tokens_T.to(torch.int32).repeat(batch)
+        self.stats.update(stored_RD)
+        self.rows = end
+
+
+def _rank_and_world() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call initialised the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size(), True
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    return 0, 1, False
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _plan_hooks(model: Any, config: HarvestConfig) -> list[_HookPlan]:
+    model.check_hook_names(list(config.hooks))
+    plans = []
+    for hook in config.hooks:
+        model_layout = model.token_layout(hook)
+        layout = Layout.of(model_layout)
+        tokens = select_tokens(layout, config.tokens, config.include_registers)
+        if len(tokens) == 0:
+            raise ValueError(f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout "
+                             f"{model_layout}")
+        plans.append(_HookPlan(hook, config.out / hook, layout, torch.from_numpy(tokens.astype(np.int64)),
+                               int(model_layout.width)))
+    return plans
+
+
+def images_per_shard(config: HarvestConfig, max_rows_per_image: int) -> int:
+    """Whole batches per shard, as many as fit in `shard_rows` rows (at least one batch)."""
+    return config.batch_size * max(1, config.shard_rows // (max_rows_per_image * config.batch_size))
+
+
+def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) -> dict[str, Any]:
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config_to_dict(config),
+            "model_hash": model.weights_hash(), "source": source.describe(), "images_per_shard": per_shard}
+
+
+def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: int, world: int) -> None:
+    """Refuse to continue a store made by a different configuration; otherwise record this one."""
+    path = config.out / RUN_RECORD
+    if path.exists():
+        saved = read_json(path)
+        diffs = content_differences(saved.get("config", {}), record["config"])
+        for key in ("model_hash", "source", "format_version"):
+            if saved.get(key) != record[key]:
+                diffs.append(f"{key}: store has {saved.get(key)!r}, requested {record[key]!r}")
+        if diffs:
+            raise StoreError(f"{config.out} holds a harvest with a different configuration; differing "
+                             "fields:\n  " + "\n  ".join(diffs)
+                             + "\nuse another --out directory, or delete this one to start over")
+    _barrier(world)
+    if rank == 0:
+        if not path.exists():
+            write_json_atomic(path, record)
+        for pattern in (".*.tmp", "*/.*.tmp", f"*/{PROGRESS_DIR}/.*.tmp"):
+            for stale in config.out.glob(pattern):
+                stale.unlink()
+    _barrier(world)
+
+
+def _sidecar(plan: _HookPlan, shard: int) -> Path:
+    return plan.directory / PROGRESS_DIR / f"{shard_name(shard)}.json"
+
+
+def _shard_done(plans: list[_HookPlan], shard: int) -> bool:
+    for plan in plans:
+        sidecar = _sidecar(plan, shard)
+        if not sidecar.exists():
+            return False
+        path = plan.directory / shard_name(shard)
+        if not path.exists() or path.stat().st_size != read_json(sidecar)["bytes"]:
+            return False
+    return True
+
+
+def _runs(shards: list[int]) -> Iterator[tuple[int, int]]:
+    """Maximal runs of consecutive shard numbers as [first, last + 1)."""
+    i = 0
+    while i < len(shards):
+        j = i
+        while j + 1 < len(shards) and shards[j + 1] == shards[j] + 1:
+            j += 1
+        yield shards[i], shards[j] + 1
+        i = j + 1
+
+
+def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skipped: list[dict]) -> None:
+    plan, rows = buffer.plan, buffer.rows
+    data = shard_bytes(buffer.acts_RD[:rows], buffer.image_R[:rows], buffer.token_R[:rows])
+    write_bytes_atomic(plan.directory / shard_name(shard), data)
+    write_json_atomic(_sidecar(plan, shard), {
+        "file": shard_name(shard), "rows": rows, "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(), "images": list(images), "skipped": skipped,
+        "stats": buffer.stats.to_dict(),
+    })
+
+
+def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[_HookPlan],
+                    shards: list[int], per_shard: int, show_progress: bool) -> None:
+    from vitsae.data.loader import ImageLoader
+
+    dtype = DTYPES[config.dtype][0]
+    n_images = len(source)
+    buffers = [_ShardBuffer(plan, per_shard, dtype) for plan in plans]
+    names = [plan.name for plan in plans]
+    total = sum(min(n_images, (s + 1) * per_shard) - s * per_shard for s in shards)
+    bar = tqdm(total=total, unit="img", desc="harvest", disable=not show_progress, smoothing=0.1)
+
+    def flush(shard: int, skipped_here: list[Any]) -> None:
+        images = (shard * per_shard, min(n_images, (shard + 1) * per_shard))
+        skipped = [{"index": s.index, "key": s.key, "reason": s.reason} for s in skipped_here]
+        for buffer in buffers:
+            _write_shard(buffer, shard, images, skipped)
+            buffer.reset()
+        bar.update(len(skipped_here))
+
+    for first, stop in _runs(shards):
+        loader = ImageLoader(source, model.preprocess, config.batch_size, config.num_workers,
+                             first * per_shard, min(n_images, stop * per_shard))
+        current, reported = first, 0
+        for batch in loader:
+            shard = int(batch.indices_B[0]) // per_shard
+            while current < shard:
+                skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
+                reported += len(skipped_here)
+                flush(current, skipped_here)
+                current += 1
+            acts = model.collect(batch.pixels_BCHW.to(config.device), names)
+            for buffer in buffers:
+                buffer.add(acts[buffer.plan.name], batch.indices_B, dtype)
+            bar.update(len(batch.indices_B))
+        while current < stop:
+            skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
+            reported += len(skipped_here)
+            flush(current, skipped_here)
+            current += 1
+    bar.close()
+
+
+def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: Any, n_shards: int,
+            per_shard: int) -> None:
+    """Merge every shard's sidecar into each hook's manifest (rank 0, after all ranks are done)."""
+    record = read_json(config.out / RUN_RECORD)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for plan in plans:
+        sidecars = []
+        for shard in range(n_shards):
+            path = _sidecar(plan, shard)
+            if not path.exists():
+                raise StoreError(f"shard {shard} of {plan.directory} was not finished ({path} is missing); "
+                                 "rerun the same command to complete the harvest")
+            sidecars.append(read_json(path))
+        stats = RunningStats(plan.width)
+        for sidecar in sidecars:
+            stats.add(RunningStats.from_dict(sidecar["stats"]))
+        skipped = [entry for sidecar in sidecars for entry in sidecar["skipped"]]
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "created": created,
+            "hook": plan.name,
+            "model": {"spec": config.model, "weights_hash": record["model_hash"]},
+            "preprocess": config_to_dict(model.preprocess),
+            "source": record["source"],
+            "tokens": {"selection": config.tokens, "include_registers": config.include_registers,
+                       "token_indices": plan.tokens_T.tolist()},
+            "token_layout": plan.layout.to_dict(),
+            "width": plan.width,
+            "dtype": config.dtype,
+            "harvest": {**config_to_dict(config), "images_per_shard": per_shard},
+            "counts": {"images": len(source), "images_skipped": len(skipped),
+                       "images_stored": len(source) - len(skipped), "rows_per_image": plan.rows_per_image,
+                       "rows": stats.rows, "shards": n_shards},
+            "shards": [{key: sidecar[key] for key in ("file", "rows", "bytes", "sha256", "images")}
+                       for sidecar in sidecars],
+            "stats": {**stats.summary(), "dtype": "float64", "over": "stored values"},
+            "skipped": skipped,
+        }
+        write_json_atomic(plan.directory / MANIFEST_NAME, manifest)
+    for plan in plans:
+        shutil.rmtree(plan.directory / PROGRESS_DIR, ignore_errors=True)
+
+
+def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> dict[str, Path]:
+    """Run (or resume) a harvest; returns each hook's store directory.
+
+    `model` and `source` default to loading `config.model` and `config.source`; pass them to reuse
+    objects already in memory (they must be what the spec strings describe: the manifest records those).
+    """
+    rank, world, initialised = _rank_and_world()
+    try:
+        if model is None:
+            from vitsae.models import load
+
+            model = load(config.model)
+        model = model.to(config.device).eval()
+        if source is None:
+            from vitsae.data import open_source
+
+            source = open_source(config.source)
+        plans = _plan_hooks(model, config)
+        per_shard = images_per_shard(config, max(plan.rows_per_image for plan in plans))
+        n_shards = -(-len(source) // per_shard)
+        _check_or_write_record(config, _run_record(config, model, source, per_shard), rank, world)
+        complete = all((plan.directory / MANIFEST_NAME).exists() for plan in plans) and not any(
+            (plan.directory / PROGRESS_DIR).exists() for plan in plans)
+        if not complete:
+            mine = range(rank * n_shards // world, (rank + 1) * n_shards // world)
+            pending = [s for s in mine if not _shard_done(plans, s)]
+            with torch.inference_mode():
+                _harvest_shards(model, source, config, plans, pending, per_shard,
+                                config.progress and rank == 0)
+            _barrier(world)
+            if rank == 0:
+                _finish(config, plans, model, source, n_shards, per_shard)
+            _barrier(world)
+        return {plan.name: plan.directory for plan in plans}
+    finally:
+        if initialised:
+            dist.destroy_process_group()

@@ -1,0 +1,258 @@
+"""ActivationStore: memory-mapped reading of a harvested store.
+
+Shards are memory-mapped with numpy at the data offsets from their safetensors headers, so opening a
+store of hundreds of GB reads only its manifest and shard headers. Rows come back as float32 torch
+tensors, optionally scaled so that E||x|| = sqrt(D).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from vitsae.fileio import sha256_file
+from vitsae.store.format import (
+    DTYPES,
+    NUMPY_OF_CODE,
+    StoreError,
+    TensorEntry,
+    read_manifest,
+    read_shard_header,
+)
+from vitsae.store.shuffle import BatchOrder, ShuffledBatches, chunk_spans
+from vitsae.store.tokens import Layout, patch_to_token, token_to_patch
+
+Verify = Literal["size", "lazy", "full"]
+_INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
+
+
+@dataclass
+class _Shard:
+    path: Path
+    row_start: int
+    rows: int
+    image_range: tuple[int, int]
+    nbytes: int
+    sha256: str
+    entries: dict[str, TensorEntry] | None = None
+    maps: dict[str, np.memmap] | None = None
+
+
+class ActivationStore:
+    """One hook's harvested activations: `len(store)` rows of width `store.d_model`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], normalize: bool, verify: Verify) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.hook: str = manifest["hook"]
+        self.d_model: int = int(manifest["width"])
+        self.dtype: str = manifest["dtype"]
+        self.layout = Layout.of(manifest["token_layout"])
+        self.mean_norm: float = float(manifest["stats"]["mean_norm"])
+        self.norm_scale: float = math.sqrt(self.d_model) / self.mean_norm if self.mean_norm > 0 else 1.0
+        self.normalize = normalize
+        self._verify_on_read = verify == "lazy"
+        self._verified: set[int] = set()
+        self._lock = threading.Lock()
+        self._shards: list[_Shard] = []
+        row = 0
+        for entry in manifest["shards"]:
+            self._shards.append(_Shard(path / entry["file"], row, int(entry["rows"]), tuple(entry["images"]),
+                                       int(entry["bytes"]), entry["sha256"]))
+            row += int(entry["rows"])
+        if row != manifest["counts"]["rows"]:
+            raise StoreError(f"{path / 'manifest.json'}: shard rows sum to {row}, "
+                             f"counts.rows says {manifest['counts']['rows']}")
+        self._row_starts = [s.row_start for s in self._shards]
+        self._image_starts = [s.image_range[0] for s in self._shards]
+        for shard in self._shards:
+            self._check_size(shard)
+        if verify == "full":
+            self.verify()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, normalize: bool = False,
+             verify: Verify = "size") -> ActivationStore:
+        """Open a store directory. `verify`: 'size' checks every shard's byte size (cheap), 'lazy' also
+        checks each shard's sha256 the first time it is read, 'full' checks every sha256 now."""
+        if verify not in ("size", "lazy", "full"):
+            raise ValueError(f"unknown verify mode {verify!r}; valid: ['size', 'lazy', 'full']")
+        path = Path(path)
+        return cls(path, read_manifest(path), normalize, verify)
+
+    def __len__(self) -> int:
+        return int(self.manifest["counts"]["rows"])
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({str(self.path)!r}, hook={self.hook!r}, rows={len(self)}, "
+                f"d_model={self.d_model})")
+
+    # ---- integrity -------------------------------------------------------------------------------
+    def _check_size(self, shard: _Shard) -> None:
+        try:
+            actual = shard.path.stat().st_size
+        except FileNotFoundError as exc:
+            raise StoreError(f"shard {shard.path} is missing") from exc
+        if actual != shard.nbytes:
+            raise StoreError(f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
+                             "truncated or replaced; re-harvest it")
+
+    def _check_sha(self, index: int) -> None:
+        shard = self._shards[index]
+        digest = sha256_file(shard.path)
+        if digest != shard.sha256:
+            raise StoreError(f"shard {shard.path} fails its sha256 check (got {digest[:16]}…, the manifest "
+                             f"says {shard.sha256[:16]}…): the file was modified; re-harvest it")
+        self._verified.add(index)
+
+    def verify(self) -> None:
+        """Check every shard's size and sha256 against the manifest; raise StoreError naming a bad file."""
+        for index, shard in enumerate(self._shards):
+            self._check_size(shard)
+            self._check_sha(index)
+
+    # ---- raw access ------------------------------------------------------------------------------
+    def _map(self, index: int) -> dict[str, np.memmap]:
+        shard = self._shards[index]
+        if shard.maps is not None and (index in self._verified or not self._verify_on_read):
+            return shard.maps
+        with self._lock:
+            if self._verify_on_read and index not in self._verified:
+                self._check_sha(index)
+            if shard.maps is None:
+                shard.maps = self._open_maps(shard)
+        return shard.maps
+
+    def _open_maps(self, shard: _Shard) -> dict[str, np.memmap]:
+        entries = read_shard_header(shard.path)
+        expected = {"activations": (shard.rows, self.d_model), "image_index": (shard.rows,),
+                    "token_index": (shard.rows,)}
+        maps = {}
+        for name, shape in expected.items():
+            entry = entries.get(name)
+            if entry is None or entry.shape != shape:
+                found = None if entry is None else entry.shape
+                raise StoreError(f"shard {shard.path}: tensor {name!r} has shape {found}, expected {shape}")
+            if entry.offset + entry.nbytes > shard.nbytes:
+                raise StoreError(f"shard {shard.path}: tensor {name!r} runs past the end of the file")
+            if shard.rows == 0:
+                maps[name] = np.zeros(shape, dtype=NUMPY_OF_CODE[entry.dtype])
+            else:
+                maps[name] = np.memmap(shard.path, dtype=NUMPY_OF_CODE[entry.dtype], mode="r",
+                                       offset=entry.offset, shape=shape)
+        return maps
+
+    def _locate_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"row index out of range [0, {len(self)})")
+        return np.searchsorted(np.asarray(self._row_starts), rows, side="right") - 1
+
+    def _gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of one tensor in the stored dtype, in the order asked, reading each shard in row order."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        shard_of = self._locate_rows(rows)
+        sort = np.argsort(rows, kind="stable")
+        tail = (self.d_model,) if name == "activations" else ()
+        out = None
+        for index in np.unique(shard_of):
+            pick = sort[shard_of[sort] == index]
+            data = self._map(int(index))[name][rows[pick] - self._shards[index].row_start]
+            if out is None:
+                out = np.empty((len(rows), *tail), dtype=data.dtype)
+            out[pick] = data
+        if out is None:
+            dtype = NUMPY_OF_CODE[DTYPES[self.dtype][1]] if name == "activations" else _INDEX_DTYPES[name]
+            out = np.empty((0, *tail), dtype=dtype)
+        return out
+
+    def read_span(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) in the stored dtype (bfloat16 as raw uint16), read sequentially."""
+        parts = []
+        while start < stop:
+            index = bisect.bisect_right(self._row_starts, start) - 1
+            shard = self._shards[index]
+            hi = min(stop, shard.row_start + shard.rows)
+            acts_RD = self._map(index)["activations"]
+            parts.append(np.asarray(acts_RD[start - shard.row_start:hi - shard.row_start]))
+            start = hi
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+    def to_float(self, acts_RD: np.ndarray) -> torch.Tensor:
+        """Stored-dtype rows -> float32 tensor, scaled by `norm_scale` when normalising."""
+        tensor = torch.from_numpy(np.ascontiguousarray(acts_RD))
+        if self.dtype == "bfloat16":
+            tensor = tensor.view(torch.int16).view(torch.bfloat16)
+        tensor = tensor.to(torch.float32)
+        return tensor.mul_(self.norm_scale) if self.normalize else tensor
+
+    def denormalize(self, acts_BD: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation of rows returned by this store (identity when not normalising)."""
+        return acts_BD / self.norm_scale if self.normalize else acts_BD
+
+    def __getitem__(self, rows: int | slice | np.ndarray | list[int] | torch.Tensor) -> torch.Tensor:
+        """float32 rows: `store[i]` -> [D]; `store[a:b]`, `store[[i, j]]` -> [n, D]."""
+        if isinstance(rows, (int, np.integer)):
+            index = int(rows) + len(self) if rows < 0 else int(rows)
+            return self.to_float(self._gather("activations", np.array([index])))[0]
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(len(self))
+            if step == 1:
+                return self.to_float(self.read_span(start, max(start, stop)))
+            rows = np.arange(start, stop, step)
+        if isinstance(rows, torch.Tensor):
+            rows = rows.cpu().numpy()
+        return self.to_float(self._gather("activations", np.asarray(rows)))
+
+    # ---- provenance ------------------------------------------------------------------------------
+    def provenance(self, rows: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(image index int64, token index int32) of each row."""
+        return self._gather("image_index", np.asarray(rows)), self._gather("token_index", np.asarray(rows))
+
+    def locate(self, rows: np.ndarray | list[int]) -> dict[str, np.ndarray]:
+        """Image index, token index and patch (row, col) of each row; patch -1 for CLS/register tokens."""
+        image_index, token_index = self.provenance(rows)
+        patch_row, patch_col = token_to_patch(self.layout, token_index)
+        return {"image_index": image_index, "token_index": token_index, "patch_row": patch_row,
+                "patch_col": patch_col}
+
+    def row_of(self, image_index: int, token_index: int | None = None, *,
+               patch: tuple[int, int] | None = None) -> int:
+        """The row holding (image, token) or (image, patch (row, col)); KeyError if not stored."""
+        if (token_index is None) == (patch is None):
+            raise ValueError("give exactly one of token_index and patch=(row, col)")
+        if patch is not None:
+            token_index = int(patch_to_token(self.layout, patch[0], patch[1]))
+        index = bisect.bisect_right(self._image_starts, image_index) - 1
+        if index >= 0 and image_index < self._shards[index].image_range[1]:
+            maps = self._map(index)
+            images = maps["image_index"]
+            lo = np.searchsorted(images, image_index, "left")
+            hi = np.searchsorted(images, image_index, "right")
+            hit = lo + np.searchsorted(maps["token_index"][lo:hi], token_index)
+            if hit < hi and maps["token_index"][hit] == token_index:
+                return int(self._shards[index].row_start + hit)
+        raise KeyError(f"(image {image_index}, token {token_index}) is not stored in {self.path} "
+                       "(skipped image, token not selected, or out of range)")
+
+    # ---- training batches ------------------------------------------------------------------------
+    def batches(self, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                start: tuple[int, int] = (0, 0), epochs: int | None = None, drop_last: bool = False,
+                chunk_rows: int = 2048, buffer_rows: int = 65536, prefetch: int = 4) -> ShuffledBatches:
+        """float32 batches [batch_size, D], every row once per epoch, in an order fixed by (seed, epoch).
+
+        Iterates epochs `start[0]`, … up to (not including) `epochs` (forever when None), starting at
+        batch `start[1]`; the returned iterator's `.position` is what to save to resume.
+        """
+        order = BatchOrder(chunk_spans([s.rows for s in self._shards], chunk_rows), seed, shuffle,
+                           max(1, buffer_rows // chunk_rows))
+        return ShuffledBatches(order, self.read_span, self.to_float, len(self), batch_size, start, epochs,
+                               drop_last, prefetch)

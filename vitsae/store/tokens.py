@@ -1,0 +1,84 @@
+"""Which tokens of a hook are stored, and the maths between a token index and an image patch.
+
+A hook's token axis is `[CLS…][registers…][patches row-major]` (CNN maps: patches only, one per
+spatial position). These pure functions are shared by the harvester (which rows to keep) and the
+reader (row -> image patch and back), so both sides agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+TokenSelection = Literal["all", "cls", "patches"]
+TOKEN_SELECTIONS: tuple[str, ...] = ("all", "cls", "patches")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a hook's token axis maps to the image: `n_cls` class tokens, then `n_registers`
+    register tokens, then a `grid_hw` grid of patches in row-major order ((0, 0): no patches, as for a
+    pooled output)."""
+
+    n_cls: int
+    n_registers: int
+    grid_hw: tuple[int, int]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_cls + self.n_registers + self.grid_hw[0] * self.grid_hw[1]
+
+    @property
+    def first_patch(self) -> int:
+        return self.n_cls + self.n_registers
+
+    @classmethod
+    def of(cls, layout: Any) -> Layout:
+        """From any object or dict with `n_cls`, `n_registers` and `grid_hw` (e.g. a models TokenLayout)."""
+        get = layout.get if isinstance(layout, dict) else lambda name: getattr(layout, name)
+        grid_h, grid_w = get("grid_hw") or (0, 0)
+        return cls(int(get("n_cls")), int(get("n_registers")), (int(grid_h), int(grid_w)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_cls": self.n_cls, "n_registers": self.n_registers, "grid_hw": list(self.grid_hw)}
+
+
+def select_tokens(layout: Layout, selection: str, include_registers: bool = False) -> np.ndarray:
+    """The token indices (int32, increasing) kept for every image under `selection`."""
+    if selection not in TOKEN_SELECTIONS:
+        raise ValueError(f"unknown token selection {selection!r}; valid: {list(TOKEN_SELECTIONS)}")
+    cls_tokens = np.arange(layout.n_cls)
+    registers = np.arange(layout.n_cls, layout.first_patch)
+    patches = np.arange(layout.first_patch, layout.n_tokens)
+    if selection == "cls":
+        if layout.n_cls == 0:
+            raise ValueError("token selection 'cls' needs a class token, but this hook has none "
+                             "(a CNN map or a model without CLS); use 'all' or 'patches'")
+        kept = cls_tokens
+    elif selection == "patches":
+        kept = patches
+    else:
+        kept = np.concatenate([cls_tokens, registers if include_registers else registers[:0], patches])
+    return kept.astype(np.int32)
+
+
+def token_to_patch(layout: Layout, token_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Patch (row, col) of each token index; (-1, -1) for class and register tokens."""
+    token_index = np.asarray(token_index, dtype=np.int64)
+    if np.any((token_index < 0) | (token_index >= layout.n_tokens)):
+        raise IndexError(f"token index out of range [0, {layout.n_tokens})")
+    patch = token_index - layout.first_patch
+    is_patch = patch >= 0
+    row, col = np.divmod(np.where(is_patch, patch, 0), max(layout.grid_hw[1], 1))
+    return np.where(is_patch, row, -1), np.where(is_patch, col, -1)
+
+
+def patch_to_token(layout: Layout, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Token index of each patch (row, col)."""
+    row, col = np.asarray(row, dtype=np.int64), np.asarray(col, dtype=np.int64)
+    grid_h, grid_w = layout.grid_hw
+    if np.any((row < 0) | (row >= grid_h) | (col < 0) | (col >= grid_w)):
+        raise IndexError(f"patch (row, col) out of the {grid_h}x{grid_w} grid")
+    return layout.first_patch + row * grid_w + col
