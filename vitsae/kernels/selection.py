@@ -66,16 +66,19 @@ def pack_active(values_BF: torch.Tensor, active_BF: torch.Tensor) -> tuple[torch
     width = max(int(counts_B.max()) if counts_B.numel() else 0, 1)
     key_BF = torch.where(active_BF, values_BF, float("-inf"))
     top_BK, idx_BK = torch.topk(key_BF, min(width, values_BF.shape[1]), dim=1)
-    return _finish(top_BK, idx_BK, counts_B)
+    return finish_codes(top_BK, idx_BK, counts_B)
 
 
 def pack_topk(values_BK: torch.Tensor, indices_BK: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """TopK codes from sorted top-k pre-activations: ReLU applied, the non-positive tail made unused."""
     counts_B = (values_BK > 0).sum(dim=1)
-    return _finish(values_BK, indices_BK, counts_B)
+    return finish_codes(values_BK, indices_BK, counts_B)
 
 
-def _finish(vals_BK: torch.Tensor, idx_BK: torch.Tensor, counts_B: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def finish_codes(
+    vals_BK: torch.Tensor, idx_BK: torch.Tensor, counts_B: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Sorted slots to codes: the first counts_B[b] slots kept, the rest index 0 and value 0."""
     used_BK = torch.arange(vals_BK.shape[1], device=vals_BK.device)[None, :] < counts_B[:, None]
     indices_BK = torch.where(used_BK, idx_BK, 0).to(torch.int32)
     values_BK = torch.where(used_BK, vals_BK, 0)
