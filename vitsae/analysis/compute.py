@@ -1,0 +1,159 @@
+"""One streaming pass that turns an SAE plus activations into `FeatureStats`.
+
+Two drivers feed the same accumulator: `compute_feature_stats` reads a harvested store sequentially
+(unshuffled, so an image's rows are contiguous) and cuts its batches between images;
+`compute_feature_stats_from_images` runs images through the hooked model instead of a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vitsae.config import config_to_dict
+from vitsae.data.loader import ImageLoader
+from vitsae.data.sources import ImageSource
+from vitsae.sae.model import SparseAutoencoder
+from vitsae.store.reader import ActivationStore
+
+from .stats import FeatureStats, FeatureStatsAccumulator, StatsConfig, TokenGrid
+
+
+def _check_sae(sae: SparseAutoencoder, width: int, hook: str) -> None:
+    if sae.cfg.d_in != width:
+        raise ValueError(
+            f"the SAE reads activations of width d_in={sae.cfg.d_in}, the hook {hook!r} has {width}"
+        )
+    if sae.cfg.hook_name and sae.cfg.hook_name != hook:
+        raise ValueError(
+            f"the SAE was trained on hook {sae.cfg.hook_name!r}, the activations come from {hook!r}"
+        )
+
+
+@torch.no_grad()
+def _encode(sae: SparseAutoencoder, acts_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse codes of raw activations, on the CPU."""
+    device = next(sae.parameters()).device
+    codes = sae.encode_sparse(acts_ND.to(device), raw=True)
+    return codes.indices_BK.cpu(), codes.values_BK.float().cpu()
+
+
+def _sae_meta(sae: SparseAutoencoder) -> dict[str, Any]:
+    return {"sae_config": config_to_dict(sae.cfg)}
+
+
+def compute_feature_stats(
+    store: ActivationStore | str | Path,
+    sae: SparseAutoencoder,
+    config: StatsConfig | None = None,
+    *,
+    batch_rows: int = 8192,
+    labels: Sequence[int] | np.ndarray | None = None,
+    progress: bool = False,
+) -> FeatureStats:
+    """Statistics of every feature of `sae` over every row of `store` (one sequential pass).
+
+    `labels[i]` is image i's class (negative for none); the manifest does not hold labels, so pass
+    them to get class counts stored with the statistics (the browser also reads labels from the images).
+    """
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore.open(store)
+    if store.normalize:
+        raise ValueError(
+            "open the store with normalize=False: the SAE applies its own norm_scale to raw rows"
+        )
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    _check_sae(sae, store.d_model, store.hook)
+    layout = store.layout
+    acc = FeatureStatsAccumulator(sae.cfg.d_sae, TokenGrid(layout.first_patch, layout.grid_hw), config)
+    labels_I = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    n_images = int(store.manifest["counts"]["images"])
+    if labels_I is not None and labels_I.shape != (n_images,):
+        raise ValueError(f"labels has shape {tuple(labels_I.shape)}; the store covers {n_images} images")
+
+    n_rows = len(store)
+    pending: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
+    bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="feature stats")
+    for start in range(0, n_rows, batch_rows):
+        stop = min(n_rows, start + batch_rows)
+        acts_ND = store.to_float(store.read_span(start, stop))
+        image_N, token_N = store.provenance(np.arange(start, stop))
+        if pending is not None:
+            acts_ND = torch.cat([pending[0], acts_ND])
+            image_N, token_N = np.concatenate([pending[1], image_N]), np.concatenate([pending[2], token_N])
+        # Hold back the last image unless this is the end: its rows may continue in the next span.
+        cut = len(image_N) if stop == n_rows else int(np.searchsorted(image_N, image_N[-1], side="left"))
+        pending = (acts_ND[cut:], image_N[cut:], token_N[cut:])
+        if cut:
+            image_t = torch.from_numpy(image_N[:cut].astype(np.int64))
+            label_t = None if labels_I is None else labels_I[image_t]
+            acc.update(
+                *_encode(sae, acts_ND[:cut]),
+                image_t,
+                torch.from_numpy(token_N[:cut].astype(np.int64)),
+                label_t,
+            )
+        bar.update(stop - start)
+    bar.close()
+    manifest = store.manifest
+    meta = {
+        "activations": "store",
+        "store": str(Path(store.path).resolve()),
+        "hook": store.hook,
+        "model": manifest.get("model"),
+        "source": manifest.get("source"),
+        "preprocess": manifest.get("preprocess"),
+        **_sae_meta(sae),
+    }
+    return acc.finish(meta)
+
+
+def compute_feature_stats_from_images(
+    model: Any,
+    hook_name: str,
+    sae: SparseAutoencoder,
+    source: ImageSource,
+    config: StatsConfig | None = None,
+    *,
+    batch_size: int = 32,
+    device: str = "cpu",
+    progress: bool = False,
+) -> FeatureStats:
+    """Statistics of every feature over every token of `hook_name` for every image of `source`.
+
+    Labels come from the source's records.
+    """
+    model.check_hook_names([hook_name])
+    layout = model.token_layout(hook_name)
+    if layout.grid_hw is None:
+        raise ValueError(f"hook {hook_name!r} has no patch grid (a pooled output): there is nothing to map")
+    _check_sae(sae, layout.width, hook_name)
+    acc = FeatureStatsAccumulator(sae.cfg.d_sae, TokenGrid(layout.n_prefix, layout.grid_hw), config)
+    model = model.to(device).eval()
+    loader = ImageLoader(source, model.preprocess, batch_size=batch_size)
+    for batch in tqdm(loader, disable=not progress, desc="feature stats", unit="batch"):
+        with torch.no_grad():
+            acts_BTD = model.collect(batch.pixels_BCHW.to(device), [hook_name])[hook_name]
+        n_images, n_tokens, _ = acts_BTD.shape
+        image_N = batch.indices_B.repeat_interleave(n_tokens)
+        token_N = torch.arange(n_tokens).repeat(n_images)
+        label_N = batch.labels_B.repeat_interleave(n_tokens)
+        acc.update(
+            *_encode(sae, acts_BTD.reshape(n_images * n_tokens, -1).float()), image_N, token_N, label_N
+        )
+    preprocess = getattr(model, "preprocess", None)
+    meta = {
+        "activations": "images",
+        "hook": hook_name,
+        "source": source.describe(),
+        "preprocess": None if preprocess is None else config_to_dict(preprocess),
+        "skipped_images": [skip.index for skip in loader.skipped],
+        **_sae_meta(sae),
+    }
+    return acc.finish(meta)
