@@ -1,0 +1,78 @@
+"""Activation functions of the SAE architectures, including the JumpReLU straight-through estimators.
+
+JumpReLU (Rajamanoharan et al. 2024): f(z) = z * H(z - theta). The step H has zero gradient almost
+everywhere, so the threshold learns through a pseudo-derivative: d H(z - theta) / d theta is replaced by
+-K((z - theta) / eps) / eps with the rectangle kernel K(u) = 1[|u| <= 1/2] and bandwidth eps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _rectangle(u: torch.Tensor) -> torch.Tensor:
+    return (u.abs() <= 0.5).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre_BF: torch.Tensor, threshold_F: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        ctx.save_for_backward(pre_BF, threshold_F)
+        ctx.bandwidth = bandwidth
+        return pre_BF * (pre_BF > threshold_F)
+
+    @staticmethod
+    def backward(ctx, grad_BF: torch.Tensor):
+        pre_BF, threshold_F = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad_BF * (pre_BF > threshold_F)
+        pseudo_BF = -(threshold_F / eps) * _rectangle((pre_BF - threshold_F) / eps)
+        grad_threshold = (grad_BF * pseudo_BF).sum_to_size(threshold_F.shape)
+        return grad_pre, grad_threshold, None
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre_BF: torch.Tensor, threshold_F: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        ctx.save_for_backward(pre_BF, threshold_F)
+        ctx.bandwidth = bandwidth
+        return (pre_BF > threshold_F).to(pre_BF.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_BF: torch.Tensor):
+        pre_BF, threshold_F = ctx.saved_tensors
+        eps = ctx.bandwidth
+        pseudo_BF = -(1.0 / eps) * _rectangle((pre_BF - threshold_F) / eps)
+        grad_threshold = (grad_BF * pseudo_BF).sum_to_size(threshold_F.shape)
+        return torch.zeros_like(pre_BF), grad_threshold, None
+
+
+def jumprelu(pre_BF: torch.Tensor, threshold_F: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """z * H(z - theta), with the straight-through gradient for theta."""
+    return _JumpReLU.apply(pre_BF, threshold_F, bandwidth)
+
+
+def step(pre_BF: torch.Tensor, threshold_F: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """H(z - theta) as a float mask; its straight-through gradient reaches only theta (for the L0 penalty)."""
+    return _Step.apply(pre_BF, threshold_F, bandwidth)
+
+
+def topk_relu(pre_BF: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest pre-activations of each row, ReLU'd: (values_BK, indices_BK int64)."""
+    values_BK, indices_BK = pre_BF.topk(k, dim=-1, sorted=False)
+    return values_BK.relu(), indices_BK
+
+
+def batch_topk_relu(pre_BF: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the k * B largest ReLU'd pre-activations of the whole batch: (dense codes_BF, the smallest kept).
+
+    The smallest kept positive value feeds the running inference threshold.
+    """
+    acts_BF = pre_BF.relu()
+    flat = acts_BF.flatten()
+    n_keep = min(k * pre_BF.shape[0], flat.numel())
+    values, indices = flat.topk(n_keep, sorted=False)
+    codes_BF = torch.zeros_like(flat).scatter(0, indices, values).view_as(acts_BF)
+    positive = values[values > 0]
+    smallest = positive.min().detach() if positive.numel() else pre_BF.new_zeros(())
+    return codes_BF, smallest

@@ -1,0 +1,72 @@
+"""The SAE's configuration: architecture, widths, initialisation and where its training data came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
+ARCHITECTURES: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu")
+Backend = Literal["dense", "sparse", "auto"]
+BACKENDS: tuple[str, ...] = ("dense", "sparse", "auto")
+UNIT_NORM_DECODER: frozenset[str] = frozenset({"topk", "batchtopk", "jumprelu"})
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """One sparse autoencoder: x_hat = W_dec f(W_enc (x - b_dec) + b_enc) + b_dec."""
+
+    d_in: int = field(metadata={"help": "activation width D"})
+    expansion_factor: int = field(default=8, metadata={"help": "dictionary size F = expansion_factor * D"})
+    architecture: Architecture = field(default="relu", metadata={"help": "activation function f"})
+    k: int = field(default=32, metadata={"help": "active features per row (topk) or on average (batchtopk)"})
+    jumprelu_bandwidth: float = field(
+        default=0.001, metadata={"help": "rectangle-kernel width of the JumpReLU straight-through estimator"}
+    )
+    jumprelu_init_threshold: float = field(default=0.001, metadata={"help": "initial JumpReLU threshold"})
+    batchtopk_threshold_momentum: float = field(
+        default=0.01, metadata={"help": "EMA rate of the BatchTopK inference threshold"}
+    )
+    decoder_init_norm: float | None = field(
+        default=None,
+        metadata={"help": "initial decoder row norm (default: 0.1 for relu, 1 for unit-norm decoders)"},
+    )
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(
+        default="geometric_median", metadata={"help": "how b_dec is set from a sample of activations"}
+    )
+    backend: Backend = field(
+        default="auto", metadata={"help": "encode/decode path: dense matmuls, sparse codes, or auto"}
+    )
+    hook_name: str = field(default="", metadata={"help": "hook point the activations came from"})
+    model_spec: str = field(default="", metadata={"help": "model spec string of the harvested model"})
+    store: str = field(default="", metadata={"help": "activation store the SAE was trained on"})
+    norm_scale: float | None = field(
+        default=None,
+        metadata={"help": "raw activations times norm_scale give the SAE's (normalised) input"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.architecture!r}; valid: {list(ARCHITECTURES)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
+        if self.d_in <= 0 or self.expansion_factor <= 0:
+            raise ValueError(f"d_in ({self.d_in}) and expansion_factor ({self.expansion_factor}) must be > 0")
+        if self.architecture in ("topk", "batchtopk") and not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k must be in [1, d_sae={self.d_sae}], got {self.k}")
+
+    @property
+    def d_sae(self) -> int:
+        """Dictionary size F."""
+        return self.expansion_factor * self.d_in
+
+    @property
+    def unit_norm_decoder(self) -> bool:
+        """Whether training keeps decoder rows at unit norm (else the L1 term is weighted by row norms)."""
+        return self.architecture in UNIT_NORM_DECODER
+
+    @property
+    def initial_decoder_norm(self) -> float:
+        if self.decoder_init_norm is not None:
+            return self.decoder_init_norm
+        return 1.0 if self.unit_norm_decoder else 0.1

@@ -1,0 +1,83 @@
+"""Saving and loading SAEs: `sae.safetensors` + `sae.json` (config and training summary) in one folder.
+
+Only safetensors are read: a pickle-based file (.pt, .pth, .pkl, .bin, .ckpt) is refused with an error,
+since loading one can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vitsae.config import config_from_dict, config_to_dict
+from vitsae.fileio import atomic_path, read_json, write_json_atomic
+from vitsae.sae.config import SAEConfig
+from vitsae.sae.model import SparseAutoencoder
+
+FORMAT = "vitsae.sae"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "sae.safetensors"
+CONFIG_FILE = "sae.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+
+
+def save_sae(sae: SparseAutoencoder, directory: str | Path, training_summary: dict[str, Any] | None = None):
+    """Write the SAE's weights and config (with an optional training summary) into `directory`."""
+    directory = Path(directory)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp))
+    write_json_atomic(
+        directory / CONFIG_FILE,
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": config_to_dict(sae.cfg),
+            "training_summary": training_summary or {},
+        },
+    )
+    return directory
+
+
+def _resolve_directory(path: Path) -> Path:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: refusing to load a {path.suffix} file; vitsae loads SAEs only from safetensors "
+            f"({WEIGHTS_FILE} + {CONFIG_FILE}), since pickle files can run arbitrary code"
+        )
+    if path.is_dir():
+        return path
+    if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+        return path.parent
+    raise FileNotFoundError(f"{path}: expected a folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
+
+
+def read_sae_metadata(path: str | Path) -> dict[str, Any]:
+    """The `sae.json` of a saved SAE (format, config, training summary)."""
+    meta = read_json(_resolve_directory(Path(path)) / CONFIG_FILE)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a vitsae SAE (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: SAE format version {meta['format_version']} is newer than this vitsae reads "
+            f"({FORMAT_VERSION})"
+        )
+    return meta
+
+
+def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
+    """Load an SAE saved by `save_sae` (a folder, or the path of its .safetensors/.json) in eval mode."""
+    directory = _resolve_directory(Path(path))
+    meta = read_sae_metadata(directory)
+    cfg = config_from_dict(SAEConfig, meta["config"])
+    sae = SparseAutoencoder(cfg)
+    tensors = load_file(str(directory / WEIGHTS_FILE))
+    expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
+    if expected != found:
+        raise ValueError(f"{directory / WEIGHTS_FILE}: tensors {found} do not match the config's {expected}")
+    sae.load_state_dict(tensors)
+    return sae.to(device).eval()

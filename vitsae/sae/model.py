@@ -1,0 +1,188 @@
+"""The sparse autoencoder module: one parametrisation for the ReLU, TopK, BatchTopK and JumpReLU variants.
+
+x_hat = W_dec f(W_enc (x - b_dec) + b_enc) + b_dec with W_enc [D, F], W_dec [F, D]. Inputs are in the
+SAE's normalised units; pass `raw=True` to feed raw activations, which are multiplied by the recorded
+`norm_scale` on the way in (and divided on the way out of `forward`/`decode`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vitsae.kernels.codes import SparseCodes
+from vitsae.sae import activations
+from vitsae.sae.backend import resolve_backend, sparse_decode, topk_encode_sparse
+from vitsae.sae.config import SAEConfig
+from vitsae.sae.init import geometric_median, random_rows_at_norm
+
+
+@dataclass
+class TrainOutput:
+    """What a training step needs from one forward pass."""
+
+    recon_BD: torch.Tensor
+    codes_BF: torch.Tensor
+    pre_BF: torch.Tensor
+    active_BF: torch.Tensor  # float 0/1; for JumpReLU it carries the threshold's L0 gradient
+
+
+class SparseAutoencoder(nn.Module):
+    """An SAE described by `cfg` (see `SAEConfig`)."""
+
+    def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        D, F = cfg.d_in, cfg.d_sae
+        W_dec = random_rows_at_norm(F, D, cfg.initial_decoder_norm, generator)
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())
+        self.b_enc = nn.Parameter(torch.zeros(F))
+        self.b_dec = nn.Parameter(torch.zeros(D))
+        if cfg.architecture == "jumprelu":
+            self.log_threshold = nn.Parameter(torch.full((F,), math.log(cfg.jumprelu_init_threshold)))
+        if cfg.architecture == "batchtopk":
+            self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
+
+    # --- input/output scaling -------------------------------------------------------------------
+    def _scale_in(self, x_BD: torch.Tensor, raw: bool) -> torch.Tensor:
+        x_BD = x_BD.to(self.W_enc.dtype)
+        if raw and self.cfg.norm_scale is not None:
+            return x_BD * self.cfg.norm_scale
+        return x_BD
+
+    def _scale_out(self, x_BD: torch.Tensor, raw: bool) -> torch.Tensor:
+        if raw and self.cfg.norm_scale is not None:
+            return x_BD / self.cfg.norm_scale
+        return x_BD
+
+    def _check_width(self, x_BD: torch.Tensor) -> None:
+        if x_BD.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"activations have width {x_BD.shape[-1]} (shape {tuple(x_BD.shape)}) but the SAE "
+                f"expects d_in={self.cfg.d_in}"
+            )
+
+    # --- encoder ---------------------------------------------------------------------------------
+    def pre_activations(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """W_enc (x - b_dec) + b_enc."""
+        self._check_width(x_BD)
+        x_BD = self._scale_in(x_BD, raw)
+        return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
+
+    @property
+    def jumprelu_threshold(self) -> torch.Tensor:
+        return self.log_threshold.exp()
+
+    def _activate(self, pre_BF: torch.Tensor) -> torch.Tensor:
+        arch = self.cfg.architecture
+        if arch == "relu":
+            return pre_BF.relu()
+        if arch == "jumprelu":
+            return activations.jumprelu(pre_BF, self.jumprelu_threshold, self.cfg.jumprelu_bandwidth)
+        if arch == "topk":
+            values_BK, indices_BK = activations.topk_relu(pre_BF, self.cfg.k)
+            return torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK)
+        if self.training:
+            codes_BF, smallest = activations.batch_topk_relu(pre_BF, self.cfg.k)
+            self._update_threshold(smallest)
+            return codes_BF
+        return pre_BF * (pre_BF > self.threshold.to(pre_BF.dtype))
+
+    @torch.no_grad()
+    def _update_threshold(self, smallest: torch.Tensor) -> None:
+        smallest = smallest.to(torch.float64)
+        if self.threshold.item() == 0.0:
+            self.threshold.copy_(smallest)
+        else:
+            rate = self.cfg.batchtopk_threshold_momentum
+            self.threshold.mul_(1 - rate).add_(rate * smallest)
+
+    def encode(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """Dense feature activations `[B, F]`.
+
+        BatchTopK keeps the top k * B of the batch in training mode and applies its learned
+        threshold in eval mode.
+        """
+        return self._activate(self.pre_activations(x_BD, raw))
+
+    def encode_sparse(self, x_BD: torch.Tensor, raw: bool = False) -> SparseCodes:
+        """Feature activations as `SparseCodes` (TopK: K = k; otherwise K = the batch's largest count)."""
+        pre_BF = self.pre_activations(x_BD, raw)
+        if self.cfg.architecture == "topk":
+            return topk_encode_sparse(pre_BF, self.cfg.k)
+        return SparseCodes.from_dense(self._activate(pre_BF))
+
+    # --- decoder ---------------------------------------------------------------------------------
+    def decode(self, codes_BF: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """W_dec codes + b_dec, in normalised units (raw units if `raw`)."""
+        return self._scale_out(codes_BF @ self.W_dec + self.b_dec, raw)
+
+    def decode_sparse(self, codes: SparseCodes, raw: bool = False) -> torch.Tensor:
+        """The same as `decode` of the dense codes, as a gather of the active decoder rows."""
+        return self._scale_out(sparse_decode(codes, self.W_dec) + self.b_dec, raw)
+
+    def forward(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """The reconstruction x_hat, through the path `cfg.backend` selects."""
+        if resolve_backend(self.cfg) == "sparse":
+            return self.decode_sparse(self.encode_sparse(x_BD, raw), raw)
+        return self.decode(self.encode(x_BD, raw), raw)
+
+    def forward_train(self, x_BD: torch.Tensor) -> TrainOutput:
+        """Reconstruction plus the codes and pre-activations the losses need (normalised units)."""
+        pre_BF = self.pre_activations(x_BD)
+        if self.cfg.architecture == "topk" and resolve_backend(self.cfg) == "sparse":
+            codes = topk_encode_sparse(pre_BF, self.cfg.k)
+            recon_BD = sparse_decode(codes, self.W_dec) + self.b_dec
+            codes_BF = codes.to_dense(self.cfg.d_sae)
+        else:
+            codes_BF = self._activate(pre_BF)
+            recon_BD = codes_BF @ self.W_dec + self.b_dec
+        if self.cfg.architecture == "jumprelu":
+            active_BF = activations.step(pre_BF, self.jumprelu_threshold, self.cfg.jumprelu_bandwidth)
+        else:
+            active_BF = (codes_BF > 0).to(codes_BF.dtype)
+        return TrainOutput(recon_BD, codes_BF, pre_BF, active_BF)
+
+    # --- initialisation and constraints ----------------------------------------------------------
+    @torch.no_grad()
+    def init_b_dec(self, sample_ND: torch.Tensor) -> None:
+        """Set b_dec from a sample of (normalised) activations, as `cfg.b_dec_init` says."""
+        self._check_width(sample_ND)
+        method = self.cfg.b_dec_init
+        if method == "geometric_median":
+            self.b_dec.copy_(geometric_median(sample_ND.to(self.b_dec.dtype)))
+        elif method == "mean":
+            self.b_dec.copy_(sample_ND.to(self.b_dec.dtype).mean(0))
+        else:
+            self.b_dec.zero_()
+
+    @torch.no_grad()
+    def normalise_decoder(self) -> None:
+        """Scale decoder rows to unit norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove from W_dec's gradient its part along each row, so a step keeps row norms to first order."""
+        if self.W_dec.grad is None:
+            return
+        rows_FD = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        along_F = (self.W_dec.grad * rows_FD).sum(-1, keepdim=True)
+        self.W_dec.grad.sub_(along_F * rows_FD)
+
+    def with_config(self, **changes) -> SparseAutoencoder:
+        """Replace config fields that do not change the parameters' shapes (e.g. norm_scale, store)."""
+        new_cfg = dataclasses.replace(self.cfg, **changes)
+        if (new_cfg.d_in, new_cfg.d_sae, new_cfg.architecture) != (
+            self.cfg.d_in,
+            self.cfg.d_sae,
+            self.cfg.architecture,
+        ):
+            raise ValueError("with_config cannot change d_in, expansion_factor or architecture")
+        self.cfg = new_cfg
+        return self

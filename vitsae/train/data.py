@@ -1,0 +1,91 @@
+"""Resumable sources of activation batches for the trainer.
+
+The trainer asks a source for `batches(epoch, start_batch)`: an iterator over that epoch's batches
+`acts_BD`, starting at `start_batch`. Resuming a run only needs those two numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from safetensors import safe_open
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Anything that can replay epoch `epoch` of activation batches from batch `start_batch` on."""
+
+    def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]: ...
+
+
+class TensorBatches:
+    """Shuffled equal-sized batches of an `[N, D]` tensor; each epoch's order depends on (seed, epoch)."""
+
+    def __init__(self, acts_ND: torch.Tensor, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
+        if acts_ND.dim() != 2:
+            raise ValueError(f"activations must be [N, D], got shape {tuple(acts_ND.shape)}")
+        if acts_ND.shape[0] < batch_size:
+            raise ValueError(f"{acts_ND.shape[0]} activation rows are fewer than one batch ({batch_size})")
+        self.acts_ND = acts_ND
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+
+    @property
+    def d_in(self) -> int:
+        return self.acts_ND.shape[1]
+
+    def __len__(self) -> int:
+        return self.acts_ND.shape[0] // self.batch_size
+
+    def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]:
+        n = self.acts_ND.shape[0]
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        for b in range(start_batch, len(self)):
+            yield self.acts_ND[order[b * self.batch_size : (b + 1) * self.batch_size]]
+
+
+class IterableBatches:
+    """Adapts a batch factory `(epoch, start_batch) -> iterable`, or a re-iterable collection of batches.
+
+    A collection is iterated afresh each epoch and `start_batch` batches are skipped; a one-shot
+    iterator therefore gives a single epoch.
+    """
+
+    def __init__(self, batches: Callable[[int, int], Iterable[torch.Tensor]] | Iterable[torch.Tensor]):
+        self._source = batches
+
+    def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]:
+        if callable(self._source):
+            return iter(self._source(epoch, start_batch))
+        return itertools.islice(iter(self._source), start_batch, None)
+
+
+def as_batch_source(batches) -> BatchSource:
+    """A `BatchSource` from a source, a factory `(epoch, start_batch) -> iterable` or an iterable."""
+    if isinstance(batches, BatchSource):
+        return batches
+    return IterableBatches(batches)
+
+
+def load_activation_file(path: str | Path, key: str = "activations") -> torch.Tensor:
+    """The `[N, D]` tensor stored under `key` in a safetensors file."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: activations must be a .safetensors file holding {key!r} [N, D]")
+    with safe_open(str(path), framework="pt") as fh:
+        keys = list(fh.keys())
+        if key not in keys:
+            raise KeyError(f"{path} has no tensor {key!r}; it holds {keys}")
+        acts_ND = fh.get_tensor(key)
+    if acts_ND.dim() != 2:
+        raise ValueError(f"{path}: {key!r} must be [N, D], got shape {tuple(acts_ND.shape)}")
+    return acts_ND

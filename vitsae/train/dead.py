@@ -1,0 +1,97 @@
+"""Dead features: tokens since each feature last fired, and the two ways to revive them.
+
+- Resampling (Bricken et al. 2023): a dead feature's decoder row is pointed at an input the SAE
+  reconstructs badly (drawn with probability proportional to its squared loss), its encoder column at the
+  same direction at 0.2 times the mean live encoder norm, its bias zeroed and its Adam state reset.
+- AuxK (Gao et al. 2024): the residual x - x_hat is reconstructed from the top-k_aux dead features'
+  pre-activations; the normalised error of that is added to the loss, so dead features get gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vitsae.sae.model import SparseAutoencoder
+
+
+class DeadFeatureTracker:
+    """Tokens since each feature last fired (float64, so counts stay exact far beyond 2^24)."""
+
+    def __init__(self, n_features: int, dead_tokens: int, device: torch.device | str = "cpu") -> None:
+        self.dead_tokens = dead_tokens
+        self.tokens_since_fired_F = torch.zeros(n_features, dtype=torch.float64, device=device)
+
+    def update(self, fired_count_F: torch.Tensor, n_tokens: int) -> None:
+        """Advance by a batch of `n_tokens` in which feature f fired `fired_count_F[f]` times."""
+        self.tokens_since_fired_F += n_tokens
+        self.tokens_since_fired_F[fired_count_F > 0] = 0
+
+    @property
+    def dead_mask_F(self) -> torch.Tensor:
+        return self.tokens_since_fired_F >= self.dead_tokens
+
+    def dead_fraction(self) -> float:
+        return float(self.dead_mask_F.double().mean())
+
+
+def auxk_loss(
+    x_BD: torch.Tensor,
+    recon_BD: torch.Tensor,
+    pre_BF: torch.Tensor,
+    W_dec_FD: torch.Tensor,
+    dead_mask_F: torch.Tensor,
+    k_aux: int,
+) -> torch.Tensor:
+    """||e - e_hat||^2 / ||e - mean(e)||^2 with e = x - x_hat and e_hat from the top-k_aux dead features."""
+    n_dead = int(dead_mask_F.sum())
+    if n_dead == 0:
+        return pre_BF.new_zeros(())
+    resid_BD = (x_BD - recon_BD).detach()
+    dead_pre_BF = torch.where(dead_mask_F, pre_BF, torch.full_like(pre_BF, -torch.inf))
+    values_BK, indices_BK = dead_pre_BF.topk(min(k_aux, n_dead), dim=-1, sorted=False)
+    codes_BF = torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK.relu())
+    resid_hat_BD = codes_BF @ W_dec_FD
+    err = (resid_BD - resid_hat_BD).square().sum(-1).mean()
+    scale = (resid_BD - resid_BD.mean(0)).square().sum(-1).mean().clamp_min(1e-12)
+    return err / scale
+
+
+@torch.no_grad()
+def resample_dead(
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Adam,
+    x_ND: torch.Tensor,
+    dead_mask_F: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Re-initialise the dead features toward badly reconstructed rows of `x_ND`; returns how many."""
+    dead = dead_mask_F.nonzero().squeeze(-1)
+    if dead.numel() == 0:
+        return 0
+    was_training = sae.training
+    sae.eval()
+    loss_N = (x_ND - sae(x_ND)).square().sum(-1)
+    sae.train(was_training)
+    weights_N = loss_N.square().double()
+    if not torch.isfinite(weights_N).all() or weights_N.sum() <= 0:
+        weights_N = torch.ones_like(weights_N)
+    picks = torch.multinomial(weights_N.cpu(), dead.numel(), replacement=True, generator=generator)
+    dirs_KD = x_ND[picks.to(x_ND.device)] - sae.b_dec
+    dirs_KD = dirs_KD / dirs_KD.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    alive = ~dead_mask_F
+    if alive.any():
+        enc_norm = float(sae.W_enc[:, alive].norm(dim=0).mean())
+        dec_norm = float(sae.W_dec[alive].norm(dim=-1).mean())
+    else:
+        enc_norm = dec_norm = 1.0
+    if sae.cfg.unit_norm_decoder:
+        dec_norm = 1.0
+    sae.W_dec[dead] = dirs_KD * dec_norm
+    sae.W_enc[:, dead] = dirs_KD.T * (0.2 * enc_norm)
+    sae.b_enc[dead] = 0.0
+    for param, rows in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)), (sae.b_enc, (dead,))):
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][rows] = 0.0
+    return dead.numel()
