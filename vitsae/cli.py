@@ -13,6 +13,7 @@ import sys
 # name -> (module with add_arguments/run, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "hooks": ("vitsae.models.cli", "list a model's hook points and the shape of what each one holds"),
+    "harvest": ("vitsae.store.cli", "save a model's activations at chosen hooks over an image set to disk"),
 }
 
 

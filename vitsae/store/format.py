@@ -92,7 +92,8 @@ def shard_bytes(acts_RD: torch.Tensor, image_index_R: torch.Tensor, token_index_
         "image_index": image_index_R.to(torch.int64).contiguous(),
         "token_index": token_index_R.to(torch.int32).contiguous(),
     }
-    return save(tensors, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
+    # one metadata key only: safetensors writes metadata from a hash map, so several keys have no fixed order
+    return save(tensors, metadata={"format": f"{FORMAT_NAME}/{FORMAT_VERSION}"})
 
 
 def read_manifest(store_dir: Path) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from vitsae.store.format import (
     shard_name,
 )
 from vitsae.store.stats import RunningStats
-from vitsae.store.tokens import Layout, select_tokens
+from vitsae.store.tokens import Layout, provenance_rows, select_tokens
 
 RUN_RECORD = "harvest.json"
 PROGRESS_DIR = ".progress"
@@ -84,9 +84,10 @@ class _ShardBuffer:
         rows = batch * tokens
         stored_RD = kept_BTD.reshape(rows, width).to(dtype).cpu()
         end = self.rows + rows
+        image_R, token_R = provenance_rows(indices_B.numpy(), self.plan.tokens_T.numpy())
         self.acts_RD[self.rows:end] = stored_RD
-        self.image_R[self.rows:end] = indices_B.repeat_interleave(tokens)
-        self.token_R[self.rows:end] = self.plan.tokens_T.to(torch.int32).repeat(batch)
+        self.image_R[self.rows:end] = torch.from_numpy(image_R)
+        self.token_R[self.rows:end] = torch.from_numpy(token_R)
         self.stats.update(stored_RD)
         self.rows = end
 
@@ -127,8 +128,13 @@ def images_per_shard(config: HarvestConfig, max_rows_per_image: int) -> int:
     return config.batch_size * max(1, config.shard_rows // (max_rows_per_image * config.batch_size))
 
 
+def _recorded_config(config: HarvestConfig) -> dict[str, Any]:
+    """The config as written into the store (without `out`: a store may be moved)."""
+    return {k: v for k, v in config_to_dict(config).items() if k != "out"}
+
+
 def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) -> dict[str, Any]:
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config_to_dict(config),
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": _recorded_config(config),
             "model_hash": model.weights_hash(), "source": source.describe(), "images_per_shard": per_shard}
 
 
@@ -264,7 +270,7 @@ def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: A
             "token_layout": plan.layout.to_dict(),
             "width": plan.width,
             "dtype": config.dtype,
-            "harvest": {**config_to_dict(config), "images_per_shard": per_shard},
+            "harvest": {**_recorded_config(config), "images_per_shard": per_shard},
             "counts": {"images": len(source), "images_skipped": len(skipped),
                        "images_stored": len(source) - len(skipped), "rows_per_image": plan.rows_per_image,
                        "rows": stats.rows, "shards": n_shards},

@@ -11,13 +11,18 @@ import bisect
 import math
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
+from vitsae.config import config_from_dict
+from vitsae.data.preprocess import Preprocess
+from vitsae.data.sources import ImageSource, source_from_description
 from vitsae.fileio import sha256_file
 from vitsae.store.format import (
     DTYPES,
@@ -28,7 +33,7 @@ from vitsae.store.format import (
     read_shard_header,
 )
 from vitsae.store.shuffle import BatchOrder, ShuffledBatches, chunk_spans
-from vitsae.store.tokens import Layout, patch_to_token, token_to_patch
+from vitsae.store.tokens import Layout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
 _INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
@@ -63,6 +68,7 @@ class ActivationStore:
         self._verified: set[int] = set()
         self._lock = threading.Lock()
         self._shards: list[_Shard] = []
+        self._source: ImageSource | None = None
         row = 0
         for entry in manifest["shards"]:
             self._shards.append(_Shard(path / entry["file"], row, int(entry["rows"]), tuple(entry["images"]),
@@ -188,10 +194,15 @@ class ActivationStore:
 
     def to_float(self, acts_RD: np.ndarray) -> torch.Tensor:
         """Stored-dtype rows -> float32 tensor, scaled by `norm_scale` when normalising."""
-        tensor = torch.from_numpy(np.ascontiguousarray(acts_RD))
-        if self.dtype == "bfloat16":
-            tensor = tensor.view(torch.int16).view(torch.bfloat16)
-        tensor = tensor.to(torch.float32)
+        if self.dtype == "float32":
+            tensor = torch.from_numpy(np.array(acts_RD, dtype=np.float32))  # a copy: maps are read-only
+        else:
+            with warnings.catch_warnings():  # a read-only view of the map, converted (copied) at once
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                raw = torch.from_numpy(np.ascontiguousarray(acts_RD))
+            if self.dtype == "bfloat16":
+                raw = raw.view(torch.int16).view(torch.bfloat16)
+            tensor = raw.to(torch.float32)
         return tensor.mul_(self.norm_scale) if self.normalize else tensor
 
     def denormalize(self, acts_BD: torch.Tensor) -> torch.Tensor:
@@ -234,14 +245,27 @@ class ActivationStore:
         index = bisect.bisect_right(self._image_starts, image_index) - 1
         if index >= 0 and image_index < self._shards[index].image_range[1]:
             maps = self._map(index)
-            images = maps["image_index"]
-            lo = np.searchsorted(images, image_index, "left")
-            hi = np.searchsorted(images, image_index, "right")
-            hit = lo + np.searchsorted(maps["token_index"][lo:hi], token_index)
-            if hit < hi and maps["token_index"][hit] == token_index:
-                return int(self._shards[index].row_start + hit)
+            hit = find_row(maps["image_index"], maps["token_index"], image_index, token_index)
+            if hit is not None:
+                return self._shards[index].row_start + hit
         raise KeyError(f"(image {image_index}, token {token_index}) is not stored in {self.path} "
                        "(skipped image, token not selected, or out of range)")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The preprocessing recorded at harvest time (`resize_crop` gives the image the patches tile)."""
+        return config_from_dict(Preprocess, self.manifest["preprocess"])
+
+    def source(self) -> ImageSource:
+        """The image source re-opened from the manifest's description (folder, HF dataset on disk, shapes)."""
+        if self._source is None:
+            self._source = source_from_description(self.manifest["source"])
+        return self._source
+
+    def image(self, row: int) -> Image.Image:
+        """The source image (RGB, before preprocessing) that `row` was harvested from."""
+        image_index, _ = self.provenance([row])
+        return self.source()[int(image_index[0])].image
 
     # ---- training batches ------------------------------------------------------------------------
     def batches(self, batch_size: int, *, seed: int = 0, shuffle: bool = True,

@@ -82,3 +82,18 @@ def patch_to_token(layout: Layout, row: np.ndarray, col: np.ndarray) -> np.ndarr
     if np.any((row < 0) | (row >= grid_h) | (col < 0) | (col >= grid_w)):
         raise IndexError(f"patch (row, col) out of the {grid_h}x{grid_w} grid")
     return layout.first_patch + row * grid_w + col
+
+
+def provenance_rows(image_index_B: np.ndarray, tokens_T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image index int64, token index int32) of the rows a batch adds: each image's kept tokens in turn."""
+    image_index_B = np.asarray(image_index_B, dtype=np.int64)
+    tokens_T = np.asarray(tokens_T, dtype=np.int32)
+    return np.repeat(image_index_B, len(tokens_T)), np.tile(tokens_T, len(image_index_B))
+
+
+def find_row(image_R: np.ndarray, token_R: np.ndarray, image: int, token: int) -> int | None:
+    """The row holding (image, token) in provenance arrays sorted by (image, token); None if absent."""
+    lo = int(np.searchsorted(image_R, image, "left"))
+    hi = int(np.searchsorted(image_R, image, "right"))
+    hit = lo + int(np.searchsorted(token_R[lo:hi], token))
+    return hit if hit < hi and int(token_R[hit]) == token else None

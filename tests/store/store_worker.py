@@ -1,0 +1,81 @@
+"""A tiny seeded ViT and shapes source for store tests, and a script that harvests with them.
+
+Run as a script (plain, under torchrun, or to be killed mid-way) it builds the same model in every
+process, so subprocess harvests are comparable byte for byte with in-process ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from vitsae.data.preprocess import Preprocess
+from vitsae.data.shapes import ShapesDataset
+from vitsae.models import HookedViT, HookedViTConfig
+from vitsae.store import HarvestConfig, harvest
+
+HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+
+
+def tiny_vit(seed: int = 0, n_registers: int = 0) -> HookedViT:
+    """A 3-block ViT on 32x32 images (4x4 patches of 8 pixels) with random weights; the test hooks
+    sit in blocks 0 and 1, so `collect` stops before the last block."""
+    cfg = HookedViTConfig(d_model=32, n_layers=3, n_heads=4, d_mlp=64, image_size=(32, 32), patch_size=8,
+                          n_registers=n_registers)
+    model = HookedViT(cfg, Preprocess(size=(32, 32)))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    return model.eval()
+
+
+def shapes(n_images: int) -> ShapesDataset:
+    return ShapesDataset(n_images=n_images, image_size=32)
+
+
+class SlowModel:
+    """Delegates to a model but sleeps after each forward, so a test can interrupt a harvest mid-way."""
+
+    def __init__(self, model: HookedViT, delay_s: float) -> None:
+        self.model, self.delay_s = model, delay_s
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def to(self, device: str) -> SlowModel:
+        self.model.to(device)
+        return self
+
+    def eval(self) -> SlowModel:
+        self.model.eval()
+        return self
+
+    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
+        out = self.model.collect(pixels_BCHW, hook_names)
+        time.sleep(self.delay_s)
+        return out
+
+
+def config(out: Path, n_images: int, **overrides: object) -> HarvestConfig:
+    values = {"model": "tests:tiny_vit", "source": f"shapes:{n_images}", "hooks": HOOKS, "out": out,
+              "batch_size": 4, "shard_rows": 68, "progress": False, **overrides}
+    return HarvestConfig(**values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n-images", type=int, default=24)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    model = tiny_vit()
+    harvest(config(args.out, args.n_images), model=SlowModel(model, args.delay) if args.delay else model,
+            source=shapes(args.n_images))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""`vitsae harvest`: the options of HarvestConfig as command-line flags.
+
+Rerunning the same command resumes an interrupted harvest; under `torchrun` every rank harvests its
+own block of shards and rank 0 writes the manifests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vitsae.config import add_config_arguments, config_from_args
+from vitsae.store.config import HarvestConfig
+from vitsae.store.format import StoreError
+from vitsae.store.harvest import harvest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, HarvestConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(HarvestConfig, args)
+        stores = harvest(config)
+    except (StoreError, ValueError, FileNotFoundError) as err:
+        print(f"vitsae harvest: error: {err}", file=sys.stderr)
+        return 2
+    for hook, directory in stores.items():
+        print(f"{hook}: {directory}")
+    return 0
