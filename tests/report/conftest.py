@@ -1,0 +1,83 @@
+"""Fixtures for report tests: statistics of a real small store, a browser written from them, Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "analysis"))
+
+from analysis_fixtures import harvest_small_store, shapes, tiny_sae, tiny_vit  # noqa: E402
+
+from vitsae.analysis.compute import compute_feature_stats  # noqa: E402
+from vitsae.analysis.logits import logit_effects, unembedding  # noqa: E402
+from vitsae.analysis.stats import FeatureStats, StatsConfig  # noqa: E402
+from vitsae.report.browser import BrowserConfig, write_browser  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+# Labels that would break a page that inserted them as HTML.
+HOSTILE_LABEL = '<img src=x onerror="window.__pwned=1">stripes & "dots"</script>'
+
+
+@pytest.fixture(scope="session")
+def small_stats(tmp_path_factory: pytest.TempPathFactory) -> FeatureStats:
+    store = harvest_small_store(tmp_path_factory.mktemp("harvest"))
+    return compute_feature_stats(store, tiny_sae(), StatsConfig(k_images=6, k_patches=6, n_samples=32))
+
+
+@pytest.fixture(scope="session")
+def small_site(tmp_path_factory: pytest.TempPathFactory, small_stats: FeatureStats) -> Path:
+    """A browser of every feature, with pictures, class names, logit effects and two feature labels."""
+    model = tiny_vit()
+    site = tmp_path_factory.mktemp("site") / "browser"
+    live = [f for f in range(small_stats.n_features) if small_stats.fire_count_F[f] > 0]
+    write_browser(
+        small_stats,
+        site,
+        source=shapes(),
+        preprocess=model.preprocess,
+        class_names=shapes().class_names,
+        logits=logit_effects(tiny_sae().W_dec, unembedding(model)),
+        feature_labels={live[0]: HOSTILE_LABEL, live[1]: "red circle"},
+        config=BrowserConfig(title="tiny <ViT> & co", n_images=6, n_patches=4, thumb_size=96, patch_size=48),
+    )
+    return site
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/browser.sh to install Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    """A fresh page that records console messages and page errors in `page.problems`."""
+    context = chromium.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.problems = []
+    page.on(
+        "console",
+        lambda m: page.problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
+    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+    yield page
+    context.close()

@@ -1,0 +1,134 @@
+"""The browser in headless Chromium from file://: index, sorting, search, feature pages, 50k features."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from conftest import HOSTILE_LABEL
+
+from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig, TokenGrid
+from vitsae.report.browser import write_browser
+
+
+def open_index(page, site):
+    page.goto((site / "index.html").as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def visible_ids(page) -> list[int]:
+    return [
+        int(x)
+        for x in page.eval_on_selector_all("#rows tr td:first-child a", "as => as.map(a => a.textContent)")
+    ]
+
+
+def expected_order(values: torch.Tensor, descending: bool = True) -> list[int]:
+    """Feature ids sorted by value, ties by id (the index's order)."""
+    pairs = sorted(range(len(values)), key=lambda f: (-values[f] if descending else values[f], f))
+    return pairs
+
+
+def test_index_loads_sorts_and_searches(page, small_site, small_stats):
+    open_index(page, small_site)
+    n_features = small_stats.n_features
+    assert page.title() == "tiny <ViT> & co"
+    freq = [float(f"{x:.4g}") for x in small_stats.frequency_F().tolist()]
+    assert visible_ids(page) == expected_order(torch.tensor(freq))[:100]
+
+    page.click("th[data-key='max']")
+    peak = torch.tensor([float(f"{x:.4g}") for x in small_stats.max_activation_F().tolist()])
+    assert visible_ids(page) == expected_order(peak)[:100]
+    page.click("th[data-key='max']")
+    assert visible_ids(page) == expected_order(peak, descending=False)[:100]
+    page.click("th[data-key='id']")
+    assert visible_ids(page) == list(range(min(100, n_features)))
+
+    page.fill("#search", "7")
+    page.wait_for_function(
+        "document.querySelector('#count').textContent.indexOf(' of ') > 0 && "
+        "[...document.querySelectorAll('#rows tr td:first-child a')]"
+        ".every(a => a.textContent.startsWith('7'))"
+    )
+    assert visible_ids(page)[0] == 7 and all(str(f).startswith("7") for f in visible_ids(page))
+
+    page.fill("#search", "circle")
+    page.wait_for_function("document.querySelector('#count').textContent.startsWith('1 of')")
+    assert page.inner_text("#rows td.label") == "red circle"
+    page.fill("#search", 'stripes & "dots"')
+    page.wait_for_function("document.querySelector('#rows td.label').textContent.includes('stripes')")
+    assert page.locator("#rows tr").count() == 1
+    assert page.inner_text("#rows td.label") == HOSTILE_LABEL
+    assert page.evaluate("window.__pwned") is None
+
+    page.fill("#search", "")
+    page.check("#hide-dead")
+    live = int((small_stats.fire_count_F > 0).sum())
+    page.wait_for_function(f"document.querySelector('#count').textContent.startsWith('{live} of')")
+    assert page.inner_text("#count") == f"{live} of {n_features} features"
+    assert page.problems == []
+
+
+def test_feature_page_shows_its_pictures(page, small_site, small_stats):
+    f = int(torch.argmax(small_stats.fire_count_F))
+    page.goto((small_site / "feature.html").as_uri() + f"#{f}")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.inner_text("#title").startswith(f"Feature {f}")
+    page.wait_for_function("[...document.images].every(img => img.complete)")
+    widths = page.eval_on_selector_all("main img", "imgs => imgs.map(img => img.naturalWidth)")
+    n_top = min(6, int((small_stats.top_image_index_Fk[f] >= 0).sum()))
+    n_patches = min(4, int((small_stats.top_patch_image_Fk[f] >= 0).sum()))
+    assert len(widths) == n_top + n_patches + 5 and all(w > 0 for w in widths)
+    assert page.locator("svg rect").count() > 0
+    assert "pushes up" in page.inner_text("main")
+    assert page.problems == []
+
+    page.click("#next-feature")
+    page.wait_for_function(f"document.querySelector('#title').textContent.startsWith('Feature {f + 1}')")
+    assert page.problems == []
+
+
+def test_a_dead_feature_gets_a_light_page(page, small_site, small_stats):
+    dead = int(torch.nonzero(small_stats.fire_count_F == 0)[0])
+    page.goto((small_site / "feature.html").as_uri() + f"#{dead}")
+    page.wait_for_selector("body[data-ready='1']")
+    assert "never fired" in page.inner_text("main")
+    assert page.locator("main img").count() == 0 and page.problems == []
+
+
+def test_fifty_thousand_features_load_and_search(page, tmp_path):
+    n_features, n_images, n_tokens, k = 50_000, 300, 5, 16
+    gen = torch.Generator().manual_seed(0)
+    acc = FeatureStatsAccumulator(
+        n_features, TokenGrid(1, (2, 2)), StatsConfig(k_images=2, k_patches=2, n_samples=2, hist_bins=8)
+    )
+    n_rows = n_images * n_tokens
+    acc.update(
+        torch.randint(0, n_features, (n_rows, k), generator=gen),
+        torch.rand((n_rows, k), generator=gen),
+        torch.arange(n_images).repeat_interleave(n_tokens),
+        torch.arange(n_tokens).repeat(n_images),
+    )
+    stats = acc.finish()
+    site = tmp_path / "big"
+    write_browser(stats, site, features=[0, 49_999])
+
+    start = time.perf_counter()
+    open_index(page, site)
+    loaded = time.perf_counter() - start
+    assert page.locator("#rows tr").count() == 100  # one page of rows, never all 50,000
+    assert page.inner_text("#count") == f"{n_features} of {n_features} features"
+    start = time.perf_counter()
+    page.fill("#search", "49999")
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 1")
+    searched = time.perf_counter() - start
+    assert visible_ids(page) == [49_999]
+    page.fill("#search", "")
+    page.click("th[data-key='max']")
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 100")
+    top = visible_ids(page)[0]
+    assert top == int(
+        torch.argmax(torch.tensor([float(f"{x:.4g}") for x in stats.max_activation_F().tolist()]))
+    )
+    print(f"50k-feature index: loaded in {loaded:.2f} s, searched in {searched:.2f} s")
+    assert page.problems == []
