@@ -34,6 +34,9 @@ HF_VITS = {
     "dinov2_reg": lambda: hf.Dinov2WithRegistersModel(
         hf.Dinov2WithRegistersConfig(**TINY, mlp_ratio=2, num_register_tokens=3)
     ),
+    "dinov2_reg_cls": lambda: hf.Dinov2WithRegistersForImageClassification(
+        hf.Dinov2WithRegistersConfig(**TINY, mlp_ratio=2, num_register_tokens=3, num_labels=5)
+    ),
     "siglip": lambda: hf.SiglipVisionModel(hf.SiglipVisionConfig(**TINY, intermediate_size=64)),
 }
 
@@ -61,3 +64,16 @@ def hf_reference():
 def hf_vit(request) -> tuple[str, nn.Module]:
     torch.manual_seed(0)
     return request.param, perturb(HF_VITS[request.param]())
+
+
+@pytest.fixture
+def hf_vit_models() -> dict[str, nn.Module]:
+    """Lazily built, perturbed references by name."""
+
+    class _Lazy(dict):
+        def __missing__(self, name: str) -> nn.Module:
+            torch.manual_seed(0)
+            self[name] = perturb(HF_VITS[name]())
+            return self[name]
+
+    return _Lazy()

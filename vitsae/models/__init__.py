@@ -4,8 +4,23 @@ Every loaded model is a TransformerLens `HookedRootModule` with the stage contra
 `preprocess`, `hook_names()`, `check_hook_names()`, `token_layout()`, `collect()` and `weights_hash()`.
 """
 
+from vitsae.models.checkpoint import load_hooked_vit, save_hooked_vit
 from vitsae.models.config import HookedViTConfig
+from vitsae.models.convert_hf import hooked_vit_from_hf
 from vitsae.models.layout import TokenLayout
+from vitsae.models.load import checkpoints_dir, load, shipped_names
 from vitsae.models.vit import HookedViT
+from vitsae.models.wrap import HookedModule
 
-__all__ = ["HookedViT", "HookedViTConfig", "TokenLayout"]
+__all__ = [
+    "HookedModule",
+    "HookedViT",
+    "HookedViTConfig",
+    "TokenLayout",
+    "checkpoints_dir",
+    "hooked_vit_from_hf",
+    "load",
+    "load_hooked_vit",
+    "save_hooked_vit",
+    "shipped_names",
+]

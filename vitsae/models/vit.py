@@ -9,7 +9,8 @@ model has a pre-norm), per block `blocks.{l}.hook_resid_pre`, `blocks.{l}.ln1.ho
 (`attn_pool.*`), `hook_pooled` and `hook_logits` (the model's output: logits, projected embedding or
 pooled features). Tokens are `[CLS?][registers...][patches row-major]`.
 
-Weights follow TransformerLens (see `vitsae.models.components`); the patch embedding is `embed.W_E`
+Weights follow TransformerLens (see `vitsae.models.components`; stacked over layers as `model.W_Q`
+etc., see `vitsae.models.weights`); the patch embedding is `embed.W_E`
 [d_model, C, p, p] with `embed.b_E`, position embeddings `pos_embed.W_pos` [n_cls + grid_h*grid_w, d_model]
 (registers have none), the head `W_U` [pooled_width, head_out] with `b_U`, and the ViT pooler
 `pooler_W` [d_model, d_model] / `pooler_b` (tanh).
@@ -30,6 +31,7 @@ from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.hashing import weights_hash
 from vitsae.models.layout import TokenLayout, as_tokens, check_names
+from vitsae.models.weights import StackedWeights
 
 _PER_HEAD = ("hook_q", "hook_k", "hook_v", "hook_z")
 _PATTERNS = ("hook_attn_scores", "hook_pattern")
@@ -70,7 +72,7 @@ class PosEmbed(nn.Module):
         return torch.cat([cls_pos, resized.permute(0, 2, 3, 1).reshape(-1, patch_pos.shape[-1])])
 
 
-class HookedViT(HookedRootModule):
+class HookedViT(StackedWeights, HookedRootModule):
     """A vision transformer whose every intermediate tensor is a TransformerLens hook point."""
 
     def __init__(self, cfg: HookedViTConfig, preprocess: Preprocess | None = None):
