@@ -9,7 +9,8 @@
 - `gather_rows_kernel`: out[b] = sum_k coef[b, k] rows[idx[b, k]] (decode; grad x = d_pre W_enc^T).
 - `gather_dot_kernel`: out[b, k] = <dense[b], rows[idx[b, k]]> (grad of the code values).
 - `segment_outer_kernel`: out[f] = sum over entries of feature f of coef * dense[row] with the entries
-  sorted by feature, so each feature's sum has one fixed order (deterministic, no float atomics).
+  sorted by feature, so each feature's sum has one fixed order (deterministic, no float atomics); a
+  program walks a group of features in step, vectorised across the group.
 """
 
 import triton
@@ -106,48 +107,49 @@ def gather_rows_kernel(
 def gather_dot_kernel(
     idx_ptr, count_ptr, dense_ptr, rows_ptr, out_ptr,
     B, D, K, stride_rf, stride_rd,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    row_ok = rows < B
-    counts = tl.load(count_ptr + rows, mask=row_ok, other=0)
-    for k in range(K):
-        used = row_ok & (k < counts)
-        feat = tl.load(idx_ptr + rows * K + k, mask=used, other=0).to(tl.int64)
-        acc = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        for d0 in range(0, D, BLOCK_D):
-            ds = d0 + tl.arange(0, BLOCK_D)
-            m = used[:, None] & (ds < D)[None, :]
-            g = tl.load(dense_ptr + rows[:, None] * D + ds[None, :], mask=m, other=0.0)
-            w = tl.load(rows_ptr + feat[:, None] * stride_rf + ds[None, :] * stride_rd, mask=m, other=0.0)
-            acc += tl.sum(g.to(tl.float32) * w.to(tl.float32), axis=1)
-        tl.store(out_ptr + rows * K + k, acc, mask=row_ok)
+    """One program per BLOCK_E (row, slot) entries of the flattened B x K codes."""
+    es = tl.program_id(0) * BLOCK_E + tl.arange(0, BLOCK_E)
+    rows = es // K
+    e_ok = es < B * K
+    used = e_ok & ((es % K) < tl.load(count_ptr + rows, mask=e_ok, other=0))
+    feat = tl.load(idx_ptr + es, mask=used, other=0).to(tl.int64)
+    acc = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        m = used[:, None] & (ds < D)[None, :]
+        g = tl.load(dense_ptr + rows[:, None] * D + ds[None, :], mask=m, other=0.0)
+        w = tl.load(rows_ptr + feat[:, None] * stride_rf + ds[None, :] * stride_rd, mask=m, other=0.0)
+        acc += tl.sum(g.to(tl.float32) * w.to(tl.float32), axis=1)
+    tl.store(out_ptr + es, acc, mask=e_ok)
 
 
 @triton.jit
 def segment_outer_kernel(
     seg_ptr, entry_row_ptr, entry_coef_ptr, dense_ptr, out_ptr, sums_ptr,
-    D, stride_of, stride_od,
-    BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
+    F, D, stride_of, stride_od,
+    BLOCK_FS: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    f = tl.program_id(0)
+    """BLOCK_FS features per program; step e adds each feature's e-th entry (its own fixed order)."""
+    fs = tl.program_id(0) * BLOCK_FS + tl.arange(0, BLOCK_FS)
     pid_d = tl.program_id(1)
     ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    f_ok = fs < F
     d_ok = ds < D
-    start = tl.load(seg_ptr + f)
-    end = tl.load(seg_ptr + f + 1)
-    acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    total = tl.zeros((BLOCK_E,), dtype=tl.float32)
-    for e0 in range(start, end, BLOCK_E):
-        es = e0 + tl.arange(0, BLOCK_E)
-        e_ok = es < end
-        row = tl.load(entry_row_ptr + es, mask=e_ok, other=0).to(tl.int64)
-        coef = tl.load(entry_coef_ptr + es, mask=e_ok, other=0.0).to(tl.float32)
+    start = tl.load(seg_ptr + fs, mask=f_ok, other=0)
+    length = tl.load(seg_ptr + fs + 1, mask=f_ok, other=0) - start
+    acc = tl.zeros((BLOCK_FS, BLOCK_D), dtype=tl.float32)
+    total = tl.zeros((BLOCK_FS,), dtype=tl.float32)
+    for e in range(0, tl.max(length, axis=0)):
+        e_ok = f_ok & (e < length)
+        row = tl.load(entry_row_ptr + start + e, mask=e_ok, other=0).to(tl.int64)
+        coef = tl.load(entry_coef_ptr + start + e, mask=e_ok, other=0.0).to(tl.float32)
         tile = tl.load(dense_ptr + row[:, None] * D + ds[None, :],
                        mask=e_ok[:, None] & d_ok[None, :], other=0.0)
-        acc += tl.sum(coef[:, None] * tile.to(tl.float32), axis=0)
+        acc += coef[:, None] * tile.to(tl.float32)
         total += coef
-    tl.store(out_ptr + f * stride_of + ds * stride_od, acc, mask=d_ok)
+    tl.store(out_ptr + fs[:, None] * stride_of + ds[None, :] * stride_od, acc,
+             mask=f_ok[:, None] & d_ok[None, :])
     if pid_d == 0:
-        tl.store(sums_ptr + f, tl.sum(total, axis=0))
+        tl.store(sums_ptr + fs, total, mask=f_ok)

@@ -21,7 +21,9 @@ from vitsae.kernels.triton_kernels import (
 )
 
 # Tile sizes; tests under the interpreter set larger blocks and smaller shapes.
-BLOCKS = {"encode_b": 64, "encode_f": 128, "encode_d": 32, "rows_b": 32, "rows_d": 128, "seg_e": 32}
+BLOCKS = {
+    "encode_b": 64, "encode_f": 128, "encode_d": 32, "rows_b": 32, "rows_d": 128, "dot_e": 64, "seg_f": 16,
+}
 # First guess of the ReLU/JumpReLU slot width; grown on overflow.
 INITIAL_MAX_K = 64
 _MODES = {"relu": 0, "jumprelu": 1, "topk": 2}
@@ -122,10 +124,10 @@ def gather_dot(indices_BK, counts_B, dense_BD, rows_FD):
     B, K = indices_BK.shape
     D = rows_FD.shape[1]
     out = torch.zeros(B, K, dtype=torch.float32, device=rows_FD.device)
-    grid = (triton.cdiv(B, BLOCKS["rows_b"]),)
+    grid = (triton.cdiv(B * K, BLOCKS["dot_e"]),)
     gather_dot_kernel[grid](
         indices_BK.contiguous(), counts_B.contiguous(), dense_BD.contiguous(), rows_FD, out,
-        B, D, K, rows_FD.stride(0), rows_FD.stride(1), BLOCK_B=BLOCKS["rows_b"], BLOCK_D=BLOCKS["rows_d"],
+        B, D, K, rows_FD.stride(0), rows_FD.stride(1), BLOCK_E=BLOCKS["dot_e"], BLOCK_D=BLOCKS["rows_d"],
     )
     return out
 
@@ -147,16 +149,16 @@ def scatter_outer(indices_BK, coef_BK, counts_B, dense_BD, n_features: int):
     seg, rows_E, coef_E = _by_feature(indices_BK, coef_BK, counts_B, n_features)
     out = torch.empty(n_features, D, dtype=torch.float32, device=dense_BD.device)
     sums = torch.empty(n_features, dtype=torch.float32, device=dense_BD.device)
-    grid = (n_features, triton.cdiv(D, BLOCKS["rows_d"]))
+    grid = (triton.cdiv(n_features, BLOCKS["seg_f"]), triton.cdiv(D, BLOCKS["rows_d"]))
     segment_outer_kernel[grid](
-        seg, rows_E, coef_E, dense_BD.contiguous(), out, sums, D, out.stride(0), out.stride(1),
-        BLOCK_E=BLOCKS["seg_e"], BLOCK_D=BLOCKS["rows_d"],
+        seg, rows_E, coef_E, dense_BD.contiguous(), out, sums, n_features, D, out.stride(0), out.stride(1),
+        BLOCK_FS=BLOCKS["seg_f"], BLOCK_D=BLOCKS["rows_d"],
     )
     return out.to(dense_BD.dtype), sums.to(coef_BK.dtype)
 
 
 def feature_sums(indices_BK, coef_BK, counts_B, n_features: int):
-    """sums[f] = sum of coef over used slots naming f, in one fixed order per feature."""
-    no_columns_B1 = coef_BK.new_zeros(indices_BK.shape[0], 1)
-    _, sums = scatter_outer(indices_BK, coef_BK, counts_B, no_columns_B1, n_features)
-    return sums
+    """sums[f] = sum of coef over used slots naming f: a segmented sum over the feature-sorted entries."""
+    seg, _, coef_E = _by_feature(indices_BK, coef_BK, counts_B, n_features)
+    lengths_F = (seg[1:] - seg[:-1]).long()
+    return torch.segment_reduce(coef_E, "sum", lengths=lengths_F).to(coef_BK.dtype)

@@ -1,0 +1,88 @@
+"""The sparse PyTorch path (CPU) against the float64 dense reference, forward and backward."""
+
+import pytest
+import torch
+from conftest import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
+
+from vitsae.kernels import api, sparse_torch
+
+
+def sparse_step(t, activation, k, backend="sparse"):
+    threshold = t["threshold"] if activation == "jumprelu" else None
+
+    def run(x, W_enc, b_enc, b_dec, W_dec):
+        enc = api.encode(x, W_enc, b_enc, b_dec, activation=activation, k=k, threshold_F=threshold,
+                         l1_weights_F=W_dec.norm(dim=1), backend=backend)
+        return api.decode(enc.codes, W_dec, b_dec, backend=backend), enc.l1_B, enc.fire_counts_F
+
+    return step_outputs(t, run)
+
+
+@pytest.mark.parametrize(
+    ("B", "D", "F", "activation", "k"),
+    [
+        (37, 768, 1000, "topk", 1),
+        (29, 1152, 700, "topk", 350),
+        (33, 1280, 600, "topk", 32),
+        (21, 768, 500, "relu", None),
+        (19, 1152, 333, "jumprelu", None),
+        (25, 1280, 450, "batchtopk", 7),
+    ],
+)
+@pytest.mark.parametrize("force", ["sparse", "dense"])
+def test_sparse_step_matches_float64_reference(monkeypatch, B, D, F, activation, k, force):
+    # Exercise both sides of the measured density switch inside the sparse products.
+    monkeypatch.setattr(sparse_torch, "DENSE_DENSITY_THRESHOLD", 2.0 if force == "sparse" else -1.0)
+    t = make_sae_tensors(B, D, F)
+    want = dense_reference_step(t, activation, k)
+    assert_step_close(sparse_step(t, activation, k), want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation,k", [("topk", 16), ("relu", None)])
+def test_float32_sparse_step_is_close_to_float64_reference(activation, k):
+    t = make_sae_tensors(40, 768, 1500, dtype=torch.float32, seed=3)
+    want = dense_reference_step(t, activation, k)
+    assert_step_close(sparse_step(t, activation, k), want, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_backend_matches_reference_and_auto_picks_dense_for_dense_topk():
+    t = make_sae_tensors(17, 64, 90, seed=1)
+    assert_step_close(sparse_step(t, "topk", 5, backend="dense"), dense_reference_step(t, "topk", 5),
+                      rtol=1e-12, atol=1e-12)
+    assert api.resolve_backend("auto", "topk", 60, 90) == "dense"
+    assert api.resolve_backend("auto", "topk", 4, 90) == "sparse"
+    assert api.resolve_backend("auto", "relu", None, 90) == "sparse"
+
+
+def test_sparse_backward_is_deterministic(monkeypatch):
+    monkeypatch.setattr(sparse_torch, "DENSE_DENSITY_THRESHOLD", 2.0)
+    t = make_sae_tensors(64, 96, 400, dtype=torch.float32, seed=5)
+    first, second = sparse_step(t, "topk", 8), sparse_step(t, "topk", 8)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_codes_hold_k_slots_with_zero_padding_for_negative_topk():
+    t = make_sae_tensors(8, 32, 50, seed=2)
+    enc = api.encode(t["x"], t["W_enc"], t["b_enc"] - 10.0, t["b_dec"], activation="topk", k=4)
+    assert enc.codes.k == 4 and int(enc.codes.counts_B.max()) == 0
+    assert not enc.codes.indices_BK.any() and not enc.codes.values_BK.any()
+    assert enc.l1_B is None
+
+
+def test_bad_arguments_are_named():
+    t = make_sae_tensors(4, 8, 12)
+    args = (t["x"], t["W_enc"], t["b_enc"], t["b_dec"])
+    with pytest.raises(ValueError, match="dense, sparse, auto"):
+        api.encode(*args, activation="topk", k=2, backend="fast")
+    with pytest.raises(ValueError, match="relu, jumprelu, topk, batchtopk"):
+        api.encode(*args, activation="softmax")
+    with pytest.raises(ValueError, match=r"x \(4, 9\) does not match W_enc \(8, 12\)"):
+        api.encode(torch.zeros(4, 9, dtype=torch.float64), *args[1:], activation="relu")
+    with pytest.raises(ValueError, match=r"b_enc \(11,\) does not match W_enc \(8, 12\)"):
+        api.encode(t["x"], t["W_enc"], t["b_enc"][:11], t["b_dec"], activation="relu")
+    with pytest.raises(ValueError, match="threshold as a constant"):
+        api.encode(*args, activation="jumprelu", threshold_F=t["threshold"].requires_grad_())
+    codes = api.encode(*args, activation="topk", k=2).codes
+    with pytest.raises(ValueError, match=r"b_dec \(7,\) does not match W_dec \(12, 8\)"):
+        api.decode(codes, t["W_dec"], t["b_dec"][:7])
