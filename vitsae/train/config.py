@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of initialisation and data order"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    plot: bool = field(default=True, metadata={"help": "draw each run's curves to curves.png at the end"})
 
     def __post_init__(self) -> None:
         for name in ("expansion_factor", "k", "l1_coefficient", "lr"):

@@ -89,7 +89,7 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)

@@ -159,8 +159,8 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = ckpt.read_trainer_state(path)
-        saved_cfg = {k: v for k, v in state["config"].items() if k != "progress"}
-        now_cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k != "progress"}
+        saved_cfg = {k: v for k, v in state["config"].items() if k not in ("progress", "plot")}
+        now_cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k not in ("progress", "plot")}
         if saved_cfg != now_cfg:
             changed = sorted(k for k in now_cfg if saved_cfg.get(k) != now_cfg[k])
             raise ValueError(
@@ -387,7 +387,7 @@ class Trainer:
             if run.spec.sae.architecture == "batchtopk":
                 record["threshold"] = float(run.sae.threshold)
             if run.spec.sae.architecture == "jumprelu":
-                record["mean_threshold"] = float(run.sae.jumprelu_threshold.mean())
+                record["mean_threshold"] = float(run.sae.jumprelu_threshold.detach().mean())
             run.last_record = record
             if run.log is not None:
                 run.log.write(record)
@@ -436,7 +436,7 @@ class Trainer:
             if self.rank == 0:
                 run_dir = self.out_dir / run.spec.name
                 save_sae(run.sae, run_dir, summary)
-                if (run_dir / "metrics.jsonl").exists():
+                if self.cfg.plot and (run_dir / "metrics.jsonl").exists():
                     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         if self.rank == 0:
             write_json_atomic(self.out_dir / "sweep.json", summaries)

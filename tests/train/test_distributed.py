@@ -1,0 +1,83 @@
+"""Data-parallel training (gloo, 2 CPU processes) matches one process on the whole batch."""
+
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from vitsae.train import TensorBatches, TrainConfig, Trainer
+from vitsae.train.synthetic import sparse_dictionary_data
+
+WORLD_SIZE = 2
+
+
+def _config(architecture: str) -> TrainConfig:
+    return TrainConfig(
+        architecture=architecture,
+        expansion_factor=(2,),
+        k=(3,),
+        l1_coefficient=(1.0,),
+        lr=(3e-3, 1e-3),
+        batch_size=64,
+        total_tokens=64 * 24,
+        lr_warmup_steps=4,
+        dead_handling="auxk" if architecture == "topk" else "resample",
+        dead_tokens=64 * 3,
+        resample_every=5,
+        log_every=6,
+        checkpoint_every=8,
+        progress=False,
+        plot=False,
+    )
+
+
+def _data():
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, active=3, seed=5)
+    return TensorBatches(acts, 64, seed=2)
+
+
+ARCHITECTURES = ("relu", "topk")
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        for architecture in ARCHITECTURES:
+            Trainer(_config(architecture), _data(), f"{out_dir}/{architecture}").fit()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one_process(tmp_path):
+    mp.spawn(
+        _worker, args=(str(tmp_path / "rendezvous"), str(tmp_path / "ddp")), nprocs=WORLD_SIZE, join=True
+    )
+    for architecture in ARCHITECTURES:
+        single_dir = tmp_path / "single" / architecture
+        Trainer(_config(architecture), _data(), single_dir).fit()
+        names = json.loads((single_dir / "sweep.json").read_text()).keys()
+        assert len(names) == 2
+        for name in names:
+            single = load_file(single_dir / name / "sae.safetensors")
+            parallel = load_file(tmp_path / "ddp" / architecture / name / "sae.safetensors")
+            for key in single:
+                torch.testing.assert_close(
+                    parallel[key], single[key], rtol=1e-4, atol=1e-5, msg=f"{name}.{key}"
+                )
+        state = json.loads((tmp_path / "ddp" / architecture / "checkpoints" / "latest.json").read_text())
+        assert state["step"] == 24
+        trainer_state = json.loads(
+            (tmp_path / "ddp" / architecture / "checkpoints" / "step_000000024" / "trainer.json").read_text()
+        )
+        assert trainer_state["world_size"] == WORLD_SIZE
+
+
+def test_batch_not_divisible_by_ranks_is_refused():
+    from vitsae.train.distributed import local_slice
+
+    with pytest.raises(ValueError, match="65 rows does not split evenly over 2 ranks"):
+        local_slice(torch.zeros(65, 4), 0, 2)

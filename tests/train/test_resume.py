@@ -1,0 +1,112 @@
+"""Interrupted training resumes from its last checkpoint and continues the identical trajectory."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vitsae.train import TensorBatches, TrainConfig, Trainer
+from vitsae.train.checkpoint import latest_checkpoint
+from vitsae.train.synthetic import sparse_dictionary_data
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crashing(source: TensorBatches, crash_at_step: int):
+    """A batch factory that raises once `crash_at_step` batches have been handed out in total."""
+    per_epoch = len(source)
+
+    def factory(epoch: int, start_batch: int):
+        for offset, batch in enumerate(source.batches(epoch, start_batch)):
+            if epoch * per_epoch + start_batch + offset == crash_at_step:
+                raise Crash(f"simulated crash before step {crash_at_step}")
+            yield batch
+
+    return factory
+
+
+def config(architecture: str, dead_handling: str) -> TrainConfig:
+    return TrainConfig(
+        architecture=architecture,
+        expansion_factor=(2,),
+        k=(3,),
+        l1_coefficient=(1.0,),
+        lr=(3e-3, 1e-3),
+        batch_size=64,
+        total_tokens=64 * 30,
+        lr_warmup_steps=5,
+        lr_decay="cosine",
+        lr_decay_start=0.5,
+        l1_warmup_steps=10,
+        dead_handling=dead_handling,
+        dead_tokens=64 * 3,
+        resample_every=4,
+        log_every=4,
+        checkpoint_every=10,
+        progress=False,
+        plot=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("architecture", "dead_handling"), [("relu", "resample"), ("batchtopk", "auxk"), ("jumprelu", "none")]
+)
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, architecture, dead_handling):
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, active=3, seed=1)
+    source = TensorBatches(acts, 64, seed=3)  # 10 batches per epoch: the run spans 3 epochs
+    cfg = config(architecture, dead_handling)
+
+    Trainer(cfg, source, tmp_path / "straight").fit()
+
+    with pytest.raises(Crash):
+        Trainer(cfg, crashing(source, 25), tmp_path / "resumed").fit()
+    assert latest_checkpoint(tmp_path / "resumed").name == "step_000000020"
+    Trainer(cfg, source, tmp_path / "resumed").fit()
+
+    run_names = json.loads((tmp_path / "straight" / "sweep.json").read_text()).keys()
+    assert len(run_names) == 2
+    for name in run_names:
+        straight = load_file(tmp_path / "straight" / name / "sae.safetensors")
+        resumed = load_file(tmp_path / "resumed" / name / "sae.safetensors")
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
+        lines = (tmp_path / "resumed" / name / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in lines]
+        assert steps == [4, 8, 12, 16, 20, 24, 28, 30]
+        straight_lines = (tmp_path / "straight" / name / "metrics.jsonl").read_text().splitlines()
+        for a, b in zip(lines, straight_lines, strict=True):
+            ra, rb = json.loads(a), json.loads(b)
+            assert ra["loss"] == rb["loss"] and ra["density_histogram"] == rb["density_histogram"]
+
+
+def test_rerunning_a_finished_run_changes_nothing(tmp_path):
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, seed=1)
+    cfg = config("topk", "auxk")
+    Trainer(cfg, TensorBatches(acts, 64), tmp_path).fit()
+    name = next(iter(json.loads((tmp_path / "sweep.json").read_text())))
+    before = load_file(tmp_path / name / "sae.safetensors")
+    Trainer(cfg, TensorBatches(acts, 64), tmp_path).fit()
+    after = load_file(tmp_path / name / "sae.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_with_changed_options_is_refused(tmp_path):
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, seed=1)
+    Trainer(config("relu", "none"), TensorBatches(acts, 64), tmp_path).fit()
+    changed = TrainConfig(**{**config("relu", "none").__dict__, "lr": (1e-2,)})
+    with pytest.raises(ValueError, match=r"different configuration \(fields \['lr'\]\)"):
+        Trainer(changed, TensorBatches(acts, 64), tmp_path).fit()
+
+
+def test_resume_on_data_of_another_width_names_both_widths(tmp_path):
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, seed=1)
+    cfg = config("relu", "none")
+    with pytest.raises(Crash):
+        Trainer(cfg, crashing(TensorBatches(acts, 64), 12), tmp_path).fit()
+    wider, _ = sparse_dictionary_data(640, d=20, n_atoms=24, seed=1)
+    with pytest.raises(ValueError, match=r"width 20\).*d_in=12"):
+        Trainer(cfg, TensorBatches(wider, 64), tmp_path).fit()
