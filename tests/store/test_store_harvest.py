@@ -132,3 +132,34 @@ def test_bad_images_are_skipped_and_listed(tmp_path: Path) -> None:
     assert sorted(set(images.tolist())) == [0, 1, 2, 5, 6, 7, 8]
     expected, _, _ = reference_rows(model, source, HOOKS[0], list(range(17)), torch.float16)
     assert torch.equal(store[:], expected)
+
+
+def test_cnn_stores_every_spatial_position(tmp_path: Path) -> None:
+    from transformers import ResNetConfig, ResNetModel
+
+    from vitsae.data import Preprocess
+    from vitsae.models import load
+
+    torch.manual_seed(0)
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")) \
+        .save_pretrained(tmp_path / "resnet")
+    with pytest.warns(UserWarning, match="no preprocessing"):
+        model = load(f"hf:{tmp_path / 'resnet'}")
+    model.preprocess = Preprocess(size=(32, 32))
+    hooks = ("encoder.stages.0", "encoder.stages.1")
+    source = shapes(6)
+    with pytest.raises(ValueError, match="needs a class token"):
+        harvest(config(tmp_path / "cls", 6, hooks=hooks, tokens="cls"), model=model, source=source)
+    harvest(config(tmp_path / "out", 6, hooks=hooks), model=model, source=source)
+    for hook, (grid, width) in zip(hooks, [(8, 8), (4, 16)], strict=True):
+        store = ActivationStore.open(tmp_path / "out" / hook)
+        assert store.manifest["token_layout"] == {"n_cls": 0, "n_registers": 0, "grid_hw": [grid, grid]}
+        assert store.d_model == width and len(store) == 6 * grid * grid
+        expected = []
+        for batch in ImageLoader(source, model.preprocess, batch_size=4):
+            _, cache = model.run_with_cache(batch.pixels_BCHW, names_filter=[hook])
+            maps_BCHW = cache[hook]
+            expected.append(maps_BCHW.flatten(2).transpose(1, 2).reshape(-1, width).half().float())
+        assert torch.equal(store[:], torch.cat(expected))
+        where = store.locate([grid * grid + grid + 2])
+        assert (where["image_index"][0], where["patch_row"][0], where["patch_col"][0]) == (1, 1, 2)
