@@ -58,39 +58,48 @@ def code_statistics(
     indices_BK, values_BK, counts_B, l1_weights_F: torch.Tensor | None, n_features: int
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(l1_B = sum_k |v| w[idx], or None without weights; fire_counts_F) of packed codes."""
-    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
-    fire_F = torch.bincount(indices_BK[used_BK].long(), minlength=n_features)
+    _, feature_E, _ = _entries(indices_BK, None, counts_B)
+    fire_F = torch.bincount(feature_E, minlength=n_features)
     if l1_weights_F is None:
         return None, fire_F
     return (values_BK.abs() * l1_weights_F[indices_BK.long()]).sum(dim=1), fire_F
 
 
+def _entries(indices_BK, coef_BK, counts_B):
+    """The used slots in row-major order: (rows_E, features_E int64, coef_E or None)."""
+    B, K = indices_BK.shape
+    if B and int(counts_B.min()) == K:  # every slot used (TopK): no masking needed
+        rows_E = torch.arange(B, device=indices_BK.device).repeat_interleave(K)
+        coef_E = None if coef_BK is None else coef_BK.reshape(-1)
+        return rows_E, indices_BK.reshape(-1).long(), coef_E
+    used_BK = torch.arange(K, device=indices_BK.device)[None, :] < counts_B[:, None]
+    rows_E = torch.nonzero(used_BK)[:, 0]
+    return rows_E, indices_BK[used_BK].long(), None if coef_BK is None else coef_BK[used_BK]
+
+
 def _csr(indices_BK: torch.Tensor, coef_BK: torch.Tensor, counts_B: torch.Tensor, n_features: int):
     """The B x F CSR matrix of the used slots (unused slots dropped, so no duplicate columns)."""
-    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    _, feature_E, coef_E = _entries(indices_BK, coef_BK, counts_B)
     crow = torch.zeros(counts_B.shape[0] + 1, dtype=torch.int64, device=counts_B.device)
     torch.cumsum(counts_B, 0, out=crow[1:])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            crow, indices_BK[used_BK].long(), coef_BK[used_BK], (counts_B.shape[0], n_features),
+            crow, feature_E, coef_E, (counts_B.shape[0], n_features),
             check_invariants=False,
         )
 
 
 def _csr_transposed(indices_BK, coef_BK, counts_B, n_features: int):
     """The F x B CSR matrix of the used slots: entries sorted by feature (stable, so deterministic)."""
-    K = indices_BK.shape[1]
-    used_BK = torch.arange(K, device=indices_BK.device)[None, :] < counts_B[:, None]
-    feature_E = indices_BK[used_BK].long()
-    row_E = torch.nonzero(used_BK)[:, 0]
+    row_E, feature_E, coef_E = _entries(indices_BK, coef_BK, counts_B)
     order_E = torch.argsort(feature_E, stable=True)
     crow = torch.zeros(n_features + 1, dtype=torch.int64, device=indices_BK.device)
     torch.cumsum(torch.bincount(feature_E, minlength=n_features), 0, out=crow[1:])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            crow, row_E[order_E], coef_BK[used_BK][order_E], (n_features, counts_B.shape[0]),
+            crow, row_E[order_E], coef_E[order_E], (n_features, counts_B.shape[0]),
             check_invariants=False,
         )
 
@@ -132,8 +141,8 @@ def scatter_outer(
 
 def feature_sums(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
     """sums[f] = sum of coef over the used slots naming f (the bias and L1-weight gradients)."""
-    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
-    return coef_BK.new_zeros(n_features).index_add_(0, indices_BK[used_BK].long(), coef_BK[used_BK])
+    _, feature_E, coef_E = _entries(indices_BK, coef_BK, counts_B)
+    return coef_BK.new_zeros(n_features).index_add_(0, feature_E, coef_E)
 
 
 def gather_dot(indices_BK, counts_B, dense_BD: torch.Tensor, rows_FD: torch.Tensor) -> torch.Tensor:
@@ -144,7 +153,9 @@ def gather_dot(indices_BK, counts_B, dense_BD: torch.Tensor, rows_FD: torch.Tens
         full_BF = dense_BD @ rows_FD.T
         return torch.where(used_BK, full_BF.gather(1, indices_BK.long()), 0)
     pattern = _csr(indices_BK, torch.ones_like(indices_BK, dtype=dense_BD.dtype), counts_B, F)
-    sampled = torch.sparse.sampled_addmm(pattern, dense_BD, rows_FD.T, beta=0.0)
+    sampled_E = torch.sparse.sampled_addmm(pattern, dense_BD, rows_FD.T, beta=0.0).values()
+    if sampled_E.numel() == used_BK.numel():
+        return sampled_E.reshape(used_BK.shape)
     out_BK = dense_BD.new_zeros(indices_BK.shape)
-    out_BK[used_BK] = sampled.values()
+    out_BK[used_BK] = sampled_E
     return out_BK
