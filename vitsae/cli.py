@@ -14,6 +14,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "hooks": ("vitsae.models.cli", "list a model's hook points and the shape of what each one holds"),
     "harvest": ("vitsae.store.cli", "save a model's activations at chosen hooks over an image set to disk"),
+    "train": ("vitsae.train.cli", "train an SAE, or a sweep of SAEs in one pass, on stored activations"),
+    "stats": ("vitsae.analysis.cli", "per-feature statistics of an SAE over a store: top images, histograms"),
+    "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
 }
 
 

@@ -89,3 +89,32 @@ def load_activation_file(path: str | Path, key: str = "activations") -> torch.Te
     if acts_ND.dim() != 2:
         raise ValueError(f"{path}: {key!r} must be [N, D], got shape {tuple(acts_ND.shape)}")
     return acts_ND
+
+
+class StoreBatches:
+    """Shuffled training batches from a harvested activation store (through its public reader).
+
+    Exposes what the SAE records about its data: `d_in`, `norm_scale` (the store's sqrt(D) / E||x||),
+    `hook_name`, `model_spec` and `store` (the folder).
+    """
+
+    def __init__(self, path: str | Path, batch_size: int, seed: int = 0) -> None:
+        from vitsae.store import ActivationStore  # the store stack is imported only when a store is used
+
+        self.reader = ActivationStore.open(path)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.d_in = self.reader.d_model
+        self.norm_scale = self.reader.norm_scale
+        self.hook_name = self.reader.hook
+        self.model_spec = str(self.reader.manifest.get("model", {}).get("spec", ""))
+        self.store = str(Path(path).resolve())
+        if len(self.reader) < batch_size:
+            raise ValueError(f"{path}: {len(self.reader)} stored rows are fewer than a batch ({batch_size})")
+
+    def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]:
+        return iter(
+            self.reader.batches(
+                self.batch_size, seed=self.seed, start=(epoch, start_batch), epochs=epoch + 1, drop_last=True
+            )
+        )
