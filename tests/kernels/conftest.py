@@ -1,22 +1,25 @@
-"""Kernel tests: the Triton interpreter (set before any Triton kernel module is imported) and the
-float64 dense reference of one SAE step that every path is compared with."""
+"""Kernel tests: the Triton interpreter on machines without CUDA (set before any Triton kernel module is
+imported; importing torch does not import Triton) and the float64 dense reference of one SAE step that
+every path is compared with. With CUDA the Triton tests run the compiled kernels on the GPU instead."""
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 from vitsae.kernels import reference  # noqa: E402
+
+TRITON_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 WEIGHT_NAMES = ("x", "W_enc", "b_enc", "b_dec", "W_dec")
 
 
-def make_sae_tensors(B: int, D: int, F: int, dtype=torch.float64, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_sae_tensors(B: int, D: int, F: int, dtype=torch.float64, seed: int = 0, device="cpu") -> dict:
     """Fresh random SAE weights and a batch, scaled so that pre-activations are O(1)."""
     gen = torch.Generator().manual_seed(seed)
-    return {
+    tensors = {
         "x": torch.randn(B, D, generator=gen, dtype=dtype),
         "W_enc": torch.randn(D, F, generator=gen, dtype=dtype) / D**0.5,
         "b_enc": 0.1 * torch.randn(F, generator=gen, dtype=dtype),
@@ -26,6 +29,7 @@ def make_sae_tensors(B: int, D: int, F: int, dtype=torch.float64, seed: int = 0)
         "d_xhat": torch.randn(B, D, generator=gen, dtype=dtype),
         "d_l1": torch.randn(B, generator=gen, dtype=dtype),
     }
+    return {name: t.to(device) for name, t in tensors.items()}
 
 
 def step_outputs(t: dict[str, torch.Tensor], encode_decode) -> dict[str, torch.Tensor]:
@@ -53,14 +57,11 @@ def dense_reference_step(t: dict[str, torch.Tensor], activation: str, k: int | N
 
 
 def assert_step_close(got: dict, want: dict, rtol: float, atol: float) -> None:
-    assert torch.equal(got["fire"], want["fire"]), "firing counts differ"
+    assert torch.equal(got["fire"].cpu(), want["fire"].cpu()), "firing counts differ"
     for name in want:
         if name != "fire":
             torch.testing.assert_close(
-                got[name], want[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
+                got[name].cpu(), want[name].cpu(), rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
             )
 
 
-@pytest.fixture
-def sae_tensors():
-    return make_sae_tensors
