@@ -1,7 +1,8 @@
 """Benchmark one SAE training step: dense PyTorch against the sparse/fused path of vitsae.kernels.
 
 A step is encode (TopK), decode, MSE loss, backward to W_enc, b_enc, W_dec and b_dec (the input needs no
-gradient). Each (configuration, path) runs in a fresh subprocess so its peak memory is its own: on CUDA
+gradient); its time is the best of --repeats runs after one warm-up (the least disturbed by other load).
+Each (configuration, path) runs in a fresh subprocess so its peak memory is its own: on CUDA
 torch.cuda.max_memory_allocated, on CPU the peak RSS growth over the RSS after the tensors were made.
 The floor is a roofline bound from this machine's own measured matmul rate and copy bandwidth
 (docs/benchmarks.md explains it). The density sweep compares both paths as K / F grows; the crossover
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -102,7 +102,7 @@ def run_worker(spec: dict) -> dict:
         peak = torch.cuda.max_memory_allocated() - base_cuda
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss
-    return {"seconds": statistics.median(times), "peak_bytes": max(peak, 0)}
+    return {"seconds": min(times), "peak_bytes": max(peak, 0)}
 
 
 def calibrate(device: torch.device) -> dict:
