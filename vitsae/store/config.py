@@ -18,7 +18,7 @@ class HarvestConfig:
     """Options of one harvest: which model, images, hooks and tokens, and how the shards are cut."""
 
     model: str = field(
-        metadata={"help": "model spec: hf:<dir>, timm:<file>, vitsae:<name>, module:<path:fn>"})
+        metadata={"help": "model spec: hf:<dir>, timm:<dir>, vitsae:<name>, module:<path:factory>"})
     source: str = field(
         metadata={"help": "images: a folder, a Hugging Face dataset dir, or shapes:<n>[:seed]"})
     hooks: tuple[str, ...] = field(metadata={"help": "hook names to harvest, e.g. blocks.5.hook_resid_post"})

@@ -82,13 +82,13 @@ class _ShardBuffer:
             raise StoreError(f"hook {self.plan.name}: collect returned width {width}, "
                              f"its token layout says {self.plan.width}")
         rows = batch * tokens
-        stored_RD = kept_BTD.reshape(rows, width).to(dtype).cpu()
+        stored_RD = kept_BTD.reshape(rows, width).to(dtype)
+        self.stats.update(stored_RD)  # on the model's device, before the copy to host memory
         end = self.rows + rows
         image_R, token_R = provenance_rows(indices_B.numpy(), self.plan.tokens_T.numpy())
-        self.acts_RD[self.rows:end] = stored_RD
+        self.acts_RD[self.rows:end].copy_(stored_RD)
         self.image_R[self.rows:end] = torch.from_numpy(image_R)
         self.token_R[self.rows:end] = torch.from_numpy(token_R)
-        self.stats.update(stored_RD)
         self.rows = end
 
 
