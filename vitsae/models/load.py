@@ -118,10 +118,13 @@ def _hf_class(config: Any) -> tuple[type[nn.Module], bool]:
         cls = getattr(transformers, arch, None)
         if cls is not None and getattr(cls, "main_input_name", None) == "pixel_values":
             return cls, False
-    from transformers import AutoModel, AutoModelForImageClassification
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_MAPPING_NAMES,
+    )
 
-    for auto in (AutoModelForImageClassification, AutoModel):
-        cls = auto._model_mapping.get(type(config))
+    for mapping in (MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES, MODEL_MAPPING_NAMES):
+        cls = getattr(transformers, str(mapping.get(config.model_type)), None)
         if cls is not None and getattr(cls, "main_input_name", None) == "pixel_values":
             return cls, False
     raise ValueError(
