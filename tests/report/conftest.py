@@ -11,24 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "analysis"))
 
 from analysis_fixtures import harvest_small_store, shapes, tiny_sae, tiny_vit  # noqa: E402
+from report_fixtures import CHROMIUM, CHROMIUM_ARGS, HOSTILE_LABEL  # noqa: E402
 
 from vitsae.analysis.compute import compute_feature_stats  # noqa: E402
 from vitsae.analysis.logits import logit_effects, unembedding  # noqa: E402
 from vitsae.analysis.stats import FeatureStats, StatsConfig  # noqa: E402
 from vitsae.report.browser import BrowserConfig, write_browser  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-# Labels that would break a page that inserted them as HTML.
-HOSTILE_LABEL = '<img src=x onerror="window.__pwned=1">stripes & "dots"</script>'
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
-from conftest import HOSTILE_LABEL
+from report_fixtures import HOSTILE_LABEL
 
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig, TokenGrid
 from vitsae.report.browser import write_browser

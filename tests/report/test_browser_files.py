@@ -1,0 +1,75 @@
+"""What write_browser puts on disk, and the inputs it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from report_fixtures import HOSTILE_LABEL
+
+from vitsae.analysis.logits import LogitEffects
+from vitsae.report.browser import MARKER, bucket, write_browser
+
+
+def read_callback_js(path, prefix):
+    text = path.read_text()
+    assert text.startswith(prefix) and text.rstrip().endswith(";")
+    return json.loads(text[len(prefix) :].rstrip().rstrip(";").rstrip(")"))
+
+
+def test_site_layout_and_escaping(small_site, small_stats):
+    index_html = (small_site / "index.html").read_text()
+    assert "<title>tiny &lt;ViT&gt; &amp; co</title>" in index_html and "<ViT>" not in index_html
+    index = read_callback_js(small_site / "data" / "index.js", "window.VITSAE_INDEX = ")
+    assert len(index["rows"]) == small_stats.n_features and index["n_tokens"] == small_stats.n_tokens
+    assert [row[0] for row in index["rows"]] == list(range(small_stats.n_features))
+    assert HOSTILE_LABEL in [row[-1] for row in index["rows"]]
+    for f in range(small_stats.n_features):
+        data = read_callback_js(small_site / "data" / "f" / bucket(f) / f"{f}.js", "vitsaeFeature(")
+        assert data["id"] == f and data["dead"] == (small_stats.fire_count_F[f] == 0)
+        if data["dead"]:
+            assert data["top_images"] == [] and not list((small_site / "img").glob(f"*/{f}_*.jpg"))
+        else:
+            assert data["hist"]["counts"] == small_stats.hist_FH[f].tolist()
+            assert len(data["top_images"]) == min(6, int((small_stats.top_image_index_Fk[f] >= 0).sum()))
+            for picture in data["top_images"] + data["top_patches"] + data["quantiles"]:
+                assert (small_site / picture["src"]).is_file()
+            assert sum(count for _, count in data["classes"]) == len(data["top_images"])
+            assert len(data["logits"]["up"]) == 5  # the tiny head has 5 classes
+    assert json.loads((small_site / MARKER).read_text())["format"] == "vitsae.browser"
+
+
+def test_rewriting_replaces_an_earlier_browser_but_refuses_other_folders(tmp_path, small_stats):
+    site = tmp_path / "site"
+    write_browser(small_stats, site)
+    (site / "stale.txt").write_text("from before")
+    write_browser(small_stats, site, features=[1])
+    assert not (site / "stale.txt").exists() and sorted(
+        p.name for p in (site / "data" / "f" / "000").iterdir()
+    ) == ["1.js"]
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a vitsae browser"):
+        write_browser(small_stats, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "site"]  # no scratch folders left
+
+
+def test_without_a_source_pages_carry_numbers_only(tmp_path, small_stats):
+    site = tmp_path / "numbers"
+    write_browser(small_stats, site)
+    live = int(torch.nonzero(small_stats.fire_count_F)[0])
+    data = read_callback_js(site / "data" / "f" / bucket(live) / f"{live}.js", "vitsaeFeature(")
+    assert data["top_images"] == [] and "without the image source" in data["images_note"]
+    assert not (site / "img").exists()
+
+
+def test_bad_feature_ids_and_mismatched_logits_are_refused(tmp_path, small_stats):
+    with pytest.raises(ValueError, match=r"features \[9999\] are outside the dictionary of 96"):
+        write_browser(small_stats, tmp_path / "a", features=[0, 9999])
+    wrong = LogitEffects(*(torch.zeros((3, 2), dtype=torch.long) for _ in range(4)))
+    with pytest.raises(ValueError, match="logit effects cover 3 features, the statistics 96"):
+        write_browser(small_stats, tmp_path / "b", logits=wrong)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -1,0 +1,82 @@
+"""`vitsae stats` then `vitsae browse` on a real harvested store and a saved SAE, and their errors."""
+
+from __future__ import annotations
+
+import json
+
+from analysis_fixtures import harvest_small_store, tiny_sae
+
+from vitsae.analysis.stats import FeatureStats
+from vitsae.cli import main
+from vitsae.sae.io import save_sae
+
+
+def test_stats_then_browse_from_the_command_line(tmp_path, capsys):
+    store = harvest_small_store(tmp_path / "harvest")
+    save_sae(tiny_sae(), tmp_path / "sae")
+    rc = main(
+        [
+            "stats",
+            "--store",
+            str(store.path),
+            "--sae",
+            str(tmp_path / "sae"),
+            "--out",
+            str(tmp_path / "stats"),
+            "--k-images",
+            "3",
+            "--batch-rows",
+            "50",
+        ]
+    )
+    assert rc == 0
+    stats = FeatureStats.load(tmp_path / "stats")
+    assert stats.config.k_images == 3 and stats.meta["sae"] == str((tmp_path / "sae").resolve())
+    assert "features (" in capsys.readouterr().out
+
+    (tmp_path / "labels.json").write_text(json.dumps({"2": "a <label>"}))
+    rc = main(
+        [
+            "browse",
+            "--stats",
+            str(tmp_path / "stats"),
+            "--out",
+            str(tmp_path / "site"),
+            "--labels",
+            str(tmp_path / "labels.json"),
+            "--features",
+            "0",
+            "1",
+            "2",
+            "--title",
+            "cli run",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    # the recorded spec "tests:tiny_vit" names no loadable model: the browser is written without logits
+    assert "no logit effects" in captured.err
+    assert captured.out.strip() == str(tmp_path / "site" / "index.html")
+    pages = sorted(p.name for p in (tmp_path / "site" / "data" / "f" / "000").iterdir())
+    assert pages == ["0.js", "1.js", "2.js"]
+    assert "a <label>" in (tmp_path / "site" / "data" / "index.js").read_text()
+
+
+def test_browse_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["browse", "--stats", str(tmp_path / "nothing"), "--out", str(tmp_path / "site")]) == 2
+    assert "no feature_stats.json" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "stats",
+                "--store",
+                str(tmp_path / "nothing"),
+                "--sae",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
+    assert "vitsae stats: error" in capsys.readouterr().err

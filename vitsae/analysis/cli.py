@@ -1,0 +1,46 @@
+"""`vitsae stats`: one streaming pass of an SAE over a store, saved for the browser and later analysis."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vitsae.config import add_config_arguments, config_from_args
+from vitsae.sae.io import load_sae
+from vitsae.store.format import StoreError
+from vitsae.store.reader import ActivationStore
+
+from .compute import compute_feature_stats
+from .stats import StatsConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, required=True, help="activation store directory (one hook)")
+    parser.add_argument("--sae", type=Path, required=True, help="trained SAE directory")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for feature_stats.{safetensors,json}"
+    )
+    parser.add_argument("--batch-rows", type=int, default=8192, help="rows read per step (default: 8192)")
+    parser.add_argument("--device", default="cpu", help="torch device for the SAE (default: cpu)")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_config_arguments(parser, StatsConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(StatsConfig, args)
+        store = ActivationStore.open(args.store)
+        sae = load_sae(args.sae, device=args.device)
+        stats = compute_feature_stats(store, sae, config, batch_rows=args.batch_rows, progress=args.progress)
+    except (StoreError, ValueError, FileNotFoundError) as err:
+        print(f"vitsae stats: error: {err}", file=sys.stderr)
+        return 2
+    stats.meta["sae"] = str(args.sae.resolve())
+    stats.save(args.out)
+    live = int((stats.fire_count_F > 0).sum())
+    print(
+        f"{stats.n_features} features ({live} fire, {stats.n_features - live} dead) over "
+        f"{stats.n_images} images and {stats.n_tokens} tokens -> {args.out}"
+    )
+    return 0
