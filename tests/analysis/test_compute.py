@@ -93,3 +93,44 @@ def test_an_sae_for_another_width_or_hook_is_refused(small_store):
     other = SparseAutoencoder(SAEConfig(d_in=32, hook_name="blocks.0.hook_resid_post"))
     with pytest.raises(ValueError, match="trained on hook 'blocks.0.hook_resid_post'"):
         compute_feature_stats(small_store, other, CONFIG)
+
+
+def test_cnn_features_map_onto_the_spatial_grid(tmp_path):
+    """A ResNet stage's (C, H, W) map read as H*W tokens: every token is a patch, maps are H x W."""
+    from transformers import ResNetConfig, ResNetModel
+
+    from vitsae.data.preprocess import Preprocess
+    from vitsae.models import load
+    from vitsae.sae.config import SAEConfig
+    from vitsae.sae.model import SparseAutoencoder
+
+    torch.manual_seed(0)
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ResNetModel(config).save_pretrained(tmp_path / "resnet")
+    with pytest.warns(UserWarning, match="no preprocessing"):
+        model = load(f"hf:{tmp_path / 'resnet'}")
+    model.preprocess = Preprocess(size=(32, 32))
+    hook = "encoder.stages.1"
+    sae = SparseAutoencoder(
+        SAEConfig(d_in=16, expansion_factor=2, architecture="relu"), torch.Generator().manual_seed(3)
+    )
+    source = shapes()
+    stats = compute_feature_stats_from_images(model, hook, sae, source, CONFIG, batch_size=6)
+    assert stats.grid.n_prefix == 0 and stats.grid.grid_hw == (4, 4)
+
+    pixels = torch.stack([model.preprocess(source[i].image) for i in range(N_IMAGES)])
+    with torch.no_grad():
+        codes = sae.encode(model.collect(pixels, [hook])[hook].reshape(-1, 16)).reshape(N_IMAGES, 16, -1)
+    per_image = codes.amax(1)  # [images, F]
+    assert stats.fire_count_F.tolist() == (codes > 0).sum((0, 1)).tolist()
+    for f in range(sae.cfg.d_sae):
+        k = min(CONFIG.k_images, int((per_image[:, f] > 0).sum()))
+        torch.testing.assert_close(
+            stats.top_image_score_Fk[f, :k], per_image[:, f].sort(descending=True).values[:k]
+        )
+        for rank in range(k):
+            image = int(stats.top_image_index_Fk[f, rank])
+            want = codes[image, :, f].reshape(4, 4)
+            torch.testing.assert_close(
+                stats.image_map(f, rank), want, atol=float(want.max()) / 510 + 1e-6, rtol=0
+            )
