@@ -150,6 +150,11 @@ class Trainer:
             self.norm_scale = float(self.given_norm_scale)
         else:
             mean_norm = float(torch.cat(sample).norm(dim=-1).mean())
+            if not math.isfinite(mean_norm):
+                raise ValueError(
+                    f"the first {len(sample)} activation batches contain NaN or inf values; "
+                    "cannot estimate the normalisation"
+                )
             self.norm_scale = math.sqrt(d_in) / mean_norm if mean_norm > 0 else 1.0
         specs = expand_sweep(self.cfg, d_in, norm_scale=self.norm_scale, **self.sae_fields)
         self._build_runs(specs)
