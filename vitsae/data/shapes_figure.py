@@ -18,24 +18,27 @@ def plot_shapes_grid(dataset: ShapesDataset, indices: list[int], path: str | Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     palette = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(len(indices), 1 + len(_FAMILIES), figsize=(1.9 * (1 + len(_FAMILIES)),
-                                                                          2.0 * len(indices)), squeeze=False)
+    n_cols = 1 + len(_FAMILIES)
+    fig, axes = plt.subplots(len(indices), n_cols, figsize=(1.7 * n_cols, 2.2 * len(indices)), squeeze=False)
     for row, index in enumerate(indices):
         sample = dataset.sample(index)
         axes[row, 0].imshow(sample.image_HWC, interpolation="nearest")
         axes[row, 0].set_title(f"#{index}: {CLASS_NAMES[sample.label]}", fontsize=8)
         for col, family in enumerate(_FAMILIES, start=1):
             canvas = np.full(sample.image_HWC.shape, 0.92, dtype=np.float32)
-            names = []
+            handles = []
             for value_at, value in enumerate(CONCEPT_FAMILIES[family]):
                 mask = sample.masks.get(f"{family}:{value}")
                 if mask is not None:
                     canvas[mask] = palette[value_at % len(palette)]
-                    names.append(value)
+                    handles.append(Patch(color=palette[value_at % len(palette)], label=value))
             axes[row, col].imshow(canvas, interpolation="nearest")
-            axes[row, col].set_title(f"{family}\n" + ", ".join(names), fontsize=7)
+            axes[row, col].set_title(family, fontsize=8)
+            axes[row, col].legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                                  ncol=2, frameon=False, handlelength=0.8, columnspacing=0.6)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
