@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitsae.data import ArraySource, FolderSource, HFSource, ImageSource, source_from_description
+from vitsae.data import (
+    ArraySource,
+    FolderSource,
+    HFSource,
+    ImageSource,
+    open_source,
+    source_from_description,
+)
 
 
 def test_folder_source_is_recursive_sorted_and_labels_from_subfolders(class_folder):
@@ -117,3 +124,19 @@ def test_array_source_uint8_and_float():
 def test_array_source_refuses_bad_input(images, labels, message):
     with pytest.raises(ValueError, match=message):
         ArraySource(images, labels)
+
+
+def test_open_source_spec_strings(class_folder, tmp_path, solid_image):
+    shapes = open_source("shapes:10:3")
+    assert len(shapes) == 10 and shapes.describe()["config"]["seed"] == 3
+    assert open_source("shapes:5").describe()["config"]["image_size"] == 64
+    assert open_source("shapes:5:1:32")[0].image.size == (32, 32)
+    assert isinstance(open_source(str(class_folder)), FolderSource)
+    assert len(open_source(f"folder:{class_folder}")) == 5
+    _hf_dataset(solid_image, 3).save_to_disk(str(tmp_path / "ds"))
+    assert isinstance(open_source(str(tmp_path / "ds")), HFSource)
+    assert len(open_source(f"hf:{tmp_path / 'ds'}")) == 3
+    with pytest.raises(ValueError, match=r"bad shapes spec 'shapes:x'"):
+        open_source("shapes:x")
+    with pytest.raises(ValueError, match="unknown image source 'nowhere'.*folder:<dir>"):
+        open_source("nowhere")

@@ -22,6 +22,7 @@ from vitsae.data.sources import (
     HFSource,
     ImageRecord,
     ImageSource,
+    open_source,
     source_from_description,
 )
 
@@ -29,6 +30,6 @@ __all__ = [
     "ALPHA_BACKGROUND", "CLASS_NAMES", "CONCEPTS", "CONCEPT_FAMILIES", "NO_LABEL", "ArraySource",
     "BadImageError", "FolderSource", "HFSource", "ImageBatch", "ImageLoader", "ImageRecord", "ImageSource",
     "Preprocess", "ShapeObject", "ShapesConfig", "ShapesDataset", "ShapesSample", "SkippedImage",
-    "export_shapes", "label_for", "object_mask", "open_rgb", "read_exported_masks", "source_from_description",
-    "to_rgb",
+    "export_shapes", "label_for", "object_mask", "open_rgb", "open_source", "read_exported_masks",
+    "source_from_description", "to_rgb",
 ]
