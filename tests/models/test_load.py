@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -224,3 +227,19 @@ def test_loaded_model_moves_to_dtype(vit_dir):
 
 def test_wrapping_a_module_keeps_it_an_nn_module():
     assert isinstance(HookedModule(nn.Conv2d(3, 2, 8, 8), Preprocess(size=(16, 16))), nn.Module)
+
+
+def test_cached_hub_id_offline(tmp_path, resnet_dir):
+    """A hub id resolves from the local Hugging Face cache with HF_HUB_OFFLINE=1 (fresh process: the cache
+    location is read at import)."""
+    snapshot = tmp_path / "hub" / "models--tiny--resnet" / "snapshots" / "abc123"
+    snapshot.parent.mkdir(parents=True)
+    resnet_dir[0].rename(snapshot)
+    (tmp_path / "hub" / "models--tiny--resnet" / "refs").mkdir()
+    (tmp_path / "hub" / "models--tiny--resnet" / "refs" / "main").write_text("abc123")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "vitsae.cli", "hooks", "hf:tiny/resnet", "--filter", "stages.1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "hf:tiny/resnet: HookedModule, input 32x32" in done.stdout
+    assert any(line.split()[:2] == ["resnet.encoder.stages.1", "16"] for line in done.stdout.splitlines())
