@@ -62,6 +62,14 @@ def test_sparse_backward_is_deterministic(monkeypatch):
         assert torch.equal(first[name], second[name]), name
 
 
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_decode_without_bias_is_the_codes_times_the_decoder(backend):
+    t = make_sae_tensors(9, 40, 70, seed=4)
+    codes = api.encode(t["x"], t["W_enc"], t["b_enc"], t["b_dec"], activation="topk", k=5).codes
+    want = codes.to_dense(70) @ t["W_dec"]
+    torch.testing.assert_close(api.decode(codes, t["W_dec"], None, backend=backend), want)
+
+
 def test_codes_hold_k_slots_with_zero_padding_for_negative_topk():
     t = make_sae_tensors(8, 32, 50, seed=2)
     enc = api.encode(t["x"], t["W_enc"], t["b_enc"] - 10.0, t["b_dec"], activation="topk", k=4)

@@ -95,15 +95,17 @@ def encode(
 
 
 def decode(
-    codes: SparseCodes, W_dec_FD: torch.Tensor, b_dec_D: torch.Tensor, *, backend: str = "auto"
+    codes: SparseCodes, W_dec_FD: torch.Tensor, b_dec_D: torch.Tensor | None, *, backend: str = "auto"
 ) -> torch.Tensor:
-    """x_hat = codes W_dec + b_dec, differentiable in the code values, W_dec and b_dec."""
+    """x_hat = codes W_dec + b_dec (no bias when b_dec_D is None), differentiable in the code values,
+    W_dec and b_dec."""
     check_backend(backend)
     F, D = W_dec_FD.shape
-    if b_dec_D.shape != (D,):
+    if b_dec_D is not None and b_dec_D.shape != (D,):
         raise ValueError(f"b_dec {tuple(b_dec_D.shape)} does not match W_dec {tuple(W_dec_FD.shape)}")
     if backend == "dense":
-        return reference.decode(codes.to_dense(F).to(W_dec_FD.dtype), W_dec_FD, b_dec_D)
+        x_hat_BD = codes.to_dense(F).to(W_dec_FD.dtype) @ W_dec_FD
+        return x_hat_BD if b_dec_D is None else x_hat_BD + b_dec_D
     ops = sparse_ops(W_dec_FD.device)
     return SparseDecode.apply(ops, codes.indices_BK, codes.counts_B, codes.values_BK, W_dec_FD, b_dec_D)
 

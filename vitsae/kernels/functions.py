@@ -62,13 +62,14 @@ class SparseEncode(torch.autograd.Function):
 
 
 class SparseDecode(torch.autograd.Function):
-    """(values_BK, W_dec_FD, b_dec_D) with fixed indices/counts -> x_hat_BD = codes W_dec + b_dec."""
+    """(values_BK, W_dec_FD, b_dec_D or None) with fixed indices/counts -> x_hat_BD = codes W_dec + b_dec."""
 
     @staticmethod
     def forward(ctx, ops: ModuleType, indices_BK, counts_B, values_BK, W_dec_FD, b_dec_D):
         ctx.ops = ops
         ctx.save_for_backward(indices_BK, counts_B, values_BK, W_dec_FD)
-        return ops.gather_rows_sum(indices_BK, values_BK, counts_B, W_dec_FD) + b_dec_D
+        x_hat_BD = ops.gather_rows_sum(indices_BK, values_BK, counts_B, W_dec_FD)
+        return x_hat_BD if b_dec_D is None else x_hat_BD + b_dec_D
 
     @staticmethod
     def backward(ctx, d_xhat_BD):

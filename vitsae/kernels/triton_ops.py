@@ -136,7 +136,7 @@ def _by_feature(indices_BK, coef_BK, counts_B, n_features: int):
     """Used slots sorted by feature (stable): (segment offsets F+1, entry rows, entry coefficients)."""
     used = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
     feature_E = indices_BK[used].long()
-    order = torch.argsort(feature_E, stable=True)
+    order = sparse_torch.stable_argsort(feature_E)
     rows_E = torch.nonzero(used)[:, 0][order].to(torch.int32)
     seg = torch.zeros(n_features + 1, dtype=torch.int32, device=indices_BK.device)
     seg[1:] = torch.cumsum(torch.bincount(feature_E, minlength=n_features), 0)
