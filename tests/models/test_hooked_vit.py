@@ -164,3 +164,17 @@ def test_config_checks():
         HookedViTConfig(d_model=30, n_layers=1, n_heads=4, d_mlp=8)
     with pytest.raises(ValueError, match="needs a class token"):
         HookedViTConfig(d_model=32, n_layers=1, n_heads=4, d_mlp=8, class_token=False, pool="cls")
+
+
+def test_fresh_model_is_randomly_initialised_and_trainable():
+    torch.manual_seed(0)
+    cfg = HookedViTConfig(d_model=32, n_layers=1, n_heads=4, d_mlp=64, image_size=(16, 16), patch_size=8,
+                          layer_scale=True, head_out=3)  # fmt: skip
+    model = HookedViT(cfg)
+    assert 0.015 < model.blocks[0].attn.W_Q.std().item() < 0.025
+    assert model.blocks[0].attn.b_Q.abs().max() == 0 and model.blocks[0].ln1.w.eq(1).all()
+    assert model.blocks[0].ls1.eq(1).all() and model.cls_token.abs().max() > 0
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 16, 16)), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().max() > 0, name

@@ -96,7 +96,21 @@ class HookedViT(StackedWeights, HookedRootModule):
         self.W_U = nn.Parameter(torch.zeros(cfg.pooled_width, cfg.head_out)) if cfg.head_out else None
         self.b_U = nn.Parameter(torch.zeros(cfg.head_out)) if cfg.head_out and cfg.head_bias else None
         self.hook_logits = HookPoint()
+        self.init_weights()
         self.setup()
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02) -> None:
+        """ViT-style random init for training from scratch (the global torch RNG): matrices, tokens and
+        position embeddings ~ N(0, std); biases 0; norm weights and layer scales 1."""
+        for name, param in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("w", "ls1", "ls2"):
+                param.fill_(1.0)
+            elif leaf in ("b", "pooler_b") or leaf.startswith("b_"):
+                param.zero_()
+            else:
+                param.normal_(0.0, std)
 
     def grid_for(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         p = self.cfg.patch_size
