@@ -10,10 +10,13 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from vitsae.data.loader import ImageLoader
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.shapes import ShapesDataset
+from vitsae.data.sources import ImageSource
 from vitsae.models import HookedViT, HookedViTConfig
 from vitsae.store import HarvestConfig, harvest
 
@@ -58,6 +61,19 @@ class SlowModel:
         out = self.model.collect(pixels_BCHW, hook_names)
         time.sleep(self.delay_s)
         return out
+
+
+def reference_rows(model: HookedViT, source: ImageSource, hook: str, tokens_T: list[int],
+                   dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """run_with_cache over the same batches, kept tokens flattened image by image, cast to `dtype`."""
+    acts, images, tokens = [], [], []
+    for batch in ImageLoader(source, model.preprocess, batch_size=4):
+        _, cache = model.run_with_cache(batch.pixels_BCHW, names_filter=[hook])
+        kept_BTD = cache[hook][:, tokens_T]
+        acts.append(kept_BTD.reshape(-1, kept_BTD.shape[-1]).to(dtype).float())
+        images.append(batch.indices_B.repeat_interleave(len(tokens_T)))
+        tokens.append(torch.tensor(tokens_T).repeat(len(batch.indices_B)))
+    return torch.cat(acts), torch.cat(images).numpy(), torch.cat(tokens).numpy()
 
 
 def config(out: Path, n_images: int, **overrides: object) -> HarvestConfig:

@@ -10,25 +10,13 @@ import pytest
 import torch
 from conftest import N_IMAGES
 from PIL import Image
-from store_worker import HOOKS, config, shapes, tiny_vit
+from store_worker import HOOKS, config, reference_rows, shapes, tiny_vit
 
 from vitsae.data import FolderSource, ImageLoader
 from vitsae.fileio import read_json
 from vitsae.store import ActivationStore, HarvestConfig, StoreError, harvest
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def reference_rows(model, source, hook: str, tokens_T: list[int], dtype: torch.dtype):
-    """run_with_cache over the same batches, kept tokens flattened image by image, cast to `dtype`."""
-    acts, images, tokens = [], [], []
-    for batch in ImageLoader(source, model.preprocess, batch_size=4):
-        _, cache = model.run_with_cache(batch.pixels_BCHW, names_filter=[hook])
-        kept_BTD = cache[hook][:, tokens_T]
-        acts.append(kept_BTD.reshape(-1, kept_BTD.shape[-1]).to(dtype).float())
-        images.append(batch.indices_B.repeat_interleave(len(tokens_T)))
-        tokens.append(torch.tensor(tokens_T).repeat(len(batch.indices_B)))
-    return torch.cat(acts), torch.cat(images).numpy(), torch.cat(tokens).numpy()
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])

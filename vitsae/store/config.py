@@ -20,7 +20,8 @@ class HarvestConfig:
     model: str = field(
         metadata={"help": "model spec: hf:<dir>, timm:<dir>, vitsae:<name>, module:<path:factory>"})
     source: str = field(
-        metadata={"help": "images: a folder, a Hugging Face dataset dir, or shapes:<n>[:seed]"})
+        metadata={"help": "images: a folder or saved Hugging Face dataset dir, folder:<dir>, "
+                          "hf:<dir>[@split], imagefolder:<dir>[@split], or shapes:<n>[:seed[:size]]"})
     hooks: tuple[str, ...] = field(metadata={"help": "hook names to harvest, e.g. blocks.5.hook_resid_post"})
     out: Path = field(metadata={"help": "output directory; one store per hook in <out>/<hook>/"})
     tokens: Literal["all", "cls", "patches"] = field(

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from vitsae.config import config_to_dict
+from vitsae.data.loader import ImageLoader
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
 from vitsae.store.config import HarvestConfig, content_differences
 from vitsae.store.format import (
@@ -200,8 +201,6 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
 
 def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[_HookPlan],
                     shards: list[int], per_shard: int, show_progress: bool) -> None:
-    from vitsae.data.loader import ImageLoader
-
     dtype = DTYPES[config.dtype][0]
     n_images = len(source)
     buffers = [_ShardBuffer(plan, per_shard, dtype) for plan in plans]
@@ -293,7 +292,7 @@ def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> 
     rank, world, initialised = _rank_and_world()
     try:
         if model is None:
-            from vitsae.models import load
+            from vitsae.models import load  # here, not at the top: readers of a store need no models
 
             model = load(config.model)
         model = model.to(config.device).eval()
