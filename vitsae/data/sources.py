@@ -1,12 +1,11 @@
 """Image sources: one interface over image folders, Hugging Face `datasets` and in-memory arrays.
 
 An `ImageSource` has `__len__`, `__getitem__(i) -> ImageRecord` (an RGB PIL image, an optional integer
-label, a stable key) and `describe() -> dict`
-(JSON-able; `source_from_description` re-creates the source from it where the data lives on disk).
-The sources here also have `key(i)`, the key without decoding the image, which the loader uses to
-name an image it had to skip.
-A source raises `BadImageError` for an image it cannot turn into RGB; the batched loader skips and
-reports those.
+label, a stable key) and `describe() -> dict` (JSON-able; `source_from_description` re-creates the
+source from it where the data lives on disk); `open_source(spec)` opens one from a CLI spec string.
+The sources here also have `key(i)`, the key without decoding the image, which the loader uses to name
+an image it had to skip. A source raises `BadImageError` for an image it cannot turn into RGB; the
+batched loader skips and reports those.
 """
 
 from __future__ import annotations
