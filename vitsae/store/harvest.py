@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
+from vitsae.data.sources import open_source
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
 from vitsae.store.config import HarvestConfig, content_differences
 from vitsae.store.format import (
@@ -97,11 +98,19 @@ def _rank_and_world() -> tuple[int, int, bool]:
     """(rank, world size, whether this call initialised the process group)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        # only barriers go through it; ranks may finish their shards hours apart on a big harvest
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
         return dist.get_rank(), dist.get_world_size(), True
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     return 0, 1, False
+
+
+def _rank_device(device: str) -> str:
+    """`cuda` under torchrun means this rank's GPU (`cuda:<LOCAL_RANK>`); other devices are used as given."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
 
 
 def _barrier(world: int) -> None:
@@ -202,6 +211,7 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
 def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[_HookPlan],
                     shards: list[int], per_shard: int, show_progress: bool) -> None:
     dtype = DTYPES[config.dtype][0]
+    device = _rank_device(config.device)
     n_images = len(source)
     buffers = [_ShardBuffer(plan, per_shard, dtype) for plan in plans]
     names = [plan.name for plan in plans]
@@ -227,7 +237,7 @@ def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[
                 reported += len(skipped_here)
                 flush(current, skipped_here)
                 current += 1
-            acts = model.collect(batch.pixels_BCHW.to(config.device), names)
+            acts = model.collect(batch.pixels_BCHW.to(device), names)
             for buffer in buffers:
                 buffer.add(acts[buffer.plan.name], batch.indices_B, dtype)
             bar.update(len(batch.indices_B))
@@ -245,17 +255,16 @@ def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: A
     record = read_json(config.out / RUN_RECORD)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for plan in plans:
-        sidecars = []
-        for shard in range(n_shards):
+        stats, shards, skipped = RunningStats(plan.width), [], []
+        for shard in range(n_shards):  # one sidecar at a time: memory stays independent of the store size
             path = _sidecar(plan, shard)
             if not path.exists():
                 raise StoreError(f"shard {shard} of {plan.directory} was not finished ({path} is missing); "
                                  "rerun the same command to complete the harvest")
-            sidecars.append(read_json(path))
-        stats = RunningStats(plan.width)
-        for sidecar in sidecars:
+            sidecar = read_json(path)
             stats.add(RunningStats.from_dict(sidecar["stats"]))
-        skipped = [entry for sidecar in sidecars for entry in sidecar["skipped"]]
+            shards.append({key: sidecar[key] for key in ("file", "rows", "bytes", "sha256", "images")})
+            skipped.extend(sidecar["skipped"])
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -273,8 +282,7 @@ def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: A
             "counts": {"images": len(source), "images_skipped": len(skipped),
                        "images_stored": len(source) - len(skipped), "rows_per_image": plan.rows_per_image,
                        "rows": stats.rows, "shards": n_shards},
-            "shards": [{key: sidecar[key] for key in ("file", "rows", "bytes", "sha256", "images")}
-                       for sidecar in sidecars],
+            "shards": shards,
             "stats": {**stats.summary(), "dtype": "float64", "over": "stored values"},
             "skipped": skipped,
         }
@@ -295,11 +303,8 @@ def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> 
             from vitsae.models import load  # here, not at the top: readers of a store need no models
 
             model = load(config.model)
-        model = model.to(config.device).eval()
-        if source is None:
-            from vitsae.data import open_source
-
-            source = open_source(config.source)
+        model = model.to(_rank_device(config.device)).eval()
+        source = open_source(config.source) if source is None else source
         plans = _plan_hooks(model, config)
         per_shard = images_per_shard(config, max(plan.rows_per_image for plan in plans))
         n_shards = -(-len(source) // per_shard)
