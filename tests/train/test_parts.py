@@ -136,6 +136,15 @@ def test_plain_list_of_batches_trains_over_several_epochs(tmp_path):
     assert summary["steps"] == 12 and summary["tokens"] == 192
 
 
+def test_a_one_shot_iterator_ends_training_early_with_a_warning(tmp_path):
+    batches = (torch.randn(16, 4) for _ in range(7))
+    with pytest.warns(UserWarning, match="no batches for epoch 1.*stops at step 7 of 12"):
+        summaries = Trainer(small_config(), batches, tmp_path).fit()
+    (summary,) = summaries.values()
+    assert summary["steps"] == 7 and summary["final_metrics"]["step"] == 7
+    assert latest_checkpoint(tmp_path).name == "step_000000007"
+
+
 def test_a_source_without_batches_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="yielded no batches"):
         Trainer(small_config(), [], tmp_path).fit()

@@ -7,9 +7,11 @@ the newest checkpoint in `<out>/checkpoints/` and (on CPU, fixed seed) continues
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,15 +121,16 @@ class Trainer:
         self.last_checkpoint: Path | None = None
 
     # --- set-up ----------------------------------------------------------------------------------
-    def _first_batches(self, n: int) -> list[torch.Tensor]:
-        taken = []
-        for acts_BD in self.source.batches(0, 0):
-            taken.append(acts_BD.to(torch.float32))
-            if len(taken) == n:
-                break
+    def _first_batches(self, n: int) -> tuple[list[torch.Tensor], Iterator[torch.Tensor]]:
+        """The first `n` batches of epoch 0, and the epoch's iterator that replays them first.
+
+        Replaying (rather than asking the source again) lets one-shot iterators train on every batch.
+        """
+        epoch0 = iter(self.source.batches(0, 0))
+        taken = list(itertools.islice(epoch0, n))
         if not taken:
             raise ValueError("the activation source yielded no batches")
-        return taken
+        return taken, itertools.chain(taken, epoch0)
 
     def _build_runs(self, specs: list[RunSpec]) -> None:
         for index, spec in enumerate(specs):
@@ -140,9 +143,11 @@ class Trainer:
             window = _Window.zeros(spec.sae.d_in, spec.sae.d_sae, self.device)
             self.runs.append(_Run(spec, sae, optimizer, dead, window))
 
-    def _start_fresh(self) -> None:
+    def _start_fresh(self) -> Iterator[torch.Tensor]:
+        """Initialise every run from the first batches; returns the data iterator of epoch 0."""
         torch.manual_seed(self.cfg.seed)
-        sample = self._first_batches(max(self.cfg.norm_batches, 1))
+        batches, data = self._first_batches(max(self.cfg.norm_batches, 1))
+        sample = [b.to(torch.float32) for b in batches]
         d_in = sample[0].shape[-1]
         if self.cfg.normalize == "none":
             self.norm_scale = None
@@ -161,6 +166,7 @@ class Trainer:
         first_ND = sample[0].to(self.device) * (self.norm_scale or 1.0)
         for run in self.runs:
             run.sae.init_b_dec(first_ND)
+        return data
 
     def _resume(self, path: Path) -> None:
         state = ckpt.read_trainer_state(path)
@@ -211,14 +217,14 @@ class Trainer:
         latest = ckpt.latest_checkpoint(self.out_dir)
         if latest is not None:
             self._resume(latest)
+            data = iter(self.source.batches(self.epoch, self.batch_in_epoch))
         else:
-            self._start_fresh()
+            data = self._start_fresh()
         if self.rank == 0:
             resume_step = self.step if latest is not None else None
             for run in self.runs:
                 run.log = MetricsLog(self.out_dir / run.spec.name, resume_step)
         total = self.cfg.total_steps
-        data = iter(self.source.batches(self.epoch, self.batch_in_epoch))
         bar = tqdm(
             total=total,
             initial=self.step,
@@ -232,7 +238,15 @@ class Trainer:
                 acts_BD = next(data, None)
                 if acts_BD is None:
                     if self.batch_in_epoch == 0:
-                        raise ValueError(f"the activation source yielded no batches in epoch {self.epoch}")
+                        warnings.warn(
+                            f"the activation source has no batches for epoch {self.epoch} (a one-shot "
+                            f"iterator?); training stops at step {self.step} of {total}",
+                            stacklevel=2,
+                        )
+                        if self.step % self.cfg.log_every:
+                            self._log((self.tokens - start_tokens) / max(time.perf_counter() - started, 1e-9))
+                        self._checkpoint()
+                        break
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     data = iter(self.source.batches(self.epoch, 0))
                     continue
