@@ -294,7 +294,7 @@ class FeatureStatsAccumulator:
         image_E, token_E = image_N[row_E], token_N[row_E]
         local_image_E = local_image_N[row_E]
 
-        self._count(feature_E, value_E, local_image_E)
+        self._count(feature_E, value_E, local_image_E, local_images.numel())
         self._update_images(feature_E, value_E, local_image_E, token_E, local_images, label_I)
         patch_E = token_E - self.grid.n_prefix
         is_patch_E = (patch_E >= 0) & (patch_E < self.grid.n_patches)
@@ -308,16 +308,19 @@ class FeatureStatsAccumulator:
         self.sample_image_FS[writes.feature_W, writes.slot_W] = image_E[writes.candidate_W]
         self.sample_token_FS[writes.feature_W, writes.slot_W] = token_E[writes.candidate_W]
 
-    def _count(self, feature_E: torch.Tensor, value_E: torch.Tensor, local_image_E: torch.Tensor) -> None:
+    def _count(
+        self, feature_E: torch.Tensor, value_E: torch.Tensor, local_image_E: torch.Tensor, n_images: int
+    ) -> None:
+        # index_put_ with accumulate costs O(entries), where bincount would allocate O(F * bins) per batch.
         n_features, n_bins = self.n_features, self.config.hist_bins
-        self.fire_count_F += torch.bincount(feature_E, minlength=n_features)
-        self.act_sum_F += torch.bincount(feature_E, weights=value_E.double(), minlength=n_features)
+        ones_E = torch.ones_like(feature_E)
+        self.fire_count_F.index_put_((feature_E,), ones_E, accumulate=True)
+        self.act_sum_F.index_put_((feature_E,), value_E.double(), accumulate=True)
         bin_E = torch.bucketize(value_E, self._inner_edges, right=True)
-        self.hist_FH += torch.bincount(feature_E * n_bins + bin_E, minlength=n_features * n_bins).view(
-            n_features, n_bins
-        )
-        pairs = torch.unique(local_image_E * n_features + feature_E)
-        self.image_fire_count_F += torch.bincount(pairs % n_features, minlength=n_features)
+        self.hist_FH.view(-1).index_put_((feature_E * n_bins + bin_E,), ones_E, accumulate=True)
+        fired_IF = torch.zeros(n_images * n_features, dtype=torch.bool)
+        fired_IF[local_image_E * n_features + feature_E] = True
+        self.image_fire_count_F += fired_IF.view(n_images, n_features).sum(0)
 
     def _update_images(
         self,
@@ -328,32 +331,32 @@ class FeatureStatsAccumulator:
         local_images: torch.Tensor,
         label_I: torch.Tensor,
     ) -> None:
-        """Rank images by their strongest patch; keep the per-patch map of each new top image."""
+        """Rank images by their strongest patch; keep the per-patch map of each new top image.
+
+        Per-(image, feature) maxima go through a dense [images, F] table of this batch (its size is
+        bounded by the batch, not the store), and so does the lookup from a patch entry to its new slot.
+        """
+        n_features = self.n_features
         patch_E = token_E - self.grid.n_prefix
         is_patch = (patch_E >= 0) & (patch_E < self.grid.n_patches)
-        feature_E, value_E, local_image_E, patch_E = (
-            feature_E[is_patch],
-            value_E[is_patch],
-            local_image_E[is_patch],
-            patch_E[is_patch],
-        )
-        pair_keys, pair_E = torch.unique(local_image_E * self.n_features + feature_E, return_inverse=True)
-        score_C = torch.zeros(pair_keys.shape, dtype=torch.float32).scatter_reduce(
-            0, pair_E, value_E, reduce="amax", include_self=False
-        )
-        feature_C, image_C = pair_keys % self.n_features, pair_keys // self.n_features
-        writes = self.images.update(feature_C, score_C)
-        f_W, slot_W, cand_W = writes.feature_W, writes.slot_W, writes.candidate_W
-        self.image_index_Fk[f_W, slot_W] = local_images[image_C[cand_W]]
-        self.image_label_Fk[f_W, slot_W] = label_I[image_C[cand_W]]
+        feature_E, value_E, patch_E = feature_E[is_patch], value_E[is_patch], patch_E[is_patch]
+        pair_E = local_image_E[is_patch] * n_features + feature_E
+        score_IF = torch.zeros(local_images.numel() * n_features, dtype=torch.float32)
+        score_IF.scatter_reduce_(0, pair_E, value_E, reduce="amax")
+        pair_C = score_IF.nonzero(as_tuple=True)[0]
+        feature_C, image_C = pair_C % n_features, pair_C // n_features
+        writes = self.images.update(feature_C, score_IF[pair_C])
+        f_W, slot_W, pair_W = writes.feature_W, writes.slot_W, pair_C[writes.candidate_W]
+        self.image_index_Fk[f_W, slot_W] = local_images[image_C[writes.candidate_W]]
+        self.image_label_Fk[f_W, slot_W] = label_I[image_C[writes.candidate_W]]
 
-        write_of_pair = torch.full(pair_keys.shape, -1, dtype=torch.int64)
-        write_of_pair[cand_W] = torch.arange(cand_W.numel())
+        write_of_pair = torch.full(score_IF.shape, -1, dtype=torch.int64)
+        write_of_pair[pair_W] = torch.arange(pair_W.numel())
         write_E = write_of_pair[pair_E]
         in_map = write_E >= 0
-        maps_WP = torch.zeros((cand_W.numel(), self.grid.n_patches), dtype=torch.float32)
+        maps_WP = torch.zeros((pair_W.numel(), self.grid.n_patches), dtype=torch.float32)
         maps_WP[write_E[in_map], patch_E[in_map]] = value_E[in_map]
-        scaled_WP = maps_WP / score_C[cand_W].clamp(min=torch.finfo(torch.float32).tiny)[:, None]
+        scaled_WP = maps_WP / score_IF[pair_W].clamp(min=torch.finfo(torch.float32).tiny)[:, None]
         self.image_map_FkP[f_W, slot_W] = torch.round(scaled_WP * 255).clamp(0, 255).to(torch.uint8)
 
     def finish(self, meta: dict[str, Any] | None = None) -> FeatureStats:

@@ -1,9 +1,10 @@
 """Per-feature running top-k buffers, merged batch by batch without Python loops over features.
 
 A `TopKBuffer` keeps, for each of F features, the k largest scores seen so far. A batch arrives as a
-flat list of candidates `(feature_M, score_M)`; the buffer takes each feature's k best candidates (one
-sort), merges them with the running entries (one `torch.topk` over [F, 2k]) and writes the winners into
-the slots the losers freed. Slots of surviving entries never move, so callers can keep side arrays
+flat list of candidates `(feature_M, score_M)`; the buffer drops those at or below their feature's
+current k-th best, takes each remaining feature's k best (one sort), merges them with that feature's
+running entries (one `torch.topk` over [rows, 2k]) and writes the winners into the slots the losers
+freed. Slots of surviving entries never move, so callers can keep side arrays
 aligned with the slots (per-image activation maps) and update only the slots `update` reports as newly
 written.
 """
@@ -58,6 +59,7 @@ class TopKBuffer:
         self.n_features = n_features
         self.k = k
         self.scores_Fk = torch.full((n_features, k), float("-inf"), dtype=torch.float32)
+        self.threshold_F = torch.full((n_features,), float("-inf"), dtype=torch.float32)  # row minima
 
     def update(self, feature_M: torch.Tensor, score_M: torch.Tensor) -> SlotWrites:
         """Merge a batch of candidates; return the slots that now hold batch candidates."""
@@ -66,25 +68,36 @@ class TopKBuffer:
                 "TopKBuffer.update needs two 1-d tensors of one length, got shapes "
                 f"{tuple(feature_M.shape)} and {tuple(score_M.shape)}"
             )
-        k, n_features = self.k, self.n_features
-        batch_scores_Fk, batch_ids_Fk = top_k_per_group(feature_M.long(), score_M, n_features, k)
-        merged_scores_Fk, position_Fk = torch.topk(torch.cat([self.scores_Fk, batch_scores_Fk], 1), k, dim=1)
-        is_new_Fk = (position_Fk >= k) & torch.isfinite(merged_scores_Fk)
+        k = self.k
+        feature_M = feature_M.long()
+        # Only candidates above their feature's current k-th best can enter; after the first batches
+        # that is a small fraction, so the sorts below run on few entries and few feature rows.
+        ids_C = (score_M > self.threshold_F[feature_M]).nonzero(as_tuple=True)[0]
+        if ids_C.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.int64)
+            return SlotWrites(empty, empty, empty)
+        rows_R, group_C = torch.unique(feature_M[ids_C], return_inverse=True)
+        n_rows = rows_R.numel()
+        batch_scores_Rk, batch_ids_Rk = top_k_per_group(group_C, score_M[ids_C], n_rows, k)
+        old_scores_Rk = self.scores_Fk[rows_R]
+        merged_scores_Rk, position_Rk = torch.topk(torch.cat([old_scores_Rk, batch_scores_Rk], 1), k, dim=1)
+        is_new_Rk = (position_Rk >= k) & torch.isfinite(merged_scores_Rk)
 
         # Slots whose old entry survived (positions < k); the others are free for the new winners. A free
         # slot left unfilled held an empty (-inf) entry: finite old entries only lose to k finite ones.
-        kept_Fk1 = torch.zeros((n_features, k + 1), dtype=torch.int8)
-        kept_Fk1.scatter_(1, torch.where(position_Fk >= k, k, position_Fk), 1)
-        free_first_Fk = torch.argsort(kept_Fk1[:, :k], dim=1, stable=True)
-        new_first_Fk = torch.argsort((~is_new_Fk).to(torch.int8), dim=1, stable=True)
-        n_new_F = is_new_Fk.sum(1)
+        kept_Rk1 = torch.zeros((n_rows, k + 1), dtype=torch.int8)
+        kept_Rk1.scatter_(1, torch.where(position_Rk >= k, k, position_Rk), 1)
+        free_first_Rk = torch.argsort(kept_Rk1[:, :k], dim=1, stable=True)
+        new_first_Rk = torch.argsort((~is_new_Rk).to(torch.int8), dim=1, stable=True)
+        n_new_R = is_new_Rk.sum(1)
 
-        feature_W, rank_W = (torch.arange(k)[None, :] < n_new_F[:, None]).nonzero(as_tuple=True)
-        slot_W = free_first_Fk[feature_W, rank_W]
-        batch_slot_W = position_Fk[feature_W, new_first_Fk[feature_W, rank_W]] - k
-        candidate_W = batch_ids_Fk[feature_W, batch_slot_W]
-        self.scores_Fk[feature_W, slot_W] = batch_scores_Fk[feature_W, batch_slot_W]
-        return SlotWrites(feature_W, slot_W, candidate_W)
+        row_W, rank_W = (torch.arange(k)[None, :] < n_new_R[:, None]).nonzero(as_tuple=True)
+        slot_W = free_first_Rk[row_W, rank_W]
+        batch_slot_W = position_Rk[row_W, new_first_Rk[row_W, rank_W]] - k
+        feature_W = rows_R[row_W]
+        self.scores_Fk[feature_W, slot_W] = batch_scores_Rk[row_W, batch_slot_W]
+        self.threshold_F[rows_R] = self.scores_Fk[rows_R].amin(1)
+        return SlotWrites(feature_W, slot_W, ids_C[batch_ids_Rk[row_W, batch_slot_W]])
 
     def order(self) -> torch.Tensor:
         """Slot order [F, k] that sorts each feature's entries by descending score, empty slots last."""
