@@ -50,7 +50,8 @@ def test_dense_backend_matches_reference_and_auto_picks_dense_for_dense_topk():
     assert_step_close(sparse_step(t, "topk", 5, backend="dense"), dense_reference_step(t, "topk", 5),
                       rtol=1e-12, atol=1e-12)
     assert api.resolve_backend("auto", "topk", 60, 90) == "dense"
-    assert api.resolve_backend("auto", "topk", 4, 90) == "sparse"
+    assert api.resolve_backend("auto", "topk", 2, 90) == "sparse"
+    assert api.resolve_backend("sparse", "topk", 60, 90) == "sparse"
     assert api.resolve_backend("auto", "relu", None, 90) == "sparse"
 
 
@@ -70,9 +71,11 @@ def test_decode_without_bias_is_the_codes_times_the_decoder(backend):
     torch.testing.assert_close(api.decode(codes, t["W_dec"], None, backend=backend), want)
 
 
-def test_codes_hold_k_slots_with_zero_padding_for_negative_topk():
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_codes_hold_k_slots_with_zero_padding_for_negative_topk(backend):
     t = make_sae_tensors(8, 32, 50, seed=2)
-    enc = api.encode(t["x"], t["W_enc"], t["b_enc"] - 10.0, t["b_dec"], activation="topk", k=4)
+    negative_bias = t["b_enc"] - 10.0
+    enc = api.encode(t["x"], t["W_enc"], negative_bias, t["b_dec"], activation="topk", k=4, backend=backend)
     assert enc.codes.k == 4 and int(enc.codes.counts_B.max()) == 0
     assert not enc.codes.indices_BK.any() and not enc.codes.values_BK.any()
     assert enc.l1_B is None

@@ -79,7 +79,8 @@ def encode(
         pre_BF = reference.pre_activations(x_BD, W_enc_DF, b_enc_F, b_dec_D)
         codes_BF = reference.activate(pre_BF, activation, k, threshold_F)
         l1_B = None if l1_weights_F is None else reference.weighted_l1(codes_BF, l1_weights_F)
-        return Encoded(SparseCodes.from_dense(codes_BF), l1_B, reference.firing_counts(codes_BF))
+        width = min(k, F) if activation == "topk" else None  # TopK codes have k slots on every path
+        return Encoded(SparseCodes.from_dense(codes_BF, width), l1_B, reference.firing_counts(codes_BF))
     if threshold_F is not None and threshold_F.requires_grad and torch.is_grad_enabled():
         raise ValueError(
             "the sparse encoder treats the JumpReLU threshold as a constant (its straight-through gradient "

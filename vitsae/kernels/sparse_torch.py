@@ -17,8 +17,9 @@ import torch
 from vitsae.kernels import selection
 from vitsae.kernels.reference import check_activation
 
-# Measured density crossover on the 2-core CPU sandbox (docs/benchmarks.md, "dense/sparse threshold").
-DENSE_DENSITY_THRESHOLD = 0.25
+# The measured dense/sparse crossover of a TopK training step on the 2-core CPU sandbox: K/F = 0.044
+# (scripts/bench_kernels.py density sweep, 2026-11-23; docs/benchmarks.md, "Kernels"), rounded down.
+DENSE_DENSITY_THRESHOLD = 0.04
 
 
 def encode_select(
