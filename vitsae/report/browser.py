@@ -35,7 +35,7 @@ from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageRecord, ImageSource
 from vitsae.fileio import write_json_atomic
 
-from .render import crop_patch, mark_patch, overlay_heatmap, save_jpeg
+from .render import blend_heatmap, crop_patch, dimmed_thumbnail, mark_patch, save_jpeg
 
 BROWSER_FORMAT_VERSION = 1
 MARKER = "vitsae-browser.json"
@@ -108,6 +108,7 @@ class _Site:
             "patch_size": config.patch_size,
         }
         self.record = lru_cache(maxsize=config.image_cache)(self._record)
+        self.dimmed = lru_cache(maxsize=config.image_cache)(self._dimmed)
         self.frequency_F = stats.frequency_F()
         self.image_frequency_F = stats.image_fire_count_F.double() / max(stats.n_images, 1)
         self.mean_F = stats.mean_active_F()
@@ -117,6 +118,9 @@ class _Site:
         record: ImageRecord = self.source[image]
         seen = self.preprocess.resize_crop(record.image) if self.preprocess else record.image.convert("RGB")
         return seen, record.label, record.key
+
+    def _dimmed(self, image: int) -> Any:
+        return dimmed_thumbnail(self.record(image)[0], self.config.thumb_size)
 
     def class_name(self, label: int | None) -> str | None:
         if label is None or label < 0:
@@ -139,7 +143,7 @@ class _Site:
         columns = [
             {"key": "id", "name": "feature"},
             {"key": "freq", "name": "frequency"},
-            {"key": "img_freq", "name": "images"},
+            {"key": "img_freq", "name": "in images"},
             {"key": "mean", "name": "mean act."},
             {"key": "max", "name": "max act."},
         ]
@@ -196,6 +200,7 @@ class _Site:
             "logits": None,
         }
         if self.logits is not None:
+            # Only classes actually pushed that way: with few classes the two lists would otherwise overlap.
             data["logits"] = {
                 direction: [
                     [self.class_name(int(c)) or str(int(c)), _round(float(v))]
@@ -204,6 +209,7 @@ class _Site:
                         getattr(self.logits, f"{direction}_value_Fk")[f].tolist(),
                         strict=True,
                     )
+                    if (v > 0 if direction == "up" else v < 0)
                 ][: config.n_logit_classes]
                 for direction in ("up", "down")
             }
@@ -232,7 +238,7 @@ class _Site:
             if cls is not None:
                 labels[cls] += 1
             name = f"{f}_top{rank}.jpg"
-            picture = overlay_heatmap(seen, stats.image_map(f, rank).numpy(), vmax, config.thumb_size)
+            picture = blend_heatmap(self.dimmed(image), stats.image_map(f, rank).numpy(), vmax)
             save_jpeg(picture, img_dir / name)
             data["top_images"].append(
                 {

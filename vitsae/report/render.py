@@ -26,15 +26,25 @@ def _inferno_lut() -> np.ndarray:
     return (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.float32)
 
 
-def overlay_heatmap(image: Image.Image, map_hw: np.ndarray, vmax: float, size: int) -> Image.Image:
-    """The image at `size`x`size` with the map (scaled by `vmax`) upsampled and blended over it."""
-    base = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
-    heat = np.clip(upsample_map(map_hw, (size, size)) / max(vmax, 1e-12), 0.0, 1.0)
+def dimmed_thumbnail(image: Image.Image, size: int) -> np.ndarray:
+    """The image at `size`x`size`, darkened so a heatmap stands out: float32 [size, size, 3]."""
+    resized = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(resized, dtype=np.float32) * 0.55
+
+
+def blend_heatmap(dimmed_HWC: np.ndarray, map_hw: np.ndarray, vmax: float) -> Image.Image:
+    """A map (scaled by `vmax`) upsampled to the thumbnail and blended over it (inferno, opacity ~ sqrt)."""
+    height, width, _ = dimmed_HWC.shape
+    heat = np.clip(upsample_map(map_hw, (width, height)) / max(vmax, 1e-12), 0.0, 1.0)
     colours = _inferno_lut()[np.round(heat * 255).astype(np.int64)]
     alpha = (0.75 * np.sqrt(heat))[..., None]
-    dimmed = base * 0.55
-    blended = dimmed * (1 - alpha) + colours * alpha
+    blended = dimmed_HWC * (1 - alpha) + colours * alpha
     return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
+
+
+def overlay_heatmap(image: Image.Image, map_hw: np.ndarray, vmax: float, size: int) -> Image.Image:
+    """The image at `size`x`size` with the map (scaled by `vmax`) upsampled and blended over it."""
+    return blend_heatmap(dimmed_thumbnail(image, size), map_hw, vmax)
 
 
 def crop_patch(
