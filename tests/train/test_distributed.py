@@ -1,13 +1,17 @@
 """Data-parallel training (gloo, 2 CPU processes) matches one process on the whole batch."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from vitsae.cli import main
 from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.synthetic import sparse_dictionary_data
 
@@ -81,3 +85,40 @@ def test_batch_not_divisible_by_ranks_is_refused():
 
     with pytest.raises(ValueError, match="65 rows does not split evenly over 2 ranks"):
         local_slice(torch.zeros(65, 4), 0, 2)
+
+
+def test_vitsae_train_under_torchrun_matches_one_process(tmp_path):
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, active=3, seed=5)
+    save_file({"activations": acts}, str(tmp_path / "acts.safetensors"))
+    args = ["train", "--activations", str(tmp_path / "acts.safetensors"), "--expansion-factor", "2"]
+    args += ["--batch-size", "64", "--total-tokens", "768", "--progress", "false", "--plot", "false"]
+    args += [
+        "--dead-handling",
+        "resample",
+        "--dead-tokens",
+        "192",
+        "--resample-every",
+        "5",
+        "--device",
+        "cpu",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = subprocess.run(
+        [*torchrun, "-m", "vitsae.cli", *args, "--out", str(tmp_path / "ddp")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main([*args, "--out", str(tmp_path / "single")]) == 0
+    (name,) = json.loads((tmp_path / "single" / "sweep.json").read_text())
+    single = load_file(tmp_path / "single" / name / "sae.safetensors")
+    parallel = load_file(tmp_path / "ddp" / name / "sae.safetensors")
+    for key in single:
+        torch.testing.assert_close(parallel[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    state = json.loads((tmp_path / "ddp" / "checkpoints" / "step_000000012" / "trainer.json").read_text())
+    assert state["world_size"] == 2

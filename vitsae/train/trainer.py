@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -81,11 +82,13 @@ class _Run:
 
 
 def pick_device(name: str) -> torch.device:
+    """The device for `cfg.device` ("auto": CUDA when present); under torchrun, this rank's local GPU."""
     rank, world_size = ddp.world()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and world_size > 1:
-        return torch.device("cuda", rank % torch.cuda.device_count())
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device(name)
 
 
