@@ -15,9 +15,11 @@ ATOL = 1e-5
 def _compare(reference_output, ref, model, pixels, interpolate=False):
     with torch.no_grad():
         want_out, want_hidden = reference_output(ref, pixels, interpolate)
-        got_out, cache = model.run_with_cache(pixels)
+        got_out, cache = model.run_with_cache(pixels)  # hooks on every pattern: explicit attention
+        fused_out = model(pixels)  # no hooks: the fused attention kernel
     assert got_out.shape == want_out.shape
     assert (got_out - want_out).abs().max().item() < ATOL
+    assert (fused_out - want_out).abs().max().item() < ATOL
     n_layers = model.cfg.n_layers
     assert len(want_hidden) == n_layers + 1
     for layer in range(n_layers):

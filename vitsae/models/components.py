@@ -47,7 +47,12 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention; queries come from `x` and keys/values from `kv` (defaults to `x`)."""
+    """Multi-head attention; queries come from `x` and keys/values from `kv` (defaults to `x`).
+
+    The scores and pattern are materialised only while a hook is attached to `hook_attn_scores` or
+    `hook_pattern` (TransformerLens hooks, as run_with_cache / run_with_hooks add them); otherwise the
+    fused `scaled_dot_product_attention` runs, which is faster and needs no [B, H, T, T] memory.
+    """
 
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
@@ -73,9 +78,14 @@ class Attention(nn.Module):
         q_BTHE = self.hook_q(torch.einsum("btd,hde->bthe", x_BTD, self.W_Q) + self.b_Q)
         k_BSHE = self.hook_k(torch.einsum("bsd,hde->bshe", kv_BSD, self.W_K) + self.b_K)
         v_BSHE = self.hook_v(torch.einsum("bsd,hde->bshe", kv_BSD, self.W_V) + self.b_V)
-        scores_BHTS = self.hook_attn_scores(torch.einsum("bthe,bshe->bhts", q_BTHE, k_BSHE) * self.scale)
-        pattern_BHTS = self.hook_pattern(scores_BHTS.softmax(dim=-1))
-        z_BTHE = self.hook_z(torch.einsum("bhts,bshe->bthe", pattern_BHTS, v_BSHE))
+        if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
+            scores_BHTS = self.hook_attn_scores(torch.einsum("bthe,bshe->bhts", q_BTHE, k_BSHE) * self.scale)
+            pattern_BHTS = self.hook_pattern(scores_BHTS.softmax(dim=-1))
+            z_BTHE = torch.einsum("bhts,bshe->bthe", pattern_BHTS, v_BSHE)
+        else:  # nobody looks at the pattern: the fused kernel, without the [B, H, T, T] tensors
+            q, k, v = (t.transpose(1, 2) for t in (q_BTHE, k_BSHE, v_BSHE))
+            z_BTHE = F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2)
+        z_BTHE = self.hook_z(z_BTHE)
         return torch.einsum("bthe,hed->btd", z_BTHE, self.W_O) + self.b_O
 
 
