@@ -80,3 +80,39 @@ def test_browse_errors_are_reported_not_raised(tmp_path, capsys):
         == 2
     )
     assert "vitsae stats: error" in capsys.readouterr().err
+
+
+def test_browse_with_an_explicit_model_adds_logit_effects(tmp_path, capsys):
+    store = harvest_small_store(tmp_path / "harvest")
+    save_sae(tiny_sae(), tmp_path / "sae")
+    assert (
+        main(
+            [
+                "stats",
+                "--store",
+                str(store.path),
+                "--sae",
+                str(tmp_path / "sae"),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    args = [
+        "browse",
+        "--stats",
+        str(tmp_path / "s"),
+        "--out",
+        str(tmp_path / "site"),
+        "--no-images",
+        "--features",
+        "5",
+    ]
+    assert main([*args, "--model", "module:analysis_fixtures:tiny_vit"]) == 0
+    assert "no logit effects" not in capsys.readouterr().err
+    text = (tmp_path / "site" / "data" / "f" / "000" / "5.js").read_text()
+    data = json.loads(text[len("vitsaeFeature(") :].rstrip().rstrip(";").rstrip(")"))
+    assert data["logits"] is not None and data["top_images"] == []
+    assert main([*args, "--model", "module:nowhere:nothing"]) == 2
+    assert "cannot find factory" in capsys.readouterr().err
