@@ -3,10 +3,17 @@ imported; importing torch does not import Triton) and the float64 dense referenc
 every path is compared with. With CUDA the Triton tests run the compiled kernels on the GPU instead."""
 
 import os
+import sys
 
 import torch
 
 if not torch.cuda.is_available():
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        # Triton binds its language to compiled mode at import; setting the variable now would not help.
+        raise RuntimeError(
+            "triton was imported before tests/kernels/conftest.py could set TRITON_INTERPRET=1; "
+            "set TRITON_INTERPRET=1 in the environment or stop importing triton during collection"
+        )
     os.environ["TRITON_INTERPRET"] = "1"
 
 from vitsae.kernels import reference  # noqa: E402
