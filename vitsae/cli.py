@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vitsae.train.cli", "train an SAE, or a sweep of SAEs in one pass, on stored activations"),
     "stats": ("vitsae.analysis.cli", "per-feature statistics of an SAE over a store: top images, histograms"),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
+    "demo": ("vitsae.demo", "harvest -> train -> stats -> browse on the shipped shapes ViT, in minutes"),
 }
 
 
