@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitsae.kernels import api, sparse_torch
 
@@ -97,3 +98,35 @@ def test_bad_arguments_are_named():
     codes = api.encode(*args, activation="topk", k=2).codes
     with pytest.raises(ValueError, match=r"b_dec \(7,\) does not match W_dec \(12, 8\)"):
         api.decode(codes, t["W_dec"], t["b_dec"][:7])
+
+
+class _DenseAllocations(TorchDispatchMode):
+    """Records the shapes of the strided tensors every op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.shapes.append(tuple(t.shape))
+        return out
+
+
+@pytest.mark.parametrize("activation,k", [("topk", 4), ("relu", None)])
+def test_sparse_decode_and_backward_allocate_nothing_of_size_b_by_f(monkeypatch, activation, k):
+    monkeypatch.setattr(sparse_torch, "DENSE_DENSITY_THRESHOLD", 2.0)
+    B, D, F = 64, 24, 700
+    t = make_sae_tensors(B, D, F, dtype=torch.float32, seed=6)
+    t["b_enc"] -= 2.0  # about 2% of the ReLU pre-activations positive
+    leaves = {n: t[n].clone().requires_grad_() for n in ("W_enc", "b_enc", "b_dec", "W_dec")}
+    enc = api.encode(t["x"], leaves["W_enc"], leaves["b_enc"], leaves["b_dec"], activation=activation, k=k,
+                     backend="sparse")
+    with _DenseAllocations() as recorder:
+        x_hat = api.decode(enc.codes, leaves["W_dec"], leaves["b_dec"], backend="sparse")
+        (x_hat * t["d_xhat"]).sum().backward()
+    assert all(leaves[n].grad is not None for n in leaves)
+    too_big = [s for s in recorder.shapes if torch.Size(s).numel() >= B * F]
+    assert not too_big, too_big
