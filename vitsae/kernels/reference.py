@@ -60,7 +60,6 @@ def decode(codes_BF: torch.Tensor, W_dec_FD: torch.Tensor, b_dec_D: torch.Tensor
     return codes_BF @ W_dec_FD + b_dec_D
 
 
-def firing_counts(codes_BF: torch.Tensor, active_BF: torch.Tensor | None = None) -> torch.Tensor:
-    """How many rows each feature is active in (int64, F)."""
-    mask = codes_BF != 0 if active_BF is None else active_BF
-    return mask.sum(dim=0)
+def firing_counts(codes_BF: torch.Tensor) -> torch.Tensor:
+    """How many rows each feature is active (nonzero) in (int64, F)."""
+    return (codes_BF != 0).sum(dim=0)

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from vitsae.kernels import selection
 from vitsae.kernels.reference import check_activation
@@ -57,8 +58,8 @@ def encode_select(
 
 
 def code_statistics(
-    indices_BK, values_BK, counts_B, l1_weights_F: torch.Tensor | None, n_features: int
-) -> tuple[torch.Tensor | None, torch.Tensor]:
+    indices_BK: Tensor, values_BK: Tensor, counts_B: Tensor, l1_weights_F: Tensor | None, n_features: int
+) -> tuple[Tensor | None, Tensor]:
     """(l1_B = sum_k |v| w[idx], or None without weights; fire_counts_F) of packed codes."""
     _, feature_E, _ = _entries(indices_BK, None, counts_B)
     fire_F = torch.bincount(feature_E, minlength=n_features)
@@ -126,7 +127,7 @@ def _dense(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
     return dense_BF.scatter_add_(1, indices_BK.long(), torch.where(used_BK, coef_BK, 0))
 
 
-def gather_rows_sum(indices_BK, coef_BK, counts_B, rows_FD: torch.Tensor) -> torch.Tensor:
+def gather_rows_sum(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, rows_FD: Tensor) -> Tensor:
     """out[b] = sum_k coef[b, k] * rows[indices[b, k]]: the decode, and grad x = d_pre W_enc^T."""
     F = rows_FD.shape[0]
     coef_BK = coef_BK.to(rows_FD.dtype)
@@ -136,8 +137,8 @@ def gather_rows_sum(indices_BK, coef_BK, counts_B, rows_FD: torch.Tensor) -> tor
 
 
 def scatter_outer(
-    indices_BK, coef_BK, counts_B, dense_BD: torch.Tensor, n_features: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, n_features: int
+) -> tuple[Tensor, Tensor]:
     """(out_FD, sums_F): out[f] = sum over slots naming f of coef * dense[row], sums[f] = sum of coef.
 
     grad W_dec = f^T d_x_hat and grad W_enc^T = d_pre^T (x - b_dec) with the bias gradient beside it.
@@ -150,13 +151,13 @@ def scatter_outer(
     return _csr_transposed(indices_BK, coef_BK, counts_B, n_features) @ dense_BD, sums_F
 
 
-def feature_sums(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
+def feature_sums(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, n_features: int) -> Tensor:
     """sums[f] = sum of coef over the used slots naming f (the bias and L1-weight gradients)."""
     _, feature_E, coef_E = _entries(indices_BK, coef_BK, counts_B)
     return coef_BK.new_zeros(n_features).index_add_(0, feature_E, coef_E)
 
 
-def gather_dot(indices_BK, counts_B, dense_BD: torch.Tensor, rows_FD: torch.Tensor) -> torch.Tensor:
+def gather_dot(indices_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, rows_FD: Tensor) -> Tensor:
     """out[b, k] = <dense[b], rows[indices[b, k]]> on used slots, 0 elsewhere: grad of the code values."""
     F = rows_FD.shape[0]
     used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]

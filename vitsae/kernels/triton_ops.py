@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from torch import Tensor
 
 from vitsae.kernels import selection, sparse_torch
 from vitsae.kernels.reference import check_activation
@@ -53,7 +54,10 @@ def _launch_encode(x_BD, W_enc_DF, bias_F, thr_F, l1w_F, mode: int, max_k: int, 
     return idx, val, count, l1_part, fire
 
 
-def encode_select(x_BD, W_enc_DF, b_enc_F, b_dec_D, activation, k, threshold_F, l1_weights_F):
+def encode_select(
+    x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor, b_dec_D: Tensor, activation: str, k: int | None,
+    threshold_F: Tensor | None, l1_weights_F: Tensor | None,
+) -> tuple[Tensor, ...]:
     """Fused encode: (indices_BK int32, values_BK, counts_B int32, l1_B or None, fire_counts_F int64)."""
     check_activation(activation, k, threshold_F)
     bias_F = (b_enc_F - b_dec_D @ W_enc_DF).float().contiguous()
@@ -106,7 +110,7 @@ def _encode_topk(x_BD, W_enc_DF, bias_F, activation, k, l1w_F):
     return indices_BK, values_BK, counts_B, l1_B, fire_F
 
 
-def gather_rows_sum(indices_BK, coef_BK, counts_B, rows_FD):
+def gather_rows_sum(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, rows_FD: Tensor) -> Tensor:
     """out[b] = sum_k coef[b, k] * rows[indices[b, k]] in float32."""
     B, K = indices_BK.shape
     D = rows_FD.shape[1]
@@ -119,7 +123,7 @@ def gather_rows_sum(indices_BK, coef_BK, counts_B, rows_FD):
     return out.to(rows_FD.dtype)
 
 
-def gather_dot(indices_BK, counts_B, dense_BD, rows_FD):
+def gather_dot(indices_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, rows_FD: Tensor) -> Tensor:
     """out[b, k] = <dense[b], rows[indices[b, k]]> on used slots, 0 elsewhere."""
     B, K = indices_BK.shape
     D = rows_FD.shape[1]
@@ -143,7 +147,9 @@ def _by_feature(indices_BK, coef_BK, counts_B, n_features: int):
     return seg, rows_E, coef_BK[used][order].float().contiguous()
 
 
-def scatter_outer(indices_BK, coef_BK, counts_B, dense_BD, n_features: int):
+def scatter_outer(
+    indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, n_features: int
+) -> tuple[Tensor, Tensor]:
     """(out_FD, sums_F): per feature, the coefficient-weighted sum of dense rows, and of coefficients."""
     D = dense_BD.shape[1]
     seg, rows_E, coef_E = _by_feature(indices_BK, coef_BK, counts_B, n_features)
@@ -157,7 +163,7 @@ def scatter_outer(indices_BK, coef_BK, counts_B, dense_BD, n_features: int):
     return out.to(dense_BD.dtype), sums.to(coef_BK.dtype)
 
 
-def feature_sums(indices_BK, coef_BK, counts_B, n_features: int):
+def feature_sums(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, n_features: int) -> Tensor:
     """sums[f] = sum of coef over used slots naming f: a segmented sum over the feature-sorted entries."""
     seg, _, coef_E = _by_feature(indices_BK, coef_BK, counts_B, n_features)
     lengths_F = (seg[1:] - seg[:-1]).long()
