@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from store_worker import config, harvest, shapes, tiny_vit  # noqa: E402
+from store_worker import config, harvest, one_thread, shapes, tiny_vit  # noqa: E402
 
 N_IMAGES = 24
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
 def harvested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output directory of one complete harvest (two hooks, several shards); treat as read-only."""
     out = tmp_path_factory.mktemp("harvest")
-    harvest(config(out, N_IMAGES), model=tiny_vit(), source=shapes(N_IMAGES))
+    with one_thread():
+        harvest(config(out, N_IMAGES), model=tiny_vit(), source=shapes(N_IMAGES))
     return out

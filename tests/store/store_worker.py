@@ -7,7 +7,9 @@ process, so subprocess harvests are comparable byte for byte with in-process one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +84,20 @@ def config(out: Path, n_images: int, **overrides: object) -> HarvestConfig:
     return HarvestConfig(**values)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: float sums then round the same way in every process, so stores written
+    by subprocesses, ranks and this process can be compared byte for byte."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> None:
+    torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n-images", type=int, default=24)
