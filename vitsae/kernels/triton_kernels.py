@@ -52,11 +52,11 @@ def encode_kernel(
         work = tl.where(valid, pre, float("-inf"))
         for i in range(KC):
             best = tl.max(work, axis=1)
-            where = tl.argmax(work, axis=1, tie_break_left=True)
+            best_col = tl.argmax(work, axis=1, tie_break_left=True)
             slot = rows * (tl.num_programs(1) * KC) + pid_f * KC + i
             tl.store(val_ptr + slot, best, mask=row_ok)
-            tl.store(idx_ptr + slot, pid_f * BLOCK_F + where, mask=row_ok)
-            work = tl.where(local[None, :] == where[:, None], float("-inf"), work)
+            tl.store(idx_ptr + slot, pid_f * BLOCK_F + best_col, mask=row_ok)
+            work = tl.where(local[None, :] == best_col[:, None], float("-inf"), work)
     else:
         if MODE == 1:
             thr = tl.load(thr_ptr + cols, mask=col_ok, other=0.0)
