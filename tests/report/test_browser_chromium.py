@@ -62,6 +62,12 @@ def test_index_loads_sorts_and_searches(page, small_site, small_stats):
     assert page.evaluate("window.__pwned") is None
 
     page.fill("#search", "")
+    page.wait_for_function("document.querySelectorAll('#rows tr').length === 96")
+    page.click("th[data-key='label']")
+    first_rows = page.eval_on_selector_all(
+        "#rows td.label", "tds => tds.slice(0, 3).map(td => td.textContent)"
+    )
+    assert first_rows == sorted([HOSTILE_LABEL, "red circle"]) + [""]  # labelled rows first, A-Z
     page.check("#hide-dead")
     live = int((small_stats.fire_count_F > 0).sum())
     page.wait_for_function(f"document.querySelector('#count').textContent.startsWith('{live} of')")
@@ -132,3 +138,8 @@ def test_fifty_thousand_features_load_and_search(page, tmp_path):
     )
     print(f"50k-feature index: loaded in {loaded:.2f} s, searched in {searched:.2f} s")
     assert page.problems == []
+
+    page.goto((site / "feature.html").as_uri() + "#7")  # written without a page for feature 7
+    page.wait_for_selector("body[data-ready='1']")
+    assert "There is no page for feature 7" in page.inner_text("main")
+    assert len(page.problems) == 1 and "ERR_FILE_NOT_FOUND" in page.problems[0]
