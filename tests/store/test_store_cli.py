@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def vitsae_harvest(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+           "OMP_NUM_THREADS": "1"}  # one thread, as the in-process reference (see store_worker.one_thread)
     return subprocess.run([sys.executable, "-m", "vitsae.cli", "harvest", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
