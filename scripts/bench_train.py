@@ -74,8 +74,6 @@ def config(args, architecture: str, **kw) -> TrainConfig:
         checkpoint_every=10**9,
         progress=False,
         plot=False,
-        jumprelu_init_threshold=0.1,
-        jumprelu_bandwidth=0.05,
     )
     return TrainConfig(**{**values, **kw})
 

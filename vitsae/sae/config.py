@@ -21,9 +21,9 @@ class SAEConfig:
     architecture: Architecture = field(default="relu", metadata={"help": "activation function f"})
     k: int = field(default=32, metadata={"help": "active features per row (topk) or on average (batchtopk)"})
     jumprelu_bandwidth: float = field(
-        default=0.001, metadata={"help": "rectangle-kernel width of the JumpReLU straight-through estimator"}
+        default=0.05, metadata={"help": "rectangle-kernel width of the JumpReLU straight-through estimator"}
     )
-    jumprelu_init_threshold: float = field(default=0.001, metadata={"help": "initial JumpReLU threshold"})
+    jumprelu_init_threshold: float = field(default=0.1, metadata={"help": "initial JumpReLU threshold"})
     batchtopk_threshold_momentum: float = field(
         default=0.01, metadata={"help": "EMA rate of the BatchTopK inference threshold"}
     )

@@ -50,8 +50,8 @@ class TrainConfig:
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(
         default="geometric_median", metadata={"help": "b_dec from the first batch"}
     )
-    jumprelu_bandwidth: float = field(default=0.001, metadata={"help": "JumpReLU STE bandwidth"})
-    jumprelu_init_threshold: float = field(default=0.001, metadata={"help": "initial JumpReLU threshold"})
+    jumprelu_bandwidth: float = field(default=0.05, metadata={"help": "JumpReLU STE bandwidth"})
+    jumprelu_init_threshold: float = field(default=0.1, metadata={"help": "initial JumpReLU threshold"})
     backend: Backend = field(default="auto", metadata={"help": "dense, sparse or auto (see vitsae.sae)"})
     log_every: int = field(default=50, metadata={"help": "steps between metric records"})
     checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
