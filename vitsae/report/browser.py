@@ -28,6 +28,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from vitsae.analysis.logits import LogitEffects
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import config_to_dict
@@ -114,12 +117,12 @@ class _Site:
         self.mean_F = stats.mean_active_F()
         self.max_F = stats.max_activation_F()
 
-    def _record(self, image: int) -> tuple[Any, int | None, str]:
+    def _record(self, image: int) -> tuple[Image.Image, int | None, str]:
         record: ImageRecord = self.source[image]
         seen = self.preprocess.resize_crop(record.image) if self.preprocess else record.image.convert("RGB")
         return seen, record.label, record.key
 
-    def _dimmed(self, image: int) -> Any:
+    def _dimmed(self, image: int) -> np.ndarray:
         return dimmed_thumbnail(self.record(image)[0], self.config.thumb_size)
 
     def class_name(self, label: int | None) -> str | None:
