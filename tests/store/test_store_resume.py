@@ -65,8 +65,12 @@ def test_ctrl_c_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path)
         return original(pixels_BCHW, hook_names)
 
     counting.collect = record
-    harvest(config(tmp_path, N_IMAGES), model=counting, source=shapes(N_IMAGES))
+    stale = tmp_path / HOOKS[0] / ".shard-000003.safetensors.x1y2.tmp"  # as a kill mid-write leaves
+    stale.write_bytes(b"half a shard")
+    # worker processes for the images this time: a run-only option, so the harvest resumes
+    harvest(config(tmp_path, N_IMAGES, num_workers=2), model=counting, source=shapes(N_IMAGES))
     assert sum(computed) == N_IMAGES - 12  # only the unfinished shards were recomputed
+    assert not stale.exists()
     assert_same_store(tmp_path, harvested)
 
 

@@ -30,7 +30,7 @@ from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
 from vitsae.data.sources import open_source
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
-from vitsae.store.config import HarvestConfig, content_differences
+from vitsae.store.config import RUN_ONLY_FIELDS, HarvestConfig, content_differences
 from vitsae.store.format import (
     DTYPES,
     FORMAT_NAME,
@@ -139,8 +139,9 @@ def images_per_shard(config: HarvestConfig, max_rows_per_image: int) -> int:
 
 
 def _recorded_config(config: HarvestConfig) -> dict[str, Any]:
-    """The config as written into the store (without `out`: a store may be moved)."""
-    return {k: v for k, v in config_to_dict(config).items() if k != "out"}
+    """The fields of the config that define the store's contents (not `out`, `device`, `num_workers`,
+    `progress`: a store may be moved, and a resumed run may load images or compute differently)."""
+    return {k: v for k, v in config_to_dict(config).items() if k not in RUN_ONLY_FIELDS}
 
 
 def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) -> dict[str, Any]:
