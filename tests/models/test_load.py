@@ -243,3 +243,10 @@ def test_cached_hub_id_offline(tmp_path, resnet_dir):
     assert done.returncode == 0, done.stderr
     assert "hf:tiny/resnet: HookedModule, input 32x32" in done.stdout
     assert any(line.split()[:2] == ["resnet.encoder.stages.1", "16"] for line in done.stdout.splitlines())
+
+
+def test_hooks_command_reports_a_bad_spec(capsys):
+    from vitsae.cli import main
+
+    assert main(["hooks", "nope:x"]) == 2
+    assert "vitsae hooks: unknown model spec 'nope:x'; use one of: hf:" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vitsae.models.load import load
 
@@ -15,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load(args.spec)
+    try:
+        model = load(args.spec)
+    except ValueError as err:
+        print(f"vitsae hooks: {err}", file=sys.stderr)
+        return 2
     height, width = model.preprocess.size
     print(f"{args.spec}: {type(model).__name__}, input {height}x{width}")
     rows = [("hook", "tokens", "cls", "registers", "grid", "width")]
