@@ -31,6 +31,7 @@ HF_VITS = {
     ),
     "dinov2": lambda: hf.Dinov2Model(hf.Dinov2Config(**TINY, mlp_ratio=2)),
     "dinov2_cls": lambda: hf.Dinov2ForImageClassification(hf.Dinov2Config(**TINY, mlp_ratio=2, num_labels=5)),
+    "dinov2_swiglu": lambda: hf.Dinov2Model(hf.Dinov2Config(**TINY, mlp_ratio=2, use_swiglu_ffn=True)),
     "dinov2_reg": lambda: hf.Dinov2WithRegistersModel(
         hf.Dinov2WithRegistersConfig(**TINY, mlp_ratio=2, num_register_tokens=3)
     ),

@@ -53,10 +53,12 @@ def test_refuses_unsupported_class():
         hooked_vit_from_hf(ref)
 
 
-def test_refuses_swiglu_dinov2():
-    import transformers as hf
-
-    ref = hf.Dinov2Model(hf.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                         image_size=32, patch_size=8, use_swiglu_ffn=True))  # fmt: skip
-    with pytest.raises(ValueError, match="SwiGLU"):
-        hooked_vit_from_hf(ref)
+def test_swiglu_mlp_hooks(hf_vit_models):
+    model = hooked_vit_from_hf(hf_vit_models["dinov2_swiglu"])
+    assert model.cfg.gated_mlp and model.cfg.d_mlp == 48  # 2/3 of 64, rounded up to a multiple of 8
+    _, cache = model.run_with_cache(torch.randn(1, 3, 32, 32))
+    mlp = model.blocks[0].mlp
+    gate, linear = cache["blocks.0.mlp.hook_pre"], cache["blocks.0.mlp.hook_pre_linear"]
+    torch.testing.assert_close(cache["blocks.0.mlp.hook_post"], torch.nn.functional.silu(gate) * linear)
+    torch.testing.assert_close(linear, cache["blocks.0.ln2.hook_normalized"] @ mlp.W_in + mlp.b_in)
+    assert model.token_layout("blocks.0.mlp.hook_pre_linear").width == 48

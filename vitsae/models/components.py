@@ -2,7 +2,8 @@
 
 Per layer: `attn.W_Q/W_K/W_V` [n_heads, d_model, d_head], `attn.W_O` [n_heads, d_head, d_model],
 `attn.b_Q/b_K/b_V` [n_heads, d_head], `attn.b_O` [d_model]; `mlp.W_in` [d_model, d_mlp], `mlp.b_in` [d_mlp],
-`mlp.W_out` [d_mlp, d_model], `mlp.b_out` [d_model]; norms `ln1/ln2.w`, `.b` [d_model]; with layer scale,
+`mlp.W_out` [d_mlp, d_model], `mlp.b_out` [d_model] (gated MLPs add `mlp.W_gate` [d_model, d_mlp],
+`mlp.b_gate`); norms `ln1/ln2.w`, `.b` [d_model]; with layer scale,
 `ls1`/`ls2` [d_model] multiply the attention / MLP output before it is added to the residual stream.
 """
 
@@ -90,19 +91,29 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, d_mlp: int, activation: Activation):
+    """post = act(x W_in + b_in), or gated: act(x W_gate + b_gate) * (x W_in + b_in)."""
+
+    def __init__(self, d_model: int, d_mlp: int, activation: Activation, gated: bool = False):
         super().__init__()
         self.activation = activation
+        self.W_gate = nn.Parameter(torch.zeros(d_model, d_mlp)) if gated else None
+        self.b_gate = nn.Parameter(torch.zeros(d_mlp)) if gated else None
         self.W_in = nn.Parameter(torch.zeros(d_model, d_mlp))
         self.b_in = nn.Parameter(torch.zeros(d_mlp))
         self.W_out = nn.Parameter(torch.zeros(d_mlp, d_model))
         self.b_out = nn.Parameter(torch.zeros(d_model))
-        self.hook_pre = HookPoint()  # [B, T, d_mlp]
+        self.hook_pre = HookPoint()  # [B, T, d_mlp]: the activation's input (the gate when gated)
+        self.hook_pre_linear = HookPoint() if gated else None  # [B, T, d_mlp]: x W_in + b_in when gated
         self.hook_post = HookPoint()  # [B, T, d_mlp]
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
-        pre_BTM = self.hook_pre(x_BTD @ self.W_in + self.b_in)
-        post_BTM = self.hook_post(activation_fn(self.activation, pre_BTM))
+        if self.W_gate is None:
+            pre_BTM = self.hook_pre(x_BTD @ self.W_in + self.b_in)
+            post_BTM = self.hook_post(activation_fn(self.activation, pre_BTM))
+        else:
+            pre_BTM = self.hook_pre(x_BTD @ self.W_gate + self.b_gate)
+            linear_BTM = self.hook_pre_linear(x_BTD @ self.W_in + self.b_in)
+            post_BTM = self.hook_post(activation_fn(self.activation, pre_BTM) * linear_BTM)
         return post_BTM @ self.W_out + self.b_out
 
 
@@ -119,7 +130,7 @@ class Block(nn.Module):
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.ln2 = LayerNorm(cfg.d_model, cfg.ln_eps)
-        self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.activation)
+        self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.activation, cfg.gated_mlp)
         self.ls2 = nn.Parameter(torch.ones(cfg.d_model)) if cfg.layer_scale else None
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()

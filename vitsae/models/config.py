@@ -35,6 +35,7 @@ class HookedViTConfig:
     final_norm: bool = True
     ln_eps: float = 1e-6
     activation: Activation = "gelu"
+    gated_mlp: bool = False  # SwiGLU-style MLP (DINOv2 giant): act(x W_gate) * (x W_in)
     pos_interpolation: PosInterpolation = "bicubic"
     pool: Pool = "cls"
     pooler_dense: bool = False  # ViTModel's pooler: tanh(dense(pooled))

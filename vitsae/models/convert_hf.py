@@ -158,15 +158,16 @@ def _from_dinov2(ref: nn.Module) -> HookedViT:
     for prefix in ("dinov2", "dinov2_with_registers"):
         base = getattr(ref, prefix, base)
     hf = base.config
-    if hf.use_swiglu_ffn:
-        raise ValueError("DINOv2 with a SwiGLU MLP (use_swiglu_ffn=True, the giant model) is not supported")
+    d_mlp = int(hf.hidden_size * hf.mlp_ratio)
+    if hf.use_swiglu_ffn:  # SwiGLU keeps 2/3 of the width, rounded up to a multiple of 8 (as transformers)
+        d_mlp = (int(d_mlp * 2 / 3) + 7) // 8 * 8
     classifier = getattr(ref, "classifier", None)
     n_registers = getattr(hf, "num_register_tokens", 0)
     cfg = HookedViTConfig(
         d_model=hf.hidden_size, n_layers=hf.num_hidden_layers, n_heads=hf.num_attention_heads,
-        d_mlp=int(hf.hidden_size * hf.mlp_ratio), image_size=_pair(hf.image_size), patch_size=hf.patch_size,
+        d_mlp=d_mlp, image_size=_pair(hf.image_size), patch_size=hf.patch_size, gated_mlp=hf.use_swiglu_ffn,
         n_channels=hf.num_channels, n_registers=n_registers, qkv_bias=hf.qkv_bias, layer_scale=True,
-        ln_eps=hf.layer_norm_eps, activation=_activation(hf.hidden_act),
+        ln_eps=hf.layer_norm_eps, activation="silu" if hf.use_swiglu_ffn else _activation(hf.hidden_act),
         pos_interpolation="bicubic_antialias" if hf.model_type == "dinov2_with_registers" else "bicubic",
         pool="cls_mean" if classifier is not None else "cls", head_out=_head_out(classifier),
     )  # fmt: skip
@@ -184,7 +185,12 @@ def _from_dinov2(ref: nn.Module) -> HookedViT:
         _copy_attention(block.attn, a.q_proj, a.k_proj, a.v_proj, a.o_proj)
         _copy(block.ls1, layer.layer_scale1.lambda1)
         _copy_norm(block.ln2, layer.norm2)
-        _copy_mlp(block.mlp, layer.mlp.fc1, layer.mlp.fc2)
+        if hf.use_swiglu_ffn:
+            _copy(block.mlp.W_gate, layer.mlp.gate_proj.weight.T)
+            _copy(block.mlp.b_gate, layer.mlp.gate_proj.bias)
+            _copy_mlp(block.mlp, layer.mlp.up_proj, layer.mlp.down_proj)
+        else:
+            _copy_mlp(block.mlp, layer.mlp.fc1, layer.mlp.fc2)
         _copy(block.ls2, layer.layer_scale2.lambda1)
     _copy_norm(model.ln_final, base.layernorm)
     if cfg.head_out:

@@ -208,7 +208,7 @@ class HookedViT(StackedWeights, HookedRootModule):
             return full if cfg.pool == "none" else TokenLayout(1, 0, None, cfg.pooled_width)
         if leaf in _PATTERNS:
             return dataclasses.replace(full, width=cfg.n_heads * n_full)
-        if leaf in ("hook_pre", "hook_post"):
+        if leaf in ("hook_pre", "hook_pre_linear", "hook_post"):
             return dataclasses.replace(full, width=cfg.d_mlp)
         return full
 

@@ -4,7 +4,8 @@ Shapes (L layers, H heads, D d_model, E d_head, M d_mlp): `W_Q/W_K/W_V` [L, H, D
 `b_Q/b_K/b_V` [L, H, E], `b_O` [L, D], `W_in` [L, D, M], `b_in` [L, M], `W_out` [L, M, D], `b_out` [L, D],
 `ln1_w/ln1_b/ln2_w/ln2_b` [L, D]. A query is `ln1(resid) @ W_Q[l] + b_Q[l]` per head; a layer writes
 `ls1 * (z @ W_O + b_O)` to the residual stream (`ls1` = 1 without layer scale). The head is `W_U`
-[pooled_width, head_out] with `b_U` on the HookedViT itself.
+[pooled_width, head_out] with `b_U` on the HookedViT itself. A gated MLP's `W_gate`/`b_gate` are on
+each `blocks[l].mlp`.
 """
 
 from __future__ import annotations
