@@ -22,10 +22,10 @@ def dense_reference(store, sae):
     return codes, image, token.astype(np.int64)
 
 
-@pytest.mark.parametrize("batch_rows", [7, 40, 10_000])
-def test_store_statistics_equal_brute_force_over_dense_codes(small_store, batch_rows):
+@pytest.mark.parametrize(("batch_rows", "merge_rows"), [(7, 1), (40, 100), (10_000, 65536)])
+def test_store_statistics_equal_brute_force_over_dense_codes(small_store, batch_rows, merge_rows):
     sae = tiny_sae()
-    stats = compute_feature_stats(small_store, sae, CONFIG, batch_rows=batch_rows)
+    stats = compute_feature_stats(small_store, sae, CONFIG, batch_rows=batch_rows, merge_rows=merge_rows)
     codes, image, token = dense_reference(small_store, sae)
     n_features = sae.cfg.d_sae
     is_patch = token >= 1

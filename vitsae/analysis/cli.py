@@ -21,7 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="directory for feature_stats.{safetensors,json}"
     )
-    parser.add_argument("--batch-rows", type=int, default=8192, help="rows read per step (default: 8192)")
+    parser.add_argument("--batch-rows", type=int, default=8192, help="rows encoded per step (default: 8192)")
+    parser.add_argument(
+        "--merge-rows",
+        type=int,
+        default=65536,
+        help="rows merged into the statistics per step (default: 65536)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for the SAE (default: cpu)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     add_config_arguments(parser, StatsConfig)
@@ -32,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(StatsConfig, args)
         store = ActivationStore.open(args.store)
         sae = load_sae(args.sae, device=args.device)
-        stats = compute_feature_stats(store, sae, config, batch_rows=args.batch_rows, progress=args.progress)
+        stats = compute_feature_stats(
+            store, sae, config, batch_rows=args.batch_rows, merge_rows=args.merge_rows, progress=args.progress
+        )
     except (StoreError, ValueError, FileNotFoundError) as err:
         print(f"vitsae stats: error: {err}", file=sys.stderr)
         return 2

@@ -47,16 +47,65 @@ def _sae_meta(sae: SparseAutoencoder) -> dict[str, Any]:
     return {"sae_config": config_to_dict(sae.cfg)}
 
 
+class _MergeBuffer:
+    """Collects the sparse codes of whole images and hands them to the accumulator in large groups.
+
+    Encoding needs small batches (its pre-activations are dense [rows, F]); merging into the running
+    top-k costs O(F·k) per call whatever the batch holds. Grouping `merge_rows` rows per merge keeps
+    that fixed cost small per token. Groups may mix code widths K (non-TopK SAEs): narrower codes are
+    padded with unused slots (index 0, value 0).
+    """
+
+    def __init__(self, acc: FeatureStatsAccumulator, merge_rows: int) -> None:
+        self.acc, self.merge_rows = acc, merge_rows
+        self.parts: list[tuple[torch.Tensor, ...]] = []
+        self.rows = 0
+
+    def add(
+        self,
+        indices_NK: torch.Tensor,
+        values_NK: torch.Tensor,
+        image_N: torch.Tensor,
+        token_N: torch.Tensor,
+        label_N: torch.Tensor | None,
+    ) -> None:
+        if label_N is None:
+            label_N = torch.full_like(image_N, -1)
+        self.parts.append((indices_NK, values_NK, image_N, token_N, label_N))
+        self.rows += image_N.numel()
+        if self.rows >= self.merge_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        width = max(part[0].shape[1] for part in self.parts)
+
+        def padded(codes_NK: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(codes_NK, (0, width - codes_NK.shape[1]))
+
+        columns = list(zip(*self.parts, strict=True))
+        self.acc.update(
+            torch.cat([padded(c) for c in columns[0]]),
+            torch.cat([padded(c) for c in columns[1]]),
+            *(torch.cat(column) for column in columns[2:]),
+        )
+        self.parts, self.rows = [], 0
+
+
 def compute_feature_stats(
     store: ActivationStore | str | Path,
     sae: SparseAutoencoder,
     config: StatsConfig | None = None,
     *,
     batch_rows: int = 8192,
+    merge_rows: int = 65536,
     labels: Sequence[int] | np.ndarray | None = None,
     progress: bool = False,
 ) -> FeatureStats:
     """Statistics of every feature of `sae` over every row of `store` (one sequential pass).
+
+    Rows are encoded `batch_rows` at a time and merged into the statistics about `merge_rows` at a time.
 
     `labels[i]` is image i's class (negative for none); the manifest does not hold labels, so pass
     them to get class counts stored with the statistics (the browser also reads labels from the images).
@@ -67,8 +116,8 @@ def compute_feature_stats(
         raise ValueError(
             "open the store with normalize=False: the SAE applies its own norm_scale to raw rows"
         )
-    if batch_rows < 1:
-        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    if batch_rows < 1 or merge_rows < 1:
+        raise ValueError(f"batch_rows and merge_rows must be >= 1, got {batch_rows} and {merge_rows}")
     _check_sae(sae, store.d_model, store.hook)
     layout = store.layout
     acc = FeatureStatsAccumulator(sae.cfg.d_sae, TokenGrid(layout.first_patch, layout.grid_hw), config)
@@ -77,6 +126,7 @@ def compute_feature_stats(
     if labels_I is not None and labels_I.shape != (n_images,):
         raise ValueError(f"labels has shape {tuple(labels_I.shape)}; the store covers {n_images} images")
 
+    merger = _MergeBuffer(acc, merge_rows)
     n_rows = len(store)
     pending: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
     bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="feature stats")
@@ -93,13 +143,10 @@ def compute_feature_stats(
         if cut:
             image_t = torch.from_numpy(image_N[:cut].astype(np.int64))
             label_t = None if labels_I is None else labels_I[image_t]
-            acc.update(
-                *_encode(sae, acts_ND[:cut]),
-                image_t,
-                torch.from_numpy(token_N[:cut].astype(np.int64)),
-                label_t,
-            )
+            token_t = torch.from_numpy(token_N[:cut].astype(np.int64))
+            merger.add(*_encode(sae, acts_ND[:cut]), image_t, token_t, label_t)
         bar.update(stop - start)
+    merger.flush()
     bar.close()
     manifest = store.manifest
     meta = {
@@ -122,6 +169,7 @@ def compute_feature_stats_from_images(
     config: StatsConfig | None = None,
     *,
     batch_size: int = 32,
+    merge_rows: int = 65536,
     device: str = "cpu",
     progress: bool = False,
 ) -> FeatureStats:
@@ -137,6 +185,7 @@ def compute_feature_stats_from_images(
     acc = FeatureStatsAccumulator(sae.cfg.d_sae, TokenGrid(layout.n_prefix, layout.grid_hw), config)
     model = model.to(device).eval()
     loader = ImageLoader(source, model.preprocess, batch_size=batch_size)
+    merger = _MergeBuffer(acc, merge_rows)
     for batch in tqdm(loader, disable=not progress, desc="feature stats", unit="batch"):
         with torch.no_grad():
             acts_BTD = model.collect(batch.pixels_BCHW.to(device), [hook_name])[hook_name]
@@ -144,9 +193,10 @@ def compute_feature_stats_from_images(
         image_N = batch.indices_B.repeat_interleave(n_tokens)
         token_N = torch.arange(n_tokens).repeat(n_images)
         label_N = batch.labels_B.repeat_interleave(n_tokens)
-        acc.update(
+        merger.add(
             *_encode(sae, acts_BTD.reshape(n_images * n_tokens, -1).float()), image_N, token_N, label_N
         )
+    merger.flush()
     preprocess = getattr(model, "preprocess", None)
     meta = {
         "activations": "images",
