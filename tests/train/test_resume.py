@@ -1,11 +1,17 @@
 """Interrupted training resumes from its last checkpoint and continues the identical trajectory."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from vitsae.cli import main
 from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.checkpoint import latest_checkpoint
 from vitsae.train.synthetic import sparse_dictionary_data
@@ -110,3 +116,41 @@ def test_resume_on_data_of_another_width_names_both_widths(tmp_path):
     wider, _ = sparse_dictionary_data(640, d=20, n_atoms=24, seed=1)
     with pytest.raises(ValueError, match=r"width 20\).*d_in=12"):
         Trainer(cfg, TensorBatches(wider, 64), tmp_path).fit()
+
+
+def test_vitsae_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
+    acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, active=3, seed=2)
+    save_file({"activations": acts}, str(tmp_path / "acts.safetensors"))
+    args = [
+        "train",
+        "--activations",
+        str(tmp_path / "acts.safetensors"),
+        "--architecture",
+        "topk",
+        "--k",
+        "3",
+    ]
+    args += ["--expansion-factor", "2", "--batch-size", "32", "--total-tokens", str(32 * 400)]
+    args += ["--checkpoint-every", "5", "--log-every", "5", "--progress", "false", "--plot", "false"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vitsae.cli", *args, "--out", str(killed)], env=env)
+    pointer = killed / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if pointer.exists() and json.loads(pointer.read_text())["step"] >= 10:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    stopped_at = json.loads(pointer.read_text())["step"]
+    assert 10 <= stopped_at < 400
+
+    assert main([*args, "--out", str(killed)]) == 0
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    (name,) = json.loads((tmp_path / "straight" / "sweep.json").read_text())
+    straight = load_file(tmp_path / "straight" / name / "sae.safetensors")
+    resumed = load_file(killed / name / "sae.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert not list((killed / "checkpoints").glob(".step_*"))

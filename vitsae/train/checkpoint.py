@@ -75,10 +75,11 @@ def save_checkpoint(out_dir: Path, trainer_state: dict[str, Any], runs: dict[str
     root = checkpoint_root(out_dir)
     name = f"step_{trainer_state['step']:09d}"
     final = root / name
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step_*.tmp-*"):  # left by a process killed mid-write (one writer per run)
+        shutil.rmtree(stale)
     tmp = root / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
