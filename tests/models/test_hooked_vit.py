@@ -178,3 +178,12 @@ def test_fresh_model_is_randomly_initialised_and_trainable():
     loss.backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.abs().max() > 0, name
+
+
+def test_unpooled_model_outputs_tokens():
+    cfg = HookedViTConfig(d_model=16, n_layers=1, n_heads=2, d_mlp=32, image_size=(16, 16), patch_size=8,
+                          class_token=False, pool="none", head_out=3)  # fmt: skip
+    model = HookedViT(cfg)
+    got = model.collect(torch.randn(2, 3, 16, 16), ["hook_pooled", "hook_logits"])
+    assert model.token_layout("hook_logits") == TokenLayout(0, 0, (2, 2), 3)
+    assert got["hook_logits"].shape == (2, 4, 3) and got["hook_pooled"].shape == (2, 4, 16)

@@ -200,12 +200,14 @@ class HookedViT(StackedWeights, HookedRootModule):
             width = {"hook_attn_scores": cfg.n_heads * n_full, "hook_pattern": cfg.n_heads * n_full}
             width.update({"hook_pre": cfg.d_mlp, "hook_post": cfg.d_mlp})
             return TokenLayout(1, 0, None, width.get(leaf, cfg.d_model))
-        if hook_name == "hook_pooled":
-            return TokenLayout(1, 0, None, cfg.pooled_width)
-        if hook_name == "hook_logits":
-            if cfg.head_out:
-                return TokenLayout(1, 0, None, cfg.head_out)
-            return full if cfg.pool == "none" else TokenLayout(1, 0, None, cfg.pooled_width)
+        if hook_name in ("hook_pooled", "hook_logits"):
+            width = cfg.head_out if hook_name == "hook_logits" and cfg.head_out else cfg.pooled_width
+            # pool="none" keeps every token; otherwise one summary vector
+            return (
+                dataclasses.replace(full, width=width)
+                if cfg.pool == "none"
+                else TokenLayout(1, 0, None, width)
+            )
         if leaf in _PATTERNS:
             return dataclasses.replace(full, width=cfg.n_heads * n_full)
         if leaf in ("hook_pre", "hook_pre_linear", "hook_post"):
