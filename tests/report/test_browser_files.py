@@ -75,3 +75,23 @@ def test_bad_feature_ids_and_mismatched_logits_are_refused(tmp_path, small_stats
     with pytest.raises(ValueError, match="logit effects cover 3 features, the statistics 96"):
         write_browser(small_stats, tmp_path / "b", logits=wrong)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_forked_page_workers_write_the_same_site(tmp_path, small_stats):
+    from analysis_fixtures import shapes
+
+    from vitsae.data.preprocess import Preprocess
+    from vitsae.report.browser import BrowserConfig
+
+    def files(site):
+        return {
+            p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file() and p.name != MARKER
+        }
+
+    kwargs = {"source": shapes(), "preprocess": Preprocess(size=(32, 32)), "features": range(0, 96, 7)}
+    write_browser(small_stats, tmp_path / "one", config=BrowserConfig(thumb_size=32, patch_size=16), **kwargs)
+    write_browser(
+        small_stats, tmp_path / "two", config=BrowserConfig(thumb_size=32, patch_size=16, workers=2), **kwargs
+    )
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert len(one) > 20 and one == two

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import multiprocessing
 import shutil
 import tempfile
 from collections import Counter
@@ -59,12 +60,17 @@ class BrowserConfig:
     )
     n_logit_classes: int = field(default=6, metadata={"help": "classes listed per direction of logit effect"})
     image_cache: int = field(default=512, metadata={"help": "decoded images kept in memory while rendering"})
+    workers: int = field(
+        default=1, metadata={"help": "processes that render feature pages (fork; Linux/macOS)"}
+    )
 
     def __post_init__(self) -> None:
         if min(self.thumb_size, self.patch_size) < 8:
             raise ValueError(
                 f"thumb_size and patch_size must be >= 8 px, got {self.thumb_size}, {self.patch_size}"
             )
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if any(not 0 <= q <= 1 for q in self.quantiles):
             raise ValueError(f"quantiles must lie in [0, 1], got {list(self.quantiles)}")
 
@@ -290,6 +296,38 @@ class _Site:
             )
 
 
+_FORKED_SITE: _Site | None = None  # the site a forked page worker renders from
+
+
+def _write_page_group(features: list[int]) -> int:
+    assert _FORKED_SITE is not None
+    for f in features:
+        _FORKED_SITE.write_feature(f)
+    return len(features)
+
+
+def _write_pages(site: _Site, features: list[int], workers: int) -> None:
+    """Write the feature pages, in `workers` forked processes when more than one.
+
+    Forked workers inherit the site (statistics, image source) without pickling it; they share nothing
+    they write, since every feature's files have their own names.
+    """
+    global _FORKED_SITE
+    if workers == 1 or len(features) < 2:
+        for f in features:
+            site.write_feature(f)
+        return
+    groups = [features[start :: workers * 8] for start in range(min(len(features), workers * 8))]
+    _FORKED_SITE = site
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            written = sum(pool.imap_unordered(_write_page_group, groups))
+    finally:
+        _FORKED_SITE = None
+    if written != len(features):
+        raise RuntimeError(f"page workers wrote {written} of {len(features)} feature pages")
+
+
 def write_browser(
     stats: FeatureStats | str | Path,
     out_dir: str | Path,
@@ -342,8 +380,7 @@ def write_browser(
         )
         site.write_shell()
         site.write_index()
-        for f in chosen:
-            site.write_feature(f)
+        _write_pages(site, list(chosen), config.workers)
         write_json_atomic(
             build / MARKER,
             {
