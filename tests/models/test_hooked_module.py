@@ -185,3 +185,15 @@ def test_weights_hash_changes_with_weights(resnet):
     with torch.no_grad():
         resnet.classifier[1].bias[0] += 1.0
     assert wrapped.weights_hash() != first
+
+
+def test_unwrap_removes_the_hook_points(resnet, pixels):
+    wrapped = HookedModule(resnet, Preprocess(size=(32, 32)))
+    seen = []
+    wrapped.add_hook("resnet.encoder.stages.0", lambda acts, hook: seen.append(hook.name))
+    wrapped(pixels)
+    assert seen == ["resnet.encoder.stages.0"]
+    assert wrapped.unwrap() is resnet
+    resnet(pixels)
+    assert seen == ["resnet.encoder.stages.0"]
+    assert all(not module._forward_hooks for module in resnet.modules())

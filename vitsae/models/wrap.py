@@ -72,9 +72,18 @@ class HookedModule(HookedRootModule):
         self.sites = nn.ModuleList(HookPoint() for _ in paths)
         self.hook_logits = HookPoint()
         self._site_paths = paths
-        for path, hook_point in zip(paths, self.sites, strict=True):
+        self._handles = [
             modules[path].register_forward_hook(_through(hook_point))
+            for path, hook_point in zip(paths, self.sites, strict=True)
+        ]
         self.setup()
+
+    def unwrap(self) -> nn.Module:
+        """Take the hook points off the wrapped model and return it as it was (this wrapper stops working)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return self.model
 
     def setup(self) -> None:
         """Name the hook points by module path (the wrapped model's own modules are left untouched)."""
