@@ -34,6 +34,7 @@ def test_store_statistics_equal_brute_force_over_dense_codes(small_store, batch_
     assert stats.grid.n_prefix == 1 and stats.grid.grid_hw == (4, 4)
     assert stats.fire_count_F.tolist() == (codes > 0).sum(0).tolist()
     np.testing.assert_allclose(stats.act_sum_F.numpy(), codes.sum(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.max_activation_F().numpy(), codes.max(0), rtol=1e-5)
     assert stats.hist_FH.sum(1).tolist() == (codes > 0).sum(0).tolist()
     assert stats.meta["hook"] == HOOK and stats.meta["source"]["kind"] == "shapes"
     for f in range(n_features):

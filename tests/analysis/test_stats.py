@@ -82,6 +82,7 @@ def test_streaming_statistics_equal_brute_force(images_per_batch):
     assert stats.n_tokens == image_N.numel() and stats.n_images == 23
     assert stats.fire_count_F.tolist() == ref["fire"].tolist()
     np.testing.assert_allclose(stats.act_sum_F.numpy(), ref["sum"], rtol=1e-6)
+    np.testing.assert_allclose(stats.max_activation_F().numpy(), ref["dense"].max(0), rtol=1e-6)
     assert stats.hist_FH.tolist() == ref["hist"].tolist()
     assert stats.image_fire_count_F.tolist() == [ref["image_fire"][f] for f in range(n_features)]
     assert stats.fire_count_F[-1] == 0 and (stats.top_image_index_Fk[-1] == -1).all()

@@ -89,6 +89,7 @@ class FeatureStats:
     n_images: int
     fire_count_F: torch.Tensor
     act_sum_F: torch.Tensor
+    max_act_F: torch.Tensor
     image_fire_count_F: torch.Tensor
     hist_edges: torch.Tensor
     hist_FH: torch.Tensor
@@ -117,7 +118,8 @@ class FeatureStats:
         return self.act_sum_F / self.fire_count_F.clamp(min=1)
 
     def max_activation_F(self) -> torch.Tensor:
-        return self.top_patch_value_Fk[:, 0].clamp(min=0)
+        """Largest activation over every token (class and register tokens included)."""
+        return self.max_act_F
 
     def image_map(self, feature: int, rank: int) -> torch.Tensor:
         """The activation map [gh, gw] (float32, activation units) of a feature's rank-th top image."""
@@ -191,6 +193,7 @@ class FeatureStats:
 _TENSOR_FIELDS = (
     "fire_count_F",
     "act_sum_F",
+    "max_act_F",
     "image_fire_count_F",
     "hist_edges",
     "hist_FH",
@@ -223,6 +226,7 @@ class FeatureStatsAccumulator:
 
         self.fire_count_F = torch.zeros(n_features, dtype=torch.int64)
         self.act_sum_F = torch.zeros(n_features, dtype=torch.float64)
+        self.max_act_F = torch.zeros(n_features, dtype=torch.float32)
         self.image_fire_count_F = torch.zeros(n_features, dtype=torch.int64)
         self.hist_FH = torch.zeros((n_features, config.hist_bins), dtype=torch.int64)
 
@@ -316,6 +320,7 @@ class FeatureStatsAccumulator:
         ones_E = torch.ones_like(feature_E)
         self.fire_count_F.index_put_((feature_E,), ones_E, accumulate=True)
         self.act_sum_F.index_put_((feature_E,), value_E.double(), accumulate=True)
+        self.max_act_F.scatter_reduce_(0, feature_E, value_E, reduce="amax")
         bin_E = torch.bucketize(value_E, self._inner_edges, right=True)
         self.hist_FH.view(-1).index_put_((feature_E * n_bins + bin_E,), ones_E, accumulate=True)
         fired_IF = torch.zeros(n_images * n_features, dtype=torch.bool)
@@ -376,6 +381,7 @@ class FeatureStatsAccumulator:
             n_images=self.n_images,
             fire_count_F=self.fire_count_F.clone(),
             act_sum_F=self.act_sum_F.clone(),
+            max_act_F=self.max_act_F.clone(),
             image_fire_count_F=self.image_fire_count_F.clone(),
             hist_edges=self.config.hist_edges(),
             hist_FH=self.hist_FH.clone(),

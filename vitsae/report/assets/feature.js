@@ -20,7 +20,11 @@
     return node;
   }
   function num(x) { return x === 0 ? "0" : Number(x).toPrecision(3); }
-  function pct(x) { return x === 0 ? "0%" : (x >= 0.001 ? (100 * x).toFixed(2) : (100 * x).toExponential(1)) + "%"; }
+  function pct(x) {
+    var p = 100 * x;
+    if (p === 0) return "0%";
+    return (p >= 1 ? p.toFixed(2) : p >= 0.001 ? String(Number(p.toPrecision(2))) : p.toExponential(1)) + "%";
+  }
   function section(title) { var s = el("section"); s.appendChild(el("h2", {}, title)); main.appendChild(s); return s; }
   function notice(parent, text) { parent.appendChild(el("p", { "class": "notice" }, text)); }
 

@@ -12,12 +12,15 @@
   var view = rows.slice();
   var byId = function (a, b) { return a[0] - b[0]; };
 
+  function pct(x) {
+    var p = 100 * x;
+    if (p === 0) return "0";
+    return (p >= 1 ? p.toFixed(2) : p >= 0.001 ? String(Number(p.toPrecision(2))) : p.toExponential(1)) + "%";
+  }
+
   function fmt(value, key) {
     if (value === null || value === undefined) return "";
-    if (key === "freq" || key === "img_freq") {
-      if (value === 0) return "0";
-      return value >= 0.001 ? (100 * value).toFixed(2) + "%" : (100 * value).toExponential(1) + "%";
-    }
+    if (key === "freq" || key === "img_freq") return pct(value);
     if (typeof value === "number") return value === 0 ? "0" : value.toPrecision(3);
     return String(value);
   }
