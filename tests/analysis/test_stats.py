@@ -153,9 +153,18 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(getattr(loaded, name), getattr(stats, name))
 
 
-def test_load_rejects_a_directory_without_statistics(tmp_path):
+def test_load_rejects_a_directory_without_statistics_or_with_missing_tensors(tmp_path):
     with pytest.raises(FileNotFoundError, match="feature_stats.json"):
         FeatureStats.load(tmp_path)
+    from safetensors.torch import load_file, save_file
+
+    stats = accumulate(generated_codes(), 9, StatsConfig(), images_per_batch=7)
+    path = stats.save(tmp_path / "stats") / "feature_stats.safetensors"
+    tensors = load_file(str(path))
+    del tensors["max_act_F"]
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=r"lacks tensors \['max_act_F'\]"):
+        FeatureStats.load(tmp_path / "stats")
 
 
 def test_images_out_of_order_or_split_across_updates_are_rejected():

@@ -180,6 +180,9 @@ class FeatureStats:
                 f"this vitsae reads vitsae.feature_stats version {STATS_FORMAT_VERSION}"
             )
         tensors = load_file(str(stats_dir / STATS_TENSORS))
+        missing = sorted(set(_TENSOR_FIELDS) - set(tensors))
+        if missing:
+            raise ValueError(f"{stats_dir / STATS_TENSORS} lacks tensors {missing}: recompute the statistics")
         return cls(
             config=config_from_dict(StatsConfig, info["config"]),
             grid=TokenGrid(info["n_prefix_tokens"], tuple(info["grid_hw"])),
