@@ -52,7 +52,8 @@ def test_manifest_describes_the_store(harvested: Path) -> None:
         np.testing.assert_allclose(manifest["stats"]["mean"], rows_RD.mean(0), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(manifest["stats"]["mean_norm"], np.linalg.norm(rows_RD, axis=1).mean(),
                                    rtol=1e-12)
-        assert not (harvested / hook / ".progress").exists()
+        sidecars = sorted(p.name for p in (harvested / hook / ".progress").iterdir())
+        assert sidecars == [f"{s['file']}.json" for s in manifest["shards"]]
     assert read_json(harvested / "harvest.json")["config"]["hooks"] == list(HOOKS)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from conftest import N_IMAGES
 from store_worker import HOOKS, SlowModel, config, shapes, tiny_vit
 
 from vitsae.fileio import read_json
-from vitsae.store import harvest
+from vitsae.store import ActivationStore, StoreError, harvest
 
 WORKER = Path(__file__).with_name("store_worker.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -24,10 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 def assert_same_store(got: Path, want: Path) -> None:
     """Byte-identical shards and run record; manifests equal except the creation time."""
     assert (got / "harvest.json").read_bytes() == (want / "harvest.json").read_bytes()
+    def files_of(store: Path) -> list[str]:
+        return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+
     for hook in HOOKS:
-        files = sorted(p.name for p in (got / hook).iterdir())
-        assert files == sorted(p.name for p in (want / hook).iterdir())
-        for name in files:
+        files = files_of(got / hook)
+        assert files == files_of(want / hook)
+        for name in files:  # shards and their sidecar records
             if name != "manifest.json":
                 assert (got / hook / name).read_bytes() == (want / hook / name).read_bytes(), name
         manifests = [read_json(store / hook / "manifest.json") for store in (got, want)]
@@ -72,6 +76,16 @@ def test_ctrl_c_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path)
     assert sum(computed) == N_IMAGES - 12  # only the unfinished shards were recomputed
     assert not stale.exists()
     assert_same_store(tmp_path, harvested)
+
+
+def test_rerun_recomputes_a_deleted_shard_of_a_finished_store(tmp_path: Path, harvested: Path) -> None:
+    store = Path(shutil.copytree(harvested, tmp_path / "store"))
+    (store / HOOKS[1] / "shard-000002.safetensors").unlink()
+    with pytest.raises(StoreError, match="shard-000002.safetensors is missing; delete it and rerun"):
+        ActivationStore.open(store / HOOKS[1])
+    harvest(config(store, N_IMAGES), model=tiny_vit(), source=shapes(N_IMAGES))
+    assert_same_store(store, harvested)
+    ActivationStore.open(store / HOOKS[1], verify="full")
 
 
 def test_kill_9_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path) -> None:

@@ -4,9 +4,10 @@ Layout: `<out>/harvest.json` (the run's config, model hash, source description) 
 in `<out>/<hook>/`. Images are cut into shards of `images_per_shard` consecutive source indices (a
 multiple of the batch size, so batches never straddle shards); shard k of every hook comes from the
 same forward passes. A shard is done once its file and its sidecar `<hook>/.progress/shard-k.json`
-(rows, bytes, sha256, float64 sums, skipped images) exist; a rerun recomputes only the shards without
-one, and the manifest is built from the sidecars in shard order, so an interrupted-and-resumed or a
-multi-process harvest writes exactly the bytes and manifest of an uninterrupted one-process run.
+(rows, bytes, sha256, float64 sums, skipped images) exist and agree in size; a rerun recomputes only the
+shards that are not done (also after the store was finished: delete a damaged shard and rerun), and
+the manifest is built from the sidecars in shard order, so an interrupted-and-resumed or a multi-process
+harvest writes exactly the bytes and manifest of an uninterrupted one-process run.
 Under torchrun each rank harvests a contiguous block of shards; rank 0 writes the manifests.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,8 +288,6 @@ def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: A
             "skipped": skipped,
         }
         write_json_atomic(plan.directory / MANIFEST_NAME, manifest)
-    for plan in plans:
-        shutil.rmtree(plan.directory / PROGRESS_DIR, ignore_errors=True)
 
 
 def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> dict[str, Path]:
@@ -310,11 +308,12 @@ def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> 
         per_shard = images_per_shard(config, max(plan.rows_per_image for plan in plans))
         n_shards = -(-len(source) // per_shard)
         _check_or_write_record(config, _run_record(config, model, source, per_shard), rank, world)
-        complete = all((plan.directory / MANIFEST_NAME).exists() for plan in plans) and not any(
-            (plan.directory / PROGRESS_DIR).exists() for plan in plans)
+        # the sidecars stay after the manifest is written: a shard deleted later is recomputed by a rerun
+        pending_all = [s for s in range(n_shards) if not _shard_done(plans, s)]
+        complete = not pending_all and all((plan.directory / MANIFEST_NAME).exists() for plan in plans)
         if not complete:
             mine = range(rank * n_shards // world, (rank + 1) * n_shards // world)
-            pending = [s for s in mine if not _shard_done(plans, s)]
+            pending = [s for s in pending_all if s in mine]
             with torch.inference_mode():
                 _harvest_shards(model, source, config, plans, pending, per_shard,
                                 config.progress and rank == 0)

@@ -1,8 +1,8 @@
 """ActivationStore: memory-mapped reading of a harvested store.
 
-Shards are memory-mapped with numpy at the data offsets from their safetensors headers, so opening a
-store of hundreds of GB reads only its manifest and shard headers. Rows come back as float32 torch
-tensors, optionally scaled so that E||x|| = sqrt(D).
+Shards are memory-mapped with numpy at the data offsets from their safetensors headers (read when a
+shard is first used), so opening a store of hundreds of GB reads only its manifest and file sizes.
+Rows come back as float32 torch tensors, optionally scaled so that E||x|| = sqrt(D).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from vitsae.store.format import (
     DTYPES,
     NUMPY_OF_CODE,
     StoreError,
-    TensorEntry,
     read_manifest,
     read_shard_header,
 )
@@ -37,6 +36,7 @@ from vitsae.store.tokens import Layout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
 _INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
+_REPAIR = "delete it and rerun the harvest command that made the store to recompute it"
 
 
 @dataclass
@@ -47,7 +47,6 @@ class _Shard:
     image_range: tuple[int, int]
     nbytes: int
     sha256: str
-    entries: dict[str, TensorEntry] | None = None
     maps: dict[str, np.memmap] | None = None
 
 
@@ -106,17 +105,17 @@ class ActivationStore:
         try:
             actual = shard.path.stat().st_size
         except FileNotFoundError as exc:
-            raise StoreError(f"shard {shard.path} is missing") from exc
+            raise StoreError(f"shard {shard.path} is missing; {_REPAIR}") from exc
         if actual != shard.nbytes:
             raise StoreError(f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
-                             "truncated or replaced; re-harvest it")
+                             f"truncated or replaced; {_REPAIR}")
 
     def _check_sha(self, index: int) -> None:
         shard = self._shards[index]
         digest = sha256_file(shard.path)
         if digest != shard.sha256:
             raise StoreError(f"shard {shard.path} fails its sha256 check (got {digest[:16]}…, the manifest "
-                             f"says {shard.sha256[:16]}…): the file was modified; re-harvest it")
+                             f"says {shard.sha256[:16]}…): the file was modified; {_REPAIR}")
         self._verified.add(index)
 
     def verify(self) -> None:
