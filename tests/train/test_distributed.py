@@ -22,15 +22,16 @@ def _config(architecture: str) -> TrainConfig:
     return TrainConfig(
         architecture=architecture,
         expansion_factor=(2,),
-        k=(3,),
-        l1_coefficient=(1.0,),
+        k=(1,),  # few firings and a strong penalty, so features die and get revived
+        l1_coefficient=(8.0,),
         lr=(3e-3, 1e-3),
         batch_size=64,
         total_tokens=64 * 24,
         lr_warmup_steps=4,
         dead_handling="auxk" if architecture == "topk" else "resample",
-        dead_tokens=64 * 3,
+        dead_tokens=64,
         resample_every=5,
+        resample_until=1.0,
         log_every=6,
         checkpoint_every=8,
         progress=False,
@@ -62,7 +63,9 @@ def test_two_processes_match_one_process(tmp_path):
     )
     for architecture in ARCHITECTURES:
         single_dir = tmp_path / "single" / architecture
-        Trainer(_config(architecture), _data(), single_dir).fit()
+        summaries = Trainer(_config(architecture), _data(), single_dir).fit()
+        revival = "resampled" if architecture == "relu" else "auxk_loss"
+        assert max(s["final_metrics"][revival] for s in summaries.values()) > 0
         names = json.loads((single_dir / "sweep.json").read_text()).keys()
         assert len(names) == 2
         for name in names:

@@ -38,8 +38,8 @@ def config(architecture: str, dead_handling: str) -> TrainConfig:
     return TrainConfig(
         architecture=architecture,
         expansion_factor=(2,),
-        k=(3,),
-        l1_coefficient=(1.0,),
+        k=(1,),  # few firings and a strong penalty, so features die and get revived
+        l1_coefficient=(6.0,),
         lr=(3e-3, 1e-3),
         batch_size=64,
         total_tokens=64 * 30,
@@ -48,8 +48,9 @@ def config(architecture: str, dead_handling: str) -> TrainConfig:
         lr_decay_start=0.5,
         l1_warmup_steps=10,
         dead_handling=dead_handling,
-        dead_tokens=64 * 3,
+        dead_tokens=64,
         resample_every=4,
+        resample_until=1.0,
         log_every=4,
         checkpoint_every=10,
         progress=False,
@@ -87,6 +88,15 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, architecture, de
         for a, b in zip(lines, straight_lines, strict=True):
             ra, rb = json.loads(a), json.loads(b)
             assert ra["loss"] == rb["loss"] and ra["density_histogram"] == rb["density_histogram"]
+    records = [
+        json.loads(line)
+        for name in run_names
+        for line in (tmp_path / "resumed" / name / "metrics.jsonl").read_text().splitlines()
+    ]
+    if dead_handling == "resample":  # the revival paths were exercised across the crash
+        assert max(r["resampled"] for r in records) > 0
+    if dead_handling == "auxk":
+        assert max(r["auxk_loss"] for r in records) > 0
 
 
 def test_rerunning_a_finished_run_changes_nothing(tmp_path):

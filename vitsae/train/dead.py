@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from vitsae.sae.model import SparseAutoencoder
+from vitsae.train.distributed import all_reduce_sum
 
 
 class DeadFeatureTracker:
@@ -41,8 +42,13 @@ def auxk_loss(
     W_dec_FD: torch.Tensor,
     dead_mask_F: torch.Tensor,
     k_aux: int,
+    world_size: int = 1,
 ) -> torch.Tensor:
-    """||e - e_hat||^2 / ||e - mean(e)||^2 with e = x - x_hat and e_hat from the top-k_aux dead features."""
+    """||e - e_hat||^2 / ||e - mean(e)||^2 with e = x - x_hat and e_hat from the top-k_aux dead features.
+
+    Both are means over rows; the denominator (a constant for the gradient) is taken over every rank's
+    rows, so data-parallel training computes the same loss as one process on the whole batch.
+    """
     n_dead = int(dead_mask_F.sum())
     if n_dead == 0:
         return pre_BF.new_zeros(())
@@ -52,8 +58,13 @@ def auxk_loss(
     codes_BF = torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK.relu())
     resid_hat_BD = codes_BF @ W_dec_FD
     err = (resid_BD - resid_hat_BD).square().sum(-1).mean()
-    scale = (resid_BD - resid_BD.mean(0)).square().sum(-1).mean().clamp_min(1e-12)
-    return err / scale
+    sums = torch.cat(
+        [resid_BD.new_tensor([resid_BD.shape[0]]), resid_BD.square().sum()[None], resid_BD.sum(0)]
+    )
+    sums = all_reduce_sum(sums.double(), world_size)
+    rows = sums[0]
+    scale = ((sums[1] - sums[2:].square().sum() / rows) / rows).clamp_min(1e-12)
+    return err / scale.to(err.dtype)
 
 
 @torch.no_grad()

@@ -320,7 +320,7 @@ class Trainer:
         dead_mask_F = run.dead.dead_mask_F
         if cfg.dead_handling == "auxk" and bool(dead_mask_F.any()):
             k_aux = cfg.auxk_k or max(run.spec.sae.d_in // 2, 1)
-            aux = auxk_loss(x_BD, out.recon_BD, out.pre_BF, sae.W_dec, dead_mask_F, k_aux)
+            aux = auxk_loss(x_BD, out.recon_BD, out.pre_BF, sae.W_dec, dead_mask_F, k_aux, self.world_size)
             loss = loss + cfg.auxk_coefficient * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
