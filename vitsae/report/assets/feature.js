@@ -155,6 +155,7 @@
     document.body.dataset.ready = "";
     var prev = document.getElementById("prev-feature"), next = document.getElementById("next-feature");
     prev.href = "#" + Math.max(0, id - 1);
+    prev.style.visibility = id > 0 ? "visible" : "hidden";
     next.href = "#" + (id + 1);
     if (current) current.remove();
     current = el("script", { src: "data/f/" + String(Math.floor(id / 1000)).padStart(3, "0") + "/" + id + ".js" });
