@@ -28,7 +28,7 @@ def _config(architecture: str) -> TrainConfig:
         batch_size=64,
         total_tokens=64 * 24,
         lr_warmup_steps=4,
-        dead_handling="auxk" if architecture == "topk" else "resample",
+        dead_handling="resample" if architecture == "relu" else "auxk",
         dead_tokens=64,
         resample_every=5,
         resample_until=1.0,
@@ -44,7 +44,7 @@ def _data():
     return TensorBatches(acts, 64, seed=2)
 
 
-ARCHITECTURES = ("relu", "topk")
+ARCHITECTURES = ("relu", "topk", "batchtopk")
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:

@@ -76,3 +76,28 @@ def batch_topk_relu(pre_BF: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     positive = values[values > 0]
     smallest = positive.min().detach() if positive.numel() else pre_BF.new_zeros(())
     return codes_BF, smallest
+
+
+def batch_topk_relu_distributed(
+    pre_BF: torch.Tensor, k: int, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch_topk_relu` over the union of every rank's rows (each rank holds B rows of the k * B * ranks).
+
+    The global cut-off is found from each rank's top candidates (the global top-N lies in the union of
+    the local top-N sets), so every rank keeps what one process would keep on the whole batch.
+    """
+    import torch.distributed as dist
+
+    acts_BF = pre_BF.relu()
+    flat = acts_BF.flatten()
+    n_keep = min(k * pre_BF.shape[0] * world_size, flat.numel() * world_size)
+    candidates = flat.detach().topk(min(n_keep, flat.numel()), sorted=False).values
+    gathered = [torch.empty_like(candidates) for _ in range(world_size)]
+    dist.all_gather(gathered, candidates)
+    cutoff = torch.cat(gathered).topk(n_keep, sorted=False).values.min()
+    keep_BF = (acts_BF >= cutoff) & (acts_BF > 0)
+    codes_BF = acts_BF * keep_BF
+    local_min = torch.where(keep_BF, acts_BF.detach(), torch.full_like(acts_BF, torch.inf)).min()
+    dist.all_reduce(local_min, op=dist.ReduceOp.MIN)
+    smallest = local_min if torch.isfinite(local_min) else pre_BF.new_zeros(())
+    return codes_BF, smallest

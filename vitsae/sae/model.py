@@ -78,7 +78,7 @@ class SparseAutoencoder(nn.Module):
     def jumprelu_threshold(self) -> torch.Tensor:
         return self.log_threshold.exp()
 
-    def _activate(self, pre_BF: torch.Tensor) -> torch.Tensor:
+    def _activate(self, pre_BF: torch.Tensor, world_size: int = 1) -> torch.Tensor:
         arch = self.cfg.architecture
         if arch == "relu":
             return pre_BF.relu()
@@ -87,6 +87,10 @@ class SparseAutoencoder(nn.Module):
         if arch == "topk":
             values_BK, indices_BK = activations.topk_relu(pre_BF, self.cfg.k)
             return torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK)
+        if self.training and world_size > 1:
+            codes_BF, smallest = activations.batch_topk_relu_distributed(pre_BF, self.cfg.k, world_size)
+            self._update_threshold(smallest)
+            return codes_BF
         if self.training:
             codes_BF, smallest = activations.batch_topk_relu(pre_BF, self.cfg.k)
             self._update_threshold(smallest)
@@ -132,15 +136,18 @@ class SparseAutoencoder(nn.Module):
             return self.decode_sparse(self.encode_sparse(x_BD, raw), raw)
         return self.decode(self.encode(x_BD, raw), raw)
 
-    def forward_train(self, x_BD: torch.Tensor) -> TrainOutput:
-        """Reconstruction plus the codes and pre-activations the losses need (normalised units)."""
+    def forward_train(self, x_BD: torch.Tensor, world_size: int = 1) -> TrainOutput:
+        """Reconstruction plus the codes and pre-activations the losses need (normalised units).
+
+        Under data parallelism `world_size` > 1 makes BatchTopK select over every rank's rows together.
+        """
         pre_BF = self.pre_activations(x_BD)
         if self.cfg.architecture == "topk" and resolve_backend(self.cfg) == "sparse":
             codes = topk_encode_sparse(pre_BF, self.cfg.k)
             recon_BD = sparse_decode(codes, self.W_dec) + self.b_dec
             codes_BF = codes.to_dense(self.cfg.d_sae)
         else:
-            codes_BF = self._activate(pre_BF)
+            codes_BF = self._activate(pre_BF, world_size)
             recon_BD = codes_BF @ self.W_dec + self.b_dec
         if self.cfg.architecture == "jumprelu":
             active_BF = activations.step(pre_BF, self.jumprelu_threshold, self.cfg.jumprelu_bandwidth)

@@ -306,7 +306,7 @@ class Trainer:
         for group in opt.param_groups:
             group["lr"] = lr
         coefficient = run.spec.l1_coefficient * penalty_factor(self.step, cfg.l1_warmup_steps)
-        out = sae.forward_train(x_BD)
+        out = sae.forward_train(x_BD, self.world_size)
         sq_err_B = (x_BD - out.recon_BD).square().sum(-1)
         recon_loss = sq_err_B.mean()
         if arch == "relu":
@@ -362,8 +362,6 @@ class Trainer:
         opt.step()
         if run.spec.sae.unit_norm_decoder:
             sae.normalise_decoder()
-        if arch == "batchtopk" and self.world_size > 1:
-            ddp.all_reduce_sum(sae.threshold, self.world_size).div_(self.world_size)
         run.dead.update(fired_F, int(stats[0]))
         run.window.add(stats, x_sum_D, fired_F)
         if self._resample_due():
