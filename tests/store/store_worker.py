@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,8 +103,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n-images", type=int, default=24)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--seed-from-rank", action="store_true", help="each rank builds different weights")
     args = parser.parse_args()
-    model = tiny_vit()
+    model = tiny_vit(int(os.environ.get("RANK", "0")) if args.seed_from_rank else 0)
     harvest(config(args.out, args.n_images), model=SlowModel(model, args.delay) if args.delay else model,
             source=shapes(args.n_images))
 

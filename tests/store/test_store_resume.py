@@ -105,12 +105,23 @@ def test_kill_9_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path)
     assert_same_store(tmp_path, harvested)
 
 
-def test_two_rank_torchrun_equals_one_rank(tmp_path: Path, harvested: Path) -> None:
+def torchrun_worker(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-         "--out", str(tmp_path), "--n-images", str(N_IMAGES)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+         *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
     )
+
+
+def test_two_rank_torchrun_equals_one_rank(tmp_path: Path, harvested: Path) -> None:
+    result = torchrun_worker("--out", str(tmp_path), "--n-images", str(N_IMAGES))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_store(tmp_path, harvested)
+
+
+def test_ranks_with_different_models_are_refused(tmp_path: Path) -> None:
+    result = torchrun_worker("--out", str(tmp_path), "--n-images", "8", "--seed-from-rank")
+    assert result.returncode != 0
+    assert "rank 1 loaded a different model, source or options than rank 0" in result.stderr
+    assert "model_hash: rank 0 has" in result.stderr
+    assert not (tmp_path / "harvest.json").exists()

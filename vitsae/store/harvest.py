@@ -149,15 +149,28 @@ def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) 
             "model_hash": model.weights_hash(), "source": source.describe(), "images_per_shard": per_shard}
 
 
+def _record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    diffs = content_differences(saved.get("config", {}), record["config"])
+    for key in ("model_hash", "source", "format_version", "images_per_shard"):
+        if saved.get(key) != record[key]:
+            diffs.append(f"{key}: store has {saved.get(key)!r}, requested {record[key]!r}")
+    return diffs
+
+
 def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: int, world: int) -> None:
-    """Refuse to continue a store made by a different configuration; otherwise record this one."""
+    """Refuse to continue a store made by a different configuration, or ranks that disagree on the
+    model, source or options; otherwise record this configuration."""
+    if world > 1:
+        records: list[Any] = [None] * world
+        dist.all_gather_object(records, record)
+        for other, theirs in enumerate(records[1:], start=1):
+            diffs = _record_differences(records[0], theirs)
+            if diffs:
+                raise StoreError(f"rank {other} loaded a different model, source or options than rank 0:\n  "
+                                 + "\n  ".join(diffs).replace("store has", "rank 0 has"))
     path = config.out / RUN_RECORD
     if path.exists():
-        saved = read_json(path)
-        diffs = content_differences(saved.get("config", {}), record["config"])
-        for key in ("model_hash", "source", "format_version"):
-            if saved.get(key) != record[key]:
-                diffs.append(f"{key}: store has {saved.get(key)!r}, requested {record[key]!r}")
+        diffs = _record_differences(read_json(path), record)
         if diffs:
             raise StoreError(f"{config.out} holds a harvest with a different configuration; differing "
                              "fields:\n  " + "\n  ".join(diffs)
