@@ -30,7 +30,7 @@ CPU_CONFIGS = [  # (B, D, F, K)
     (1024, 768, 12288, 32),
 ]
 GPU_CONFIGS = [(4096, 768, 24576, k) for k in (32, 64, 128)]
-SWEEP = (1024, 256, 4096, (16, 64, 256, 512, 1024, 2048))  # B, D, F, K values
+SWEEP = (1024, 256, 4096, (16, 64, 128, 192, 256, 512, 1024))  # B, D, F, K values
 
 
 def _rss_bytes() -> int:
@@ -187,12 +187,27 @@ def main() -> int:
     print(f"\ndensity sweep (B={B}, D={D}, F={F}): step time, dense / sparse")
     print("| K | K/F | dense ms | sparse ms | dense/sparse |")
     print("|---|---|---|---|---|")
+    ratios = []
     for K in ks:
         res = {p: spawn({**base, "path": p, "B": B, "D": D, "F": F, "K": K}) for p in ("dense", "sparse")}
-        ratio = res["dense"]["seconds"] / res["sparse"]["seconds"]
+        ratios.append(res["dense"]["seconds"] / res["sparse"]["seconds"])
         print(f"| {K} | {K / F:.3f} | {res['dense']['seconds'] * 1e3:.1f} | "
-              f"{res['sparse']['seconds'] * 1e3:.1f} | {ratio:.2f} |")
+              f"{res['sparse']['seconds'] * 1e3:.1f} | {ratios[-1]:.2f} |")
+    print(f"\ncrossover: {crossover_density([k / F for k in ks], ratios)}")
     return 0
+
+
+def crossover_density(densities: list[float], ratios: list[float]) -> str:
+    """The density from which dense wins at every denser sweep point (dense/sparse <= 1), interpolated
+    linearly between the last point where sparse won and the next; a noisy dip below 1 further down is
+    ignored because sparse wins again after it."""
+    if ratios[-1] > 1:
+        return "none in the sweep (sparse wins at every density)"
+    last_win = max((i for i, r in enumerate(ratios) if r > 1), default=None)
+    if last_win is None:
+        return "below the sweep (dense wins at every density)"
+    d0, d1, r0, r1 = densities[last_win], densities[last_win + 1], ratios[last_win], ratios[last_win + 1]
+    return f"K/F = {d0 + (r0 - 1) * (d1 - d0) / (r0 - r1):.3f}"
 
 
 if __name__ == "__main__":

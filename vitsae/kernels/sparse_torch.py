@@ -18,8 +18,9 @@ from torch import Tensor
 from vitsae.kernels import selection
 from vitsae.kernels.reference import check_activation
 
-# The measured dense/sparse crossover of a TopK training step on the 2-core CPU sandbox: K/F = 0.044
-# (scripts/bench_kernels.py density sweep, 2026-11-23; docs/benchmarks.md, "Kernels"), rounded down.
+# The measured dense/sparse crossover of a TopK training step on the 2-core CPU sandbox: K/F = 0.044 and
+# 0.075 in two runs of the scripts/bench_kernels.py density sweep (2026-11-23; docs/benchmarks.md,
+# "Kernels"); the lower, rounded down.
 DENSE_DENSITY_THRESHOLD = 0.04
 
 
