@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
-from vitsae.fileio import atomic_path, read_json, write_json_atomic
+from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 
 from .topk import TopKBuffer
 
@@ -148,9 +148,7 @@ class FeatureStats:
         """Write `feature_stats.safetensors` + `feature_stats.json` into `out_dir`."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        tensors = {name: getattr(self, name).contiguous() for name in _TENSOR_FIELDS}
-        with atomic_path(out_dir / STATS_TENSORS) as tmp:
-            save_file(tensors, str(tmp))
+        save_tensors_atomic(out_dir / STATS_TENSORS, {name: getattr(self, name) for name in _TENSOR_FIELDS})
         write_json_atomic(
             out_dir / STATS_META,
             {

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.data.preprocess import Preprocess
-from vitsae.fileio import atomic_path, read_json, write_json_atomic
+from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.vit import HookedViT
 
@@ -22,9 +22,7 @@ def save_hooked_vit(model: HookedViT, directory: str | Path) -> Path:
     """Write `model` to `directory` (created if needed); weights first, so the JSON marks a complete save."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
+    save_tensors_atomic(directory / WEIGHTS_FILE, model.state_dict())
     write_json_atomic(
         directory / CONFIG_FILE,
         {

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
-from vitsae.fileio import atomic_path, read_json, write_json_atomic
+from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
 
@@ -27,9 +27,7 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 def save_sae(sae: SparseAutoencoder, directory: str | Path, training_summary: dict[str, Any] | None = None):
     """Write the SAE's weights and config (with an optional training summary) into `directory`."""
     directory = Path(directory)
-    tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp))
+    save_tensors_atomic(directory / WEIGHTS_FILE, sae.state_dict())
     write_json_atomic(
         directory / CONFIG_FILE,
         {

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from vitsae.fileio import atomic_path, write_json_atomic
+from vitsae.fileio import save_tensors_atomic, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 
 SAELENS_VERSION = "6.12"
@@ -59,7 +58,6 @@ def export_saelens(sae: SparseAutoencoder, directory: str | Path, model_name: st
     if architecture == "topk":
         saelens_cfg["k"] = cfg.k
         saelens_cfg["rescale_acts_by_decoder_norm"] = False
-    with atomic_path(directory / "sae_weights.safetensors") as tmp:
-        save_file(weights, str(tmp))
+    save_tensors_atomic(directory / "sae_weights.safetensors", weights)
     write_json_atomic(directory / "cfg.json", saelens_cfg)
     return directory
