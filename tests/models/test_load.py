@@ -250,3 +250,26 @@ def test_hooks_command_reports_a_bad_spec(capsys):
 
     assert main(["hooks", "nope:x"]) == 2
     assert "vitsae hooks: unknown model spec 'nope:x'; use one of: hf:" in capsys.readouterr().err
+
+
+def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):
+    config = hf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+                          patch_size=8, intermediate_size=64)
+    ref = hf.ViTModel(config, add_pooling_layer=False).eval()
+    ref.save_pretrained(tmp_path)
+    first, second = load(f"hf:{tmp_path}"), load(f"hf:{tmp_path}")
+    assert first.weights_hash() == second.weights_hash()
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(first(pixels), second(pixels), rtol=0, atol=0)
+    torch.testing.assert_close(first(pixels), ref(pixels).last_hidden_state[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_hf_checkpoint_missing_head_weights_is_refused(tmp_path):
+    config = hf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, image_size=32,
+                          patch_size=8, intermediate_size=64, num_labels=3)
+    hf.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["architectures"] = ["ViTForImageClassification"]  # claims a head the weights do not hold
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"lacks weights for \['classifier.bias', 'classifier.weight'\]"):
+        load(f"hf:{tmp_path}")

@@ -134,6 +134,23 @@ def _hf_class(config: Any) -> tuple[type[nn.Module], bool]:
     )
 
 
+def _drop_or_refuse_missing(ref: Any, target: str, missing: set[str]) -> None:
+    """Weights absent from a checkpoint would be random: drop an optional pooler, refuse anything else.
+
+    A ViTModel saved without its pooler (add_pooling_layer=False) is rebuilt with a random one by
+    transformers; keeping it would make outputs and the weights hash differ from one load to the next.
+    """
+    pooler = {key for key in missing if key.startswith("pooler.")}
+    if pooler and getattr(ref, "pooler", None) is not None:
+        ref.pooler = None
+        missing = missing - pooler
+    if missing:
+        raise ValueError(
+            f"{target!r} lacks weights for {sorted(missing)}: transformers would initialise them at random; "
+            "load the checkpoint with the architecture it was saved from"
+        )
+
+
 def load_hf(target: str) -> HookedModel:
     from transformers import AutoConfig
 
@@ -154,9 +171,12 @@ def load_hf(target: str) -> HookedModel:
         if config.model_type == "clip":
             kwargs["config"].projection_dim = config.projection_dim
     try:
-        ref = cls.from_pretrained(target, local_files_only=True, use_safetensors=True, **kwargs).eval()
+        ref, info = cls.from_pretrained(
+            target, local_files_only=True, use_safetensors=True, output_loading_info=True, **kwargs
+        )
     except OSError as err:
         raise ValueError(f"cannot load safetensors weights for {target!r}: {err}") from err
+    _drop_or_refuse_missing(ref.eval(), target, set(info["missing_keys"]))
     vision = getattr(config, "vision_config", config)
     size = getattr(vision, "image_size", 224)
     fallback = (size, size) if isinstance(size, int) else tuple(size)
