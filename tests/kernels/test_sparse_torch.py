@@ -5,7 +5,7 @@ import torch
 from conftest import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from vitsae.kernels import api, sparse_torch
+from vitsae.kernels import SparseCodes, api, sparse_torch
 
 
 def sparse_step(t, activation, k, backend="sparse"):
@@ -70,6 +70,22 @@ def test_decode_without_bias_is_the_codes_times_the_decoder(backend):
     codes = api.encode(t["x"], t["W_enc"], t["b_enc"], t["b_dec"], activation="topk", k=5).codes
     want = codes.to_dense(70) @ t["W_dec"]
     torch.testing.assert_close(api.decode(codes, t["W_dec"], None, backend=backend), want)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_decode_of_codes_with_padding_between_active_slots(backend):
+    # A TopK whose ReLU zeroed a slot in place: the active slots are not the first counts_B[b] ones.
+    indices_BK = torch.tensor([[4, 0, 2], [1, 3, 0]], dtype=torch.int32)
+    values_BK = torch.tensor([[0.5, 0.0, 0.3], [0.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    codes = SparseCodes(indices_BK, values_BK, torch.tensor([2, 0], dtype=torch.int32))
+    W_dec = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    x_hat = api.decode(codes, W_dec, None, backend=backend)
+    x_hat.square().sum().backward()
+    dense_codes = torch.tensor([[0.0, 0.0, 0.3, 0.0, 0.5], [0.0] * 5], dtype=torch.float64)
+    torch.testing.assert_close(x_hat, dense_codes @ W_dec)
+    W_ref = W_dec.detach().clone().requires_grad_()
+    (dense_codes @ W_ref).square().sum().backward()
+    torch.testing.assert_close(W_dec.grad, W_ref.grad)
 
 
 @pytest.mark.parametrize("backend", ["dense", "sparse"])

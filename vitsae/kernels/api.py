@@ -108,7 +108,17 @@ def decode(
         x_hat_BD = codes.to_dense(F).to(W_dec_FD.dtype) @ W_dec_FD
         return x_hat_BD if b_dec_D is None else x_hat_BD + b_dec_D
     ops = sparse_ops(W_dec_FD.device)
-    return SparseDecode.apply(ops, codes.indices_BK, codes.counts_B, codes.values_BK, W_dec_FD, b_dec_D)
+    return SparseDecode.apply(ops, codes.indices_BK, _slots_in_use(codes), codes.values_BK, W_dec_FD, b_dec_D)
+
+
+def _slots_in_use(codes: SparseCodes) -> torch.Tensor:
+    """Per-row slot counts for the sparse products: `counts_B` when every nonzero value sits in its row's
+    first counts_B[b] slots (codes from this package), else every slot (codes packed otherwise, e.g. a
+    TopK with ReLU'd zeros in place): the products are then exact too, padding slots adding zero."""
+    used_BK = torch.arange(codes.k, device=codes.counts_B.device)[None, :] < codes.counts_B[:, None]
+    if bool(((codes.values_BK != 0) & ~used_BK).any()):
+        return torch.full_like(codes.counts_B, codes.k)
+    return codes.counts_B
 
 
 def _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weights_F) -> None:

@@ -11,9 +11,10 @@ import torch
 class SparseCodes:
     """Per-row active features of a B x F code matrix, stored as B x K slots.
 
-    `indices_BK` (int32) and `values_BK` hold the active features of each row in their first
-    `counts_B[b]` slots; the unused slots of a row hold index 0 and value 0, so a slot never
-    contributes to a sum and every index is a valid row of the decoder.
+    `indices_BK` (int32) and `values_BK` hold the active features of each row, `counts_B[b]` how many
+    there are; the unused slots of a row hold index 0 and value 0, so a slot never contributes to a sum
+    and every index is a valid row of the decoder. Codes made by `vitsae.kernels` put the active features
+    first, largest first; consumers must not rely on that order.
     """
 
     indices_BK: torch.Tensor

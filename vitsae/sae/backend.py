@@ -1,27 +1,25 @@
 """The switch between dense matmuls and sparse codes, and the plain-PyTorch sparse paths.
 
-`SAEConfig.backend` picks the path; "auto" resolves here. The fused kernels in `vitsae.kernels` plug in
-behind `topk_encode_sparse` and `sparse_decode`, which keep these signatures and autograd behaviour.
+`SAEConfig.backend` picks the path; "auto" resolves here, with the dense/sparse threshold measured for
+`vitsae.kernels`. `sparse_decode` runs the kernels' sparse decode (Triton on CUDA, CSR products on CPU).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from vitsae import kernels
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae.config import SAEConfig
-
-# TopK codes at most this dense (k / F) decode faster as a gather than as a dense matmul.
-SPARSE_DENSITY_LIMIT = 1 / 8
 
 
 def resolve_backend(cfg: SAEConfig) -> str:
     """ "dense" or "sparse" for this SAE ("auto": sparse only for TopK codes sparse enough to win)."""
     if cfg.backend != "auto":
         return cfg.backend
-    sparse_enough = cfg.k <= SPARSE_DENSITY_LIMIT * cfg.d_sae
-    return "sparse" if cfg.architecture == "topk" and sparse_enough else "dense"
+    if cfg.architecture != "topk":
+        return "dense"
+    return kernels.resolve_backend("auto", "topk", cfg.k, cfg.d_sae)
 
 
 def topk_encode_sparse(pre_BF: torch.Tensor, k: int) -> SparseCodes:
@@ -36,6 +34,4 @@ def topk_encode_sparse(pre_BF: torch.Tensor, k: int) -> SparseCodes:
 
 def sparse_decode(codes: SparseCodes, W_dec_FD: torch.Tensor) -> torch.Tensor:
     """sum_k values_BK[b, k] * W_dec_FD[indices_BK[b, k]] (without b_dec), differentiable in both."""
-    return F.embedding_bag(
-        codes.indices_BK, W_dec_FD, per_sample_weights=codes.values_BK.to(W_dec_FD.dtype), mode="sum"
-    )
+    return kernels.decode(codes, W_dec_FD, None, backend="sparse")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vitsae import kernels
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae import activations
 from vitsae.sae.backend import resolve_backend, sparse_decode, topk_encode_sparse
@@ -115,10 +116,18 @@ class SparseAutoencoder(nn.Module):
         return self._activate(self.pre_activations(x_BD, raw))
 
     def encode_sparse(self, x_BD: torch.Tensor, raw: bool = False) -> SparseCodes:
-        """Feature activations as `SparseCodes` (TopK: K = k; otherwise K = the batch's largest count)."""
+        """Feature activations as `SparseCodes` (TopK: K = k; otherwise K = the batch's largest count).
+
+        TopK and ReLU run the fused encoder of `vitsae.kernels` (no B x F codes on CUDA).
+        """
+        if self.cfg.architecture in ("topk", "relu"):
+            self._check_width(x_BD)
+            k = self.cfg.k if self.cfg.architecture == "topk" else None
+            return kernels.encode(
+                self._scale_in(x_BD, raw), self.W_enc, self.b_enc, self.b_dec,
+                activation=self.cfg.architecture, k=k, backend="sparse",
+            ).codes
         pre_BF = self.pre_activations(x_BD, raw)
-        if self.cfg.architecture == "topk":
-            return topk_encode_sparse(pre_BF, self.cfg.k)
         return SparseCodes.from_dense(self._activate(pre_BF))
 
     # --- decoder ---------------------------------------------------------------------------------
