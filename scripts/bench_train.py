@@ -1,14 +1,17 @@
 """Benchmark SAE training on CPU: throughput and reconstruction at a matched L0, per architecture.
 
 Each architecture trains alone through `vitsae.train.Trainer` (the real loop: schedules, dead-feature
-tracking, logging, one checkpoint at the end) on the same batches; the ReLU-L1 SAE is the baseline the
-relative speed is measured against. L1/L0 coefficients of ReLU and JumpReLU are first calibrated to the
-target L0 in one sweep pass (several SAEs reading each batch once); TopK/BatchTopK use k = target L0.
+tracking, logging, one checkpoint at the end) on the same batches; the first of `--runs` (by default the
+ReLU-L1 SAE) is the baseline the relative speed is measured against. L1/L0 coefficients of ReLU and
+JumpReLU are first calibrated to the target L0 in one sweep pass (several SAEs reading each batch once);
+TopK/BatchTopK use k = target L0.
 FVU, L0 and dead fraction are measured afterwards with `vitsae.eval.evaluate_sae` on rows held out from
 training (synthetic data) or on a sample of the store's rows (in-sample; stated in the header).
 
     .venv/bin/python scripts/bench_train.py                       # synthetic activations
     .venv/bin/python scripts/bench_train.py --store runs/store/blocks.3.hook_resid_post
+    .venv/bin/python scripts/bench_train.py --runs topk:dense,topk:sparse --d-model 768 \
+        --expansion-factor 16 --target-l0 32     # TopK on the dense vs the sparse backend
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from pathlib import Path
 import torch
 
 from vitsae.eval import evaluate_sae
-from vitsae.sae import load_sae
+from vitsae.sae import ARCHITECTURES, load_sae
+from vitsae.sae.config import BACKENDS
 from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.data import StoreBatches
 from vitsae.train.synthetic import sparse_dictionary_data
+
+DEFAULT_RUNS = (("relu", "dense"), ("topk", "dense"), ("topk", "sparse"), ("batchtopk", "dense"),
+                ("jumprelu", "dense"))
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,7 +45,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--d-model", type=int, default=64, help="synthetic width")
     parser.add_argument("--eval-rows", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=1)
-    return parser.parse_args()
+    parser.add_argument(
+        "--runs",
+        default=",".join(f"{a}:{b}" for a, b in DEFAULT_RUNS),
+        help="architecture:backend pairs to train, comma-separated; the first is the speed baseline",
+    )
+    parser.add_argument("--dead-handling", default="auxk", choices=("none", "resample", "auxk"))
+    args = parser.parse_args()
+    args.runs = [tuple(pair.split(":")) for pair in args.runs.split(",")]
+    for pair in args.runs:
+        if len(pair) != 2 or pair[0] not in ARCHITECTURES or pair[1] not in BACKENDS:
+            parser.error(f"--runs: {':'.join(pair)!r} is not architecture:backend with an architecture in "
+                         f"{list(ARCHITECTURES)} and a backend in {list(BACKENDS)}")
+    return args
 
 
 def data(args):
@@ -69,6 +88,7 @@ def config(args, architecture: str, **kw) -> TrainConfig:
         batch_size=args.batch_size,
         total_tokens=args.tokens,
         lr_warmup_steps=20,
+        dead_handling=args.dead_handling,
         dead_tokens=args.tokens // 4,
         log_every=50,
         checkpoint_every=10**9,
@@ -94,17 +114,25 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        relu_l1 = calibrate(args, source, scale, "relu", (2.0, 4.0, 8.0, 16.0), tmp / "cal_relu")
-        jump_l0 = calibrate(args, source, scale, "jumprelu", (0.3, 1.0, 3.0, 10.0), tmp / "cal_jump")
-        plans = [
-            ("relu", "dense", f"l1={relu_l1:g}", {"l1_coefficient": (relu_l1,), "backend": "dense"}),
-            ("topk", "dense", f"k={args.target_l0}", {"backend": "dense"}),
-            ("topk", "sparse", f"k={args.target_l0}", {"backend": "sparse"}),
-            ("batchtopk", "dense", f"k={args.target_l0}", {"backend": "dense"}),
-            ("jumprelu", "dense", f"l0 coef={jump_l0:g}", {"l1_coefficient": (jump_l0,), "backend": "dense"}),
-        ]
-        for architecture, backend, knob, kw in plans:
-            out = tmp / f"{architecture}_{backend}"
+        architectures = {architecture for architecture, _ in args.runs}
+        settings = {"topk": f"k={args.target_l0}", "batchtopk": f"k={args.target_l0}"}
+        penalties = {}
+        if "relu" in architectures:
+            relu_l1 = calibrate(args, source, scale, "relu", (2.0, 4.0, 8.0, 16.0), tmp / "cal_relu")
+            settings["relu"], penalties["relu"] = f"l1={relu_l1:g}", (relu_l1,)
+        if "jumprelu" in architectures:
+            jump_l0 = calibrate(args, source, scale, "jumprelu", (0.3, 1.0, 3.0, 10.0), tmp / "cal_jump")
+            settings["jumprelu"], penalties["jumprelu"] = f"l0 coef={jump_l0:g}", (jump_l0,)
+        plans = []
+        for architecture, backend in args.runs:
+            kw = {"backend": backend}
+            if architecture in penalties:
+                kw["l1_coefficient"] = penalties[architecture]
+            plans.append((architecture, backend, settings[architecture], kw))
+        warm_up = dict(plans[0][3], total_tokens=2 * args.batch_size)  # one-time costs off the first row
+        Trainer(config(args, plans[0][0], **warm_up), source, tmp / "warm_up", norm_scale=scale).fit()
+        for index, (architecture, backend, knob, kw) in enumerate(plans):
+            out = tmp / f"{index}_{architecture}_{backend}"
             started = time.perf_counter()
             ((name, _),) = (
                 Trainer(config(args, architecture, **kw), source, out, norm_scale=scale).fit().items()
@@ -116,10 +144,12 @@ def main() -> None:
     print(f"# SAE training, {what}")
     print(
         f"# D={eval_ND.shape[1]}, F={args.expansion_factor}x, {args.tokens} tokens, batch {args.batch_size}, "
-        f"target L0 {args.target_l0}; torch {torch.__version__}, {args.threads} threads, {platform.machine()}"
+        f"target L0 {args.target_l0}, dead handling {args.dead_handling}; torch {torch.__version__}, "
+        f"{args.threads} threads, {platform.machine()}"
     )
+    print(f"# speed relative to the first row ({rows[0][0]} {rows[0][1]})")
     print(
-        f"{'architecture':<11} {'backend':<7} {'setting':<16} {'tokens/s':>10} {'vs relu':>8} "
+        f"{'architecture':<11} {'backend':<7} {'setting':<16} {'tokens/s':>10} {'vs base':>8} "
         f"{'L0':>7} {'FVU':>7} {'never fired':>11}"
     )
     for architecture, backend, knob, speed, m in rows:

@@ -7,6 +7,7 @@ import torch
 
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
+from vitsae.sae.backend import trains_sparse
 
 
 def make(architecture="relu", d_in=8, expansion_factor=4, **kw) -> SparseAutoencoder:
@@ -95,11 +96,13 @@ def test_jumprelu_straight_through_gradients_in_float64():
     sae = sae.double()
     x = torch.randn(16, 4, dtype=torch.float64)
     out = sae.forward_train(x)
+    codes = sae.encode(x)
     pre, theta = out.pre_BF.detach(), torch.full((8,), theta0, dtype=torch.float64)
-    torch.testing.assert_close(out.codes_BF, pre * (pre > theta))
-    torch.testing.assert_close(out.active_BF, (pre > theta).double())
+    torch.testing.assert_close(codes, pre * (pre > theta))
+    torch.testing.assert_close(out.penalty_B, (pre > theta).double().sum(-1))
+    assert torch.equal(out.fire_counts_F, (pre > theta).sum(0))
 
-    (out.codes_BF.sum() + out.active_BF.sum()).backward()
+    (codes.sum() + out.penalty_B.sum()).backward()
     window = ((pre - theta) / eps).abs() <= 0.5
     d_codes = (-(theta / eps) * window).sum(0)  # d/dtheta of sum z H(z - theta)
     d_active = (-(1 / eps) * window).sum(0)  # d/dtheta of sum H(z - theta)
@@ -108,6 +111,26 @@ def test_jumprelu_straight_through_gradients_in_float64():
     # the pre-activations get the ordinary gradient through the kept codes only
     expected_b_enc = (pre > theta).double().sum(0)
     torch.testing.assert_close(sae.b_enc.grad, expected_b_enc)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "training", "world_size", "sparse"),
+    [
+        ("topk", True, 1, True),
+        ("relu", True, 1, True),
+        ("batchtopk", True, 1, True),
+        ("batchtopk", True, 2, False),  # the global cut-off over ranks runs on the dense path
+        ("batchtopk", False, 1, False),  # eval mode applies the learned threshold densely
+        ("jumprelu", True, 1, False),  # the threshold's gradient needs dense pre-activations
+    ],
+)
+def test_which_training_steps_run_sparse(architecture, training, world_size, sparse):
+    sae = make(architecture, backend="sparse").train(training)
+    assert trains_sparse(sae.cfg, training, world_size) is sparse
+    if world_size == 1:
+        out = sae.forward_train(torch.randn(6, 8))
+        assert (out.codes is not None, out.pre_BF is None) == (sparse, sparse)
+    assert not trains_sparse(make(architecture, backend="dense").cfg, True, 1)
 
 
 def test_raw_inputs_are_scaled_by_norm_scale():

@@ -7,8 +7,10 @@ from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.synthetic import dictionary_recovery, sparse_dictionary_data
 
 
-@pytest.mark.parametrize(("architecture", "l1_coefficient"), [("relu", 1.0), ("topk", 0.0)])
-def test_sae_recovers_the_true_dictionary(tmp_path, architecture, l1_coefficient):
+@pytest.mark.parametrize(
+    ("architecture", "l1_coefficient", "backend"), [("relu", 1.0, "dense"), ("topk", 0.0, "sparse")]
+)
+def test_sae_recovers_the_true_dictionary(tmp_path, architecture, l1_coefficient, backend):
     acts, dictionary = sparse_dictionary_data(16384, d=64, n_atoms=256, active=4, noise=0.01, seed=0)
     cfg = TrainConfig(
         architecture=architecture,
@@ -24,6 +26,7 @@ def test_sae_recovers_the_true_dictionary(tmp_path, architecture, l1_coefficient
         checkpoint_every=10_000,
         progress=False,
         plot=False,
+        backend=backend,
     )
     ((name, summary),) = Trainer(cfg, TensorBatches(acts, 256), tmp_path).fit().items()
     sae = load_sae(tmp_path / name)

@@ -34,7 +34,7 @@ def crashing(source: TensorBatches, crash_at_step: int):
     return factory
 
 
-def config(architecture: str, dead_handling: str) -> TrainConfig:
+def config(architecture: str, dead_handling: str, backend: str = "auto") -> TrainConfig:
     return TrainConfig(
         architecture=architecture,
         expansion_factor=(2,),
@@ -55,16 +55,25 @@ def config(architecture: str, dead_handling: str) -> TrainConfig:
         checkpoint_every=10,
         progress=False,
         plot=False,
+        backend=backend,
     )
 
 
 @pytest.mark.parametrize(
-    ("architecture", "dead_handling"), [("relu", "resample"), ("batchtopk", "auxk"), ("jumprelu", "none")]
+    ("architecture", "dead_handling", "backend"),
+    [
+        ("relu", "resample", "dense"),
+        ("batchtopk", "auxk", "dense"),
+        ("jumprelu", "none", "dense"),
+        ("relu", "resample", "sparse"),
+        ("topk", "auxk", "sparse"),
+        ("batchtopk", "auxk", "sparse"),
+    ],
 )
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path, architecture, dead_handling):
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, architecture, dead_handling, backend):
     acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, active=3, seed=1)
     source = TensorBatches(acts, 64, seed=3)  # 10 batches per epoch: the run spans 3 epochs
-    cfg = config(architecture, dead_handling)
+    cfg = config(architecture, dead_handling, backend)
 
     Trainer(cfg, source, tmp_path / "straight").fit()
 

@@ -1,7 +1,8 @@
-"""The switch between dense matmuls and sparse codes, and the plain-PyTorch sparse paths.
+"""The switch between dense matmuls and sparse codes.
 
 `SAEConfig.backend` picks the path; "auto" resolves here, with the dense/sparse threshold measured for
-`vitsae.kernels`. `sparse_decode` runs the kernels' sparse decode (Triton on CUDA, CSR products on CPU).
+`vitsae.kernels`. `trains_sparse` says which architectures the sparse training step covers; `sparse_decode`
+runs the kernels' sparse decode (Triton on CUDA, CSR products on CPU).
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ def resolve_backend(cfg: SAEConfig) -> str:
     return kernels.resolve_backend("auto", "topk", cfg.k, cfg.d_sae)
 
 
-def topk_encode_sparse(pre_BF: torch.Tensor, k: int) -> SparseCodes:
-    """Each row's k largest pre-activations, ReLU'd, as sparse codes (values keep their autograd graph)."""
-    values_BK, indices_BK = pre_BF.topk(k, dim=-1, sorted=False)
-    values_BK = values_BK.relu()
-    active_BK = values_BK > 0
-    indices_BK = torch.where(active_BK, indices_BK, torch.zeros_like(indices_BK))
-    counts_B = active_BK.sum(-1, dtype=torch.int32)
-    return SparseCodes(indices_BK.to(torch.int32), values_BK, counts_B)
+def trains_sparse(cfg: SAEConfig, training: bool, world_size: int) -> bool:
+    """Whether a training forward pass runs through the sparse kernels (no B x F gradient).
+
+    TopK and ReLU always can; BatchTopK only in one process in training mode (the kernels select the top
+    k * B of the local rows, not the cut-off over every rank's rows); JumpReLU never (its threshold's
+    straight-through gradient needs pre-activations just below the threshold, which codes do not hold).
+    """
+    if resolve_backend(cfg) != "sparse":
+        return False
+    if cfg.architecture == "batchtopk":
+        return training and world_size == 1
+    return cfg.architecture in ("topk", "relu")
 
 
 def sparse_decode(codes: SparseCodes, W_dec_FD: torch.Tensor) -> torch.Tensor:

@@ -17,19 +17,25 @@ from torch import nn
 from vitsae import kernels
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae import activations
-from vitsae.sae.backend import resolve_backend, sparse_decode, topk_encode_sparse
+from vitsae.sae.backend import resolve_backend, sparse_decode, trains_sparse
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.init import geometric_median, random_rows_at_norm
 
 
 @dataclass
 class TrainOutput:
-    """What a training step needs from one forward pass."""
+    """What a training step needs from one forward pass.
+
+    The sparse path fills `codes` and leaves `pre_BF` None, so nothing of size B x F reaches the losses;
+    the dense path keeps `pre_BF` (AuxK reads it) and leaves `codes` None.
+    """
 
     recon_BD: torch.Tensor
-    codes_BF: torch.Tensor
-    pre_BF: torch.Tensor
-    active_BF: torch.Tensor  # float 0/1; for JumpReLU it carries the threshold's L0 gradient
+    fire_counts_F: torch.Tensor  # rows each feature is active in (int64)
+    abs_sum: torch.Tensor  # sum of |code| over the batch, detached (the l1 metric)
+    penalty_B: torch.Tensor | None  # per-row sparsity penalty with its gradient (ReLU, JumpReLU)
+    codes: SparseCodes | None
+    pre_BF: torch.Tensor | None
 
 
 class SparseAutoencoder(nn.Module):
@@ -146,23 +152,47 @@ class SparseAutoencoder(nn.Module):
         return self.decode(self.encode(x_BD, raw), raw)
 
     def forward_train(self, x_BD: torch.Tensor, world_size: int = 1) -> TrainOutput:
-        """Reconstruction plus the codes and pre-activations the losses need (normalised units).
+        """Reconstruction plus what the losses and statistics need (normalised units).
 
-        Under data parallelism `world_size` > 1 makes BatchTopK select over every rank's rows together.
+        ReLU's penalty is the decoder-norm-weighted L1, JumpReLU's the L0 through the straight-through
+        estimator; TopK and BatchTopK have none. When `trains_sparse` holds, the fused kernels encode and
+        decode and the backward touches only active (row, feature) pairs. Under data parallelism
+        `world_size` > 1 makes BatchTopK select over every rank's rows together (on the dense path).
         """
+        if trains_sparse(self.cfg, self.training, world_size):
+            return self._forward_train_sparse(x_BD)
+        arch = self.cfg.architecture
         pre_BF = self.pre_activations(x_BD)
-        if self.cfg.architecture == "topk" and resolve_backend(self.cfg) == "sparse":
-            codes = topk_encode_sparse(pre_BF, self.cfg.k)
-            recon_BD = sparse_decode(codes, self.W_dec) + self.b_dec
-            codes_BF = codes.to_dense(self.cfg.d_sae)
-        else:
-            codes_BF = self._activate(pre_BF, world_size)
-            recon_BD = codes_BF @ self.W_dec + self.b_dec
-        if self.cfg.architecture == "jumprelu":
+        codes_BF = self._activate(pre_BF, world_size)
+        recon_BD = codes_BF @ self.W_dec + self.b_dec
+        if arch == "jumprelu":
             active_BF = activations.step(pre_BF, self.jumprelu_threshold, self.cfg.jumprelu_bandwidth)
+            penalty_B = active_BF.sum(-1)
+        elif arch == "relu":
+            penalty_B = (codes_BF * self.W_dec.norm(dim=-1)).sum(-1)
         else:
-            active_BF = (codes_BF > 0).to(codes_BF.dtype)
-        return TrainOutput(recon_BD, codes_BF, pre_BF, active_BF)
+            penalty_B = None
+        fire_counts_F = (codes_BF != 0).sum(0)
+        return TrainOutput(recon_BD, fire_counts_F, codes_BF.detach().abs().sum(), penalty_B, None, pre_BF)
+
+    def _forward_train_sparse(self, x_BD: torch.Tensor) -> TrainOutput:
+        self._check_width(x_BD)
+        arch = self.cfg.architecture
+        encoded = kernels.encode(
+            self._scale_in(x_BD, raw=False), self.W_enc, self.b_enc, self.b_dec,
+            activation=arch,
+            k=None if arch == "relu" else self.cfg.k,
+            l1_weights_F=self.W_dec.norm(dim=-1) if arch == "relu" else None,
+            backend="sparse",
+        )
+        codes = encoded.codes
+        if arch == "batchtopk":
+            used_BK = torch.arange(codes.k, device=codes.counts_B.device) < codes.counts_B[:, None]
+            kept = codes.values_BK.detach()[used_BK]
+            self._update_threshold(kept.min() if kept.numel() else kept.new_zeros(()))
+        recon_BD = kernels.decode(codes, self.W_dec, self.b_dec, backend="sparse")
+        abs_sum = codes.values_BK.detach().abs().sum()
+        return TrainOutput(recon_BD, encoded.fire_counts_F, abs_sum, encoded.l1_B, codes, None)
 
     # --- initialisation and constraints ----------------------------------------------------------
     @torch.no_grad()

@@ -5,12 +5,16 @@
   same direction at 0.2 times the mean live encoder norm, its bias zeroed and its Adam state reset.
 - AuxK (Gao et al. 2024): the residual x - x_hat is reconstructed from the top-k_aux dead features'
   pre-activations; the normalised error of that is added to the loss, so dead features get gradient.
+  `auxk_loss` reads the dense pre-activations; `auxk_loss_sparse` (the sparse backend) encodes only the
+  dead features' columns and decodes their top k_aux sparsely.
 """
 
 from __future__ import annotations
 
 import torch
 
+from vitsae import kernels
+from vitsae.kernels.codes import SparseCodes
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.train.distributed import all_reduce_sum
 
@@ -56,7 +60,32 @@ def auxk_loss(
     dead_pre_BF = torch.where(dead_mask_F, pre_BF, torch.full_like(pre_BF, -torch.inf))
     values_BK, indices_BK = dead_pre_BF.topk(min(k_aux, n_dead), dim=-1, sorted=False)
     codes_BF = torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK.relu())
-    resid_hat_BD = codes_BF @ W_dec_FD
+    return _normalised_error(resid_BD, codes_BF @ W_dec_FD, world_size)
+
+
+def auxk_loss_sparse(
+    sae: SparseAutoencoder,
+    x_BD: torch.Tensor,
+    recon_BD: torch.Tensor,
+    dead_mask_F: torch.Tensor,
+    k_aux: int,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """`auxk_loss` without the B x F pre-activations: only the dead features' columns are encoded
+    ((x - b_dec) W_enc[:, dead] + b_enc[dead]) and their top k_aux decoded as sparse codes."""
+    dead_N = dead_mask_F.nonzero().squeeze(-1)
+    if dead_N.numel() == 0:
+        return recon_BD.new_zeros(())
+    resid_BD = (x_BD - recon_BD).detach()
+    dead_pre_BN = (x_BD - sae.b_dec) @ sae.W_enc[:, dead_N] + sae.b_enc[dead_N]
+    values_BK, slots_BK = dead_pre_BN.topk(min(k_aux, dead_N.numel()), dim=-1, sorted=False)
+    counts_B = torch.full((x_BD.shape[0],), values_BK.shape[1], dtype=torch.int32, device=x_BD.device)
+    codes = SparseCodes(dead_N[slots_BK].to(torch.int32), values_BK.relu(), counts_B)
+    resid_hat_BD = kernels.decode(codes, sae.W_dec, None, backend="sparse")
+    return _normalised_error(resid_BD, resid_hat_BD, world_size)
+
+
+def _normalised_error(resid_BD: torch.Tensor, resid_hat_BD: torch.Tensor, world_size: int) -> torch.Tensor:
     err = (resid_BD - resid_hat_BD).square().sum(-1).mean()
     sums = torch.cat(
         [resid_BD.new_tensor([resid_BD.shape[0]]), resid_BD.square().sum()[None], resid_BD.sum(0)]

@@ -29,7 +29,7 @@ from vitsae.train import checkpoint as ckpt
 from vitsae.train import distributed as ddp
 from vitsae.train.config import RunSpec, TrainConfig, expand_sweep
 from vitsae.train.data import BatchSource, as_batch_source
-from vitsae.train.dead import DeadFeatureTracker, auxk_loss, resample_dead
+from vitsae.train.dead import DeadFeatureTracker, auxk_loss, auxk_loss_sparse, resample_dead
 from vitsae.train.metrics_log import MetricsLog, density_histogram, plot_curves
 from vitsae.train.schedules import lr_factor, penalty_factor
 
@@ -294,7 +294,6 @@ class Trainer:
 
     def _train_one(self, run: _Run, x_BD: torch.Tensor, x_full_BD: torch.Tensor) -> None:
         cfg, sae, opt = self.cfg, run.sae, run.optimizer
-        arch = run.spec.sae.architecture
         lr = run.spec.lr * lr_factor(
             self.step,
             cfg.total_steps,
@@ -309,32 +308,32 @@ class Trainer:
         out = sae.forward_train(x_BD, self.world_size)
         sq_err_B = (x_BD - out.recon_BD).square().sum(-1)
         recon_loss = sq_err_B.mean()
-        if arch == "relu":
-            sparsity = (out.codes_BF * sae.W_dec.norm(dim=-1)).sum(-1).mean()
-        elif arch == "jumprelu":
-            sparsity = out.active_BF.sum(-1).mean()
-        else:
-            sparsity = recon_loss.new_zeros(())
+        sparsity = recon_loss.new_zeros(()) if out.penalty_B is None else out.penalty_B.mean()
         loss = recon_loss + coefficient * sparsity
         aux = recon_loss.new_zeros(())
         dead_mask_F = run.dead.dead_mask_F
         if cfg.dead_handling == "auxk" and bool(dead_mask_F.any()):
             k_aux = cfg.auxk_k or max(run.spec.sae.d_in // 2, 1)
-            aux = auxk_loss(x_BD, out.recon_BD, out.pre_BF, sae.W_dec, dead_mask_F, k_aux, self.world_size)
+            if out.pre_BF is None:
+                aux = auxk_loss_sparse(sae, x_BD, out.recon_BD, dead_mask_F, k_aux, self.world_size)
+            else:
+                aux = auxk_loss(
+                    x_BD, out.recon_BD, out.pre_BF, sae.W_dec, dead_mask_F, k_aux, self.world_size
+                )
             loss = loss + cfg.auxk_coefficient * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
 
         with torch.no_grad():
             rows = x_BD.shape[0]
-            fired_F = (out.codes_BF != 0).sum(0).to(torch.float64)
+            fired_F = out.fire_counts_F.to(torch.float64)
             scalars = torch.stack(
                 [
                     torch.tensor(float(rows), dtype=torch.float64, device=x_BD.device),
                     sq_err_B.sum().double(),
                     x_BD.double().square().sum(),
                     fired_F.sum(),
-                    out.codes_BF.abs().sum().double(),
+                    out.abs_sum.double(),
                     loss.detach().double() * rows,
                     sparsity.detach().double() * rows,
                     aux.detach().double() * rows,
