@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             feature_labels=labels,
             features=args.features,
             config=config,
-            description=f"{stats.meta.get('hook', '')} · {stats.n_features} features",
+            description=str(stats.meta.get("hook", "")),
         )
     except (ValueError, FileNotFoundError, FileExistsError, json.JSONDecodeError) as err:
         print(f"vitsae browse: error: {err}", file=sys.stderr)
