@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
+from kernel_steps import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitsae.kernels import SparseCodes, api, sparse_torch

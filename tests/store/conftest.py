@@ -10,9 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from store_worker import config, harvest, one_thread, shapes, tiny_vit  # noqa: E402
-
-N_IMAGES = 24
+from store_worker import N_IMAGES, config, harvest, one_thread, shapes, tiny_vit  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from vitsae.models import HookedViT, HookedViTConfig
 from vitsae.store import HarvestConfig, harvest
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+N_IMAGES = 24  # images in the shared harvested store of the fixtures
 
 
 def tiny_vit(seed: int = 0, n_registers: int = 0) -> HookedViT:

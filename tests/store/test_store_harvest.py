@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import N_IMAGES
 from PIL import Image
-from store_worker import HOOKS, config, reference_rows, shapes, tiny_vit
+from store_worker import HOOKS, N_IMAGES, config, reference_rows, shapes, tiny_vit
 
 from vitsae.data import FolderSource, ImageLoader
 from vitsae.fileio import read_json

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import N_IMAGES
-from store_worker import HOOKS, shapes
+from store_worker import HOOKS, N_IMAGES, shapes
 
 from vitsae.store import ActivationStore, StoreError
 from vitsae.store.shuffle import BatchOrder, chunk_spans

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import N_IMAGES
-from store_worker import HOOKS, SlowModel, config, shapes, tiny_vit
+from store_worker import HOOKS, N_IMAGES, SlowModel, config, shapes, tiny_vit
 
 from vitsae.fileio import read_json
 from vitsae.store import ActivationStore, StoreError, harvest
