@@ -18,10 +18,10 @@ from torch import Tensor
 from vitsae.kernels import selection
 from vitsae.kernels.reference import check_activation
 
-# The measured dense/sparse crossover of a TopK training step on the 2-core CPU sandbox: K/F = 0.044 and
-# 0.075 in two runs of the scripts/bench_kernels.py density sweep (2026-11-23; docs/benchmarks.md,
-# "Kernels"); the lower, rounded down.
-DENSE_DENSITY_THRESHOLD = 0.04
+# The measured dense/sparse crossover of a TopK training step on the 2-core CPU sandbox: K/F = 0.108 in
+# the scripts/bench_kernels.py density sweep on the idle machine (run C, 2026-11-23; docs/benchmarks.md,
+# "Kernels"), rounded down. Runs under heavy load had put it at 0.044-0.075.
+DENSE_DENSITY_THRESHOLD = 0.1
 
 
 def encode_select(
