@@ -32,7 +32,7 @@ from torch import nn
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict, save_config
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.shapes import CLASS_NAMES, ShapesDataset
-from vitsae.fileio import write_json_atomic
+from vitsae.fileio import read_json, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 PREPROCESS = Preprocess(size=(64, 64), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resample="bilinear")
@@ -53,6 +53,9 @@ class TrainShapesConfig:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     out_dir: Path = field(default=REPO / "checkpoints", metadata={"help": "parent of shapes-<model>/"})
+    init_from: Path | None = field(
+        default=None,
+        metadata={"help": "continue training the model saved in this directory"})
 
 
 def generate(seed: int, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +94,19 @@ def build_cnn() -> nn.Module:
                           id2label=dict(enumerate(CLASS_NAMES)),
                           label2id={name: i for i, name in enumerate(CLASS_NAMES)})
     return ResNetForImageClassification(config)
+
+
+def load_saved(kind: str, directory: Path) -> nn.Module:
+    """A model this script saved earlier, to continue training it."""
+    if kind == "vit":
+        from vitsae.models.checkpoint import load_hooked_vit
+
+        return load_hooked_vit(directory)
+    from transformers import ResNetForImageClassification
+
+    return ResNetForImageClassification.from_pretrained(
+        directory, local_files_only=True, use_safetensors=True
+    )
 
 
 def logits_of(model: nn.Module, pixels_BCHW: torch.Tensor) -> torch.Tensor:
@@ -174,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generated {cfg.train_images} + {cfg.eval_images} images in {generated - started:.0f}s",
           flush=True)
     model = build_vit() if cfg.model == "vit" else build_cnn()
+    if cfg.init_from is not None:
+        model.load_state_dict(load_saved(cfg.model, cfg.init_from).state_dict())
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{cfg.model}: {n_params} parameters", flush=True)
     train(cfg, model, train_images, train_labels, eval_images, eval_labels)
@@ -205,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
         "train_config": config_to_dict(cfg),
+        "continued_from": None if cfg.init_from is None else read_json(cfg.init_from / "card.json"),
     })
     print(f"saved {directory}", flush=True)
     return 0
