@@ -187,3 +187,44 @@ def test_unpooled_model_outputs_tokens():
     got = model.collect(torch.randn(2, 3, 16, 16), ["hook_pooled", "hook_logits"])
     assert model.token_layout("hook_logits") == TokenLayout(0, 0, (2, 2), 3)
     assert got["hook_logits"].shape == (2, 4, 3) and got["hook_pooled"].shape == (2, 4, 16)
+
+
+def test_conv_stem_matches_a_torch_nn_reference_and_round_trips(tmp_path):
+    from vitsae.models.checkpoint import load_hooked_vit, save_hooked_vit
+
+    torch.manual_seed(0)
+    cfg = HookedViTConfig(d_model=16, n_layers=1, n_heads=2, d_mlp=32, image_size=(16, 16), patch_size=4,
+                          conv_stem=(6, 10), head_out=3)  # fmt: skip
+    model = HookedViT(cfg).double()
+    pixels = torch.randn(5, 3, 16, 16, dtype=torch.float64)
+    model.train()
+    model(pixels)  # one training step's worth of BatchNorm running statistics
+    model.eval()
+    assert all(layer.running_mean.abs().max() > 0 for layer in model.embed.layers)
+
+    layers: list[torch.nn.Module] = []
+    for layer in model.embed.layers:
+        conv = torch.nn.Conv2d(layer.W.shape[1], layer.W.shape[0], 3, stride=2, padding=1, bias=False)
+        norm = torch.nn.BatchNorm2d(layer.W.shape[0])
+        conv.weight.data, norm.weight.data, norm.bias.data = layer.W.data, layer.w.data, layer.b.data
+        norm.running_mean, norm.running_var = layer.running_mean.clone(), layer.running_var.clone()
+        layers += [conv, norm, torch.nn.GELU()]
+    project = torch.nn.Conv2d(10, 16, 1)
+    project.weight.data, project.bias.data = model.embed.W_E.data, model.embed.b_E.data
+    reference = torch.nn.Sequential(*layers, project).double().eval()
+    want_BPD = reference(pixels).flatten(2).transpose(1, 2)
+    got = model.collect(pixels, ["hook_embed"])["hook_embed"]
+    assert model.token_layout("hook_embed") == TokenLayout(0, 0, (4, 4), 16)
+    torch.testing.assert_close(got, want_BPD, rtol=1e-12, atol=1e-12)
+
+    save_hooked_vit(model.float(), tmp_path / "stem")
+    loaded = load_hooked_vit(tmp_path / "stem")
+    assert loaded.cfg.conv_stem == (6, 10)
+    torch.testing.assert_close(loaded(pixels.float()), model(pixels.float()), rtol=0, atol=0)
+
+
+def test_conv_stem_stride_must_equal_the_patch_size():
+    with pytest.raises(ValueError, match=r"conv_stem \(8, 16\) has 2 stride-2 layers, a stride of 4; "
+                                         r"patch_size is 8"):  # fmt: skip
+        HookedViTConfig(d_model=16, n_layers=1, n_heads=2, d_mlp=8, image_size=(16, 16), patch_size=8,
+                        conv_stem=(8, 16))  # fmt: skip

@@ -29,6 +29,9 @@ class HookedViTConfig:
     class_token: bool = True
     n_registers: int = 0
     patch_bias: bool = True  # CLIP's patch embedding has no bias
+    # Channels of stride-2 3x3 conv -> BatchNorm -> GELU layers that replace the patchify convolution
+    # (a convolutional stem, Xiao et al. 2021); log2(patch_size) of them, then a 1x1 projection to d_model.
+    conv_stem: tuple[int, ...] = ()
     qkv_bias: bool = True
     layer_scale: bool = False
     pre_norm: bool = False  # CLIP's `pre_layrnorm` before the first block
@@ -52,6 +55,11 @@ class HookedViTConfig:
                 raise ValueError(
                     f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
                 )
+        if self.conv_stem and 2 ** len(self.conv_stem) != self.patch_size:
+            raise ValueError(
+                f"conv_stem {self.conv_stem} has {len(self.conv_stem)} stride-2 layers, a stride of "
+                f"{2 ** len(self.conv_stem)}; patch_size is {self.patch_size}"
+            )
 
     @property
     def d_head(self) -> int:
