@@ -30,8 +30,8 @@ def tiny_vit() -> HookedViT:
     return model.eval()
 
 
-def shapes() -> ShapesDataset:
-    return ShapesDataset(n_images=N_IMAGES, image_size=32)
+def shapes(n_images: int = N_IMAGES) -> ShapesDataset:
+    return ShapesDataset(n_images=n_images, image_size=32)
 
 
 def tiny_sae(architecture: str = "topk") -> SparseAutoencoder:
@@ -43,11 +43,11 @@ def tiny_sae(architecture: str = "topk") -> SparseAutoencoder:
     return sae.eval()
 
 
-def harvest_small_store(out: Path) -> ActivationStore:
-    """14 images x 17 tokens ([CLS] + 4x4 patches) in float32 over several shards."""
+def harvest_small_store(out: Path, n_images: int = N_IMAGES) -> ActivationStore:
+    """14 (or `n_images`) images x 17 tokens ([CLS] + 4x4 patches) in float32 over several shards."""
     config = HarvestConfig(
         model="tests:tiny_vit",
-        source=f"shapes:{N_IMAGES}",
+        source=f"shapes:{n_images}",
         hooks=(HOOK,),
         out=out,
         dtype="float32",
@@ -55,5 +55,5 @@ def harvest_small_store(out: Path) -> ActivationStore:
         shard_rows=68,
         progress=False,
     )
-    directories = harvest(config, model=tiny_vit(), source=shapes())
+    directories = harvest(config, model=tiny_vit(), source=shapes(n_images))
     return ActivationStore.open(Path(directories[HOOK]))

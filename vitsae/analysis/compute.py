@@ -2,12 +2,13 @@
 
 Two drivers feed the same accumulator: `compute_feature_stats` reads a harvested store sequentially
 (unshuffled, so an image's rows are contiguous) and cuts its batches between images;
-`compute_feature_stats_from_images` runs images through the hooked model instead of a store.
+`compute_feature_stats_from_images` runs images through the hooked model instead of a store. The store
+pass can checkpoint into a directory and continue from it after an interruption (`checkpoint.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from vitsae.data.sources import ImageSource
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 
+from .checkpoint import clear_stale_files, load_checkpoint, pass_identity, save_checkpoint
 from .stats import FeatureStats, FeatureStatsAccumulator, StatsConfig, TokenGrid
 
 
@@ -102,6 +104,9 @@ def compute_feature_stats(
     merge_rows: int = 65536,
     labels: Sequence[int] | np.ndarray | None = None,
     progress: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every_rows: int = 1_000_000,
+    on_resume: Callable[[int], None] | None = None,
 ) -> FeatureStats:
     """Statistics of every feature of `sae` over every row of `store` (one sequential pass).
 
@@ -109,6 +114,13 @@ def compute_feature_stats(
 
     `labels[i]` is image i's class (negative for none); the manifest does not hold labels, so pass
     them to get class counts stored with the statistics (the browser also reads labels from the images).
+
+    With `checkpoint_dir`, the pass saves its state there about every `checkpoint_every_rows` rows (0: never)
+    and, when the directory already holds a checkpoint of the same pass (same store, SAE, config and
+    labels), continues from it, calling `on_resume(row)` first; a checkpoint of another pass raises
+    `CheckpointMismatch` (a ValueError) naming what differs. The caller removes the directory once it
+    has saved the result. A resumed pass equals an uninterrupted one: counts, top-k choices and the random
+    sample exactly, float sums to rounding (encoding batches may be cut at other rows).
     """
     if not isinstance(store, ActivationStore):
         store = ActivationStore.open(store)
@@ -126,11 +138,25 @@ def compute_feature_stats(
     if labels_I is not None and labels_I.shape != (n_images,):
         raise ValueError(f"labels has shape {tuple(labels_I.shape)}; the store covers {n_images} images")
 
+    if checkpoint_every_rows < 0:
+        raise ValueError(f"checkpoint_every_rows must be >= 0 (0: never), got {checkpoint_every_rows}")
+
     merger = _MergeBuffer(acc, merge_rows)
     n_rows = len(store)
+    first_row = 0
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        identity = pass_identity(store, sae, acc.config, labels_I)
+        clear_stale_files(checkpoint_dir)
+        resumed = load_checkpoint(checkpoint_dir, identity, acc)
+        if resumed is not None:
+            first_row = resumed
+            if on_resume is not None:
+                on_resume(first_row)
+    saved_row = first_row
     pending: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None
-    bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="feature stats")
-    for start in range(0, n_rows, batch_rows):
+    bar = tqdm(total=n_rows, initial=first_row, unit="row", disable=not progress, desc="feature stats")
+    for start in range(first_row, n_rows, batch_rows):
         stop = min(n_rows, start + batch_rows)
         acts_ND = store.to_float(store.read_span(start, stop))
         image_N, token_N = store.provenance(np.arange(start, stop))
@@ -146,6 +172,12 @@ def compute_feature_stats(
             token_t = torch.from_numpy(token_N[:cut].astype(np.int64))
             merger.add(*_encode(sae, acts_ND[:cut]), image_t, token_t, label_t)
         bar.update(stop - start)
+        next_row = stop - len(pending[1])  # the held-back image is not in the statistics yet
+        if checkpoint_dir is not None and checkpoint_every_rows and stop < n_rows:
+            if next_row - saved_row >= checkpoint_every_rows:
+                merger.flush()
+                save_checkpoint(checkpoint_dir, identity, acc, next_row)
+                saved_row = next_row
     merger.flush()
     bar.close()
     manifest = store.manifest

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 
-from .topk import TopKBuffer
+from .topk import TopKBuffer, copy_state_into
 
 STATS_FORMAT_VERSION = 1
 STATS_TENSORS = "feature_stats.safetensors"
@@ -210,6 +210,23 @@ _TENSOR_FIELDS = (
     "sample_token_FS",
 )
 
+# The accumulator's own statistics tensors (its top-k buffers add theirs under "images.", "patches.", ...).
+_STATE_TENSORS = (
+    "fire_count_F",
+    "act_sum_F",
+    "max_act_F",
+    "image_fire_count_F",
+    "hist_FH",
+    "image_index_Fk",
+    "image_label_Fk",
+    "image_map_FkP",
+    "patch_image_Fk",
+    "patch_token_Fk",
+    "sample_value_FS",
+    "sample_image_FS",
+    "sample_token_FS",
+)
+
 
 class FeatureStatsAccumulator:
     """Streams sparse codes of whole images in and keeps every feature's statistics (see module doc)."""
@@ -364,6 +381,38 @@ class FeatureStatsAccumulator:
         maps_WP[write_E[in_map], patch_E[in_map]] = value_E[in_map]
         scaled_WP = maps_WP / score_IF[pair_W].clamp(min=torch.finfo(torch.float32).tiny)[:, None]
         self.image_map_FkP[f_W, slot_W] = torch.round(scaled_WP * 255).clamp(0, 255).to(torch.uint8)
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor `update` changes, as live references, by state-dict name."""
+        state = {name: getattr(self, name) for name in _STATE_TENSORS}
+        for buffer in ("images", "patches", "samples"):
+            for name, tensor in getattr(self, buffer).state_tensors().items():
+                state[f"{buffer}.{name}"] = tensor
+        return state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """A snapshot of the pass so far as named CPU tensors (ready for safetensors): every statistic,
+        the top-k buffers, the counters and the random generator of the sample's keys. Loading it into an
+        accumulator built with the same features, grid and config continues the pass exactly."""
+        state = {name: tensor.clone() for name, tensor in self._state_tensors().items()}
+        state["n_tokens"] = torch.tensor(self.n_tokens, dtype=torch.int64)
+        state["n_images"] = torch.tensor(self.n_images, dtype=torch.int64)
+        state["last_image"] = torch.tensor(self._last_image, dtype=torch.int64)
+        state["generator_state"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a `state_dict()`; one of another shape (features, grid, config) is refused unchanged."""
+        targets = self._state_tensors()
+        names = ("n_tokens", "n_images", "last_image")
+        scalars = {name: torch.zeros((), dtype=torch.int64) for name in names}
+        generator_state = torch.empty_like(self._generator.get_state())
+        copy_state_into(
+            {**targets, **scalars, "generator_state": generator_state}, state, "FeatureStatsAccumulator"
+        )
+        self.n_tokens, self.n_images = int(scalars["n_tokens"]), int(scalars["n_images"])
+        self._last_image = int(scalars["last_image"])
+        self._generator.set_state(generator_state)
 
     def finish(self, meta: dict[str, Any] | None = None) -> FeatureStats:
         """The statistics so far, every per-feature list sorted best first."""
