@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -55,3 +56,13 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
     assert len(sha256_file(target)) == 64
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_honours_the_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "f.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask
