@@ -1,7 +1,7 @@
 """Train the shipped shapes models from scratch, deterministically on CPU: checkpoints/shapes-{vit,cnn}.
 
-- shapes-vit: a HookedViT (4 layers, width 96, patch 8 on 64x64, CLS head) in the native format
-  (`hooked_vit.json` + `model.safetensors`).
+- shapes-vit: a HookedViT (4 layers, width 96, a convolutional stem of stride 8 on 64x64: an 8x8 token
+  grid, no CLS token, mean-pooled head) in the native format (`hooked_vit.json` + `model.safetensors`).
 - shapes-cnn: a transformers ResNetForImageClassification with a small config, `save_pretrained` in
   safetensors with a `preprocessor_config.json`.
 
@@ -81,7 +81,7 @@ def build_vit() -> nn.Module:
     from vitsae.models.vit import HookedViT
 
     cfg = HookedViTConfig(d_model=96, n_layers=4, n_heads=4, d_mlp=384, image_size=(64, 64), patch_size=8,
-                          pool="cls", head_out=len(CLASS_NAMES))
+                          conv_stem=(32, 64, 96), class_token=False, pool="mean", head_out=len(CLASS_NAMES))
     return HookedViT(cfg, PREPROCESS)
 
 
