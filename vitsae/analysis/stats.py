@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 
-from .topk import TopKBuffer, copy_state_into
+from .topk import TopKBuffer
 
 STATS_FORMAT_VERSION = 1
 STATS_TENSORS = "feature_stats.safetensors"
@@ -407,7 +407,7 @@ class FeatureStatsAccumulator:
         names = ("n_tokens", "n_images", "last_image")
         scalars = {name: torch.zeros((), dtype=torch.int64) for name in names}
         generator_state = torch.empty_like(self._generator.get_state())
-        copy_state_into(
+        _copy_state_into(
             {**targets, **scalars, "generator_state": generator_state}, state, "FeatureStatsAccumulator"
         )
         self.n_tokens, self.n_images = int(scalars["n_tokens"]), int(scalars["n_images"])
@@ -447,3 +447,20 @@ class FeatureStatsAccumulator:
             sample_token_FS=by(sample_order, self.sample_token_FS),
             meta=dict(meta or {}),
         )
+
+
+def _copy_state_into(targets: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:
+    """Copy `state[name]` into `targets[name]` for every name, after checking names, shapes and dtypes
+    of all of them (a refused state changes nothing)."""
+    if set(state) != set(targets):
+        missing, unexpected = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
+        raise ValueError(f"{what} state lacks tensors {missing} and has unexpected {unexpected}")
+    wrong = [
+        f"{name} is {state[name].dtype} {tuple(state[name].shape)}, here {have.dtype} {tuple(have.shape)}"
+        for name, have in targets.items()
+        if state[name].shape != have.shape or state[name].dtype != have.dtype
+    ]
+    if wrong:
+        raise ValueError(f"{what} state is of another dictionary size or configuration: {'; '.join(wrong)}")
+    for name, have in targets.items():
+        have.copy_(state[name])

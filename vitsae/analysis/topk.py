@@ -103,31 +103,6 @@ class TopKBuffer:
         """The buffer's whole state (payloads live with the caller), as live references."""
         return {"scores_Fk": self.scores_Fk, "threshold_F": self.threshold_F}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """A copy of `state_tensors()`."""
-        return {name: tensor.clone() for name, tensor in self.state_tensors().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a `state_dict()` of a buffer of the same shape."""
-        copy_state_into(self.state_tensors(), state, "TopKBuffer")
-
     def order(self) -> torch.Tensor:
         """Slot order [F, k] that sorts each feature's entries by descending score, empty slots last."""
         return torch.sort(self.scores_Fk, dim=1, descending=True, stable=True).indices
-
-
-def copy_state_into(targets: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:
-    """Copy `state[name]` into `targets[name]` for every name, after checking names, shapes and dtypes
-    of all of them (a refused state changes nothing)."""
-    if set(state) != set(targets):
-        missing, unexpected = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
-        raise ValueError(f"{what} state lacks tensors {missing} and has unexpected {unexpected}")
-    wrong = [
-        f"{name} is {state[name].dtype} {tuple(state[name].shape)}, here {have.dtype} {tuple(have.shape)}"
-        for name, have in targets.items()
-        if state[name].shape != have.shape or state[name].dtype != have.dtype
-    ]
-    if wrong:
-        raise ValueError(f"{what} state is of another dictionary size or configuration: {'; '.join(wrong)}")
-    for name, have in targets.items():
-        have.copy_(state[name])
