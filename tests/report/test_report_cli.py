@@ -11,24 +11,16 @@ from vitsae.cli import main
 from vitsae.sae.io import save_sae
 
 
-def test_stats_then_browse_from_the_command_line(tmp_path, capsys):
+def stats_from_cli(tmp_path, out: str, *options: str) -> int:
+    """Harvest the small store, save the tiny SAE and run `vitsae stats` on them into tmp_path/out."""
     store = harvest_small_store(tmp_path / "harvest")
     save_sae(tiny_sae(), tmp_path / "sae")
-    rc = main(
-        [
-            "stats",
-            "--store",
-            str(store.path),
-            "--sae",
-            str(tmp_path / "sae"),
-            "--out",
-            str(tmp_path / "stats"),
-            "--k-images",
-            "3",
-            "--batch-rows",
-            "50",
-        ]
-    )
+    sae, out_dir = str(tmp_path / "sae"), str(tmp_path / out)
+    return main(["stats", "--store", str(store.path), "--sae", sae, "--out", out_dir, *options])
+
+
+def test_stats_then_browse_from_the_command_line(tmp_path, capsys):
+    rc = stats_from_cli(tmp_path, "stats", "--k-images", "3", "--batch-rows", "50")
     assert rc == 0
     stats = FeatureStats.load(tmp_path / "stats")
     assert stats.config.k_images == 3 and stats.meta["sae"] == str((tmp_path / "sae").resolve())
@@ -83,22 +75,7 @@ def test_browse_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_browse_with_an_explicit_model_adds_logit_effects(tmp_path, capsys):
-    store = harvest_small_store(tmp_path / "harvest")
-    save_sae(tiny_sae(), tmp_path / "sae")
-    assert (
-        main(
-            [
-                "stats",
-                "--store",
-                str(store.path),
-                "--sae",
-                str(tmp_path / "sae"),
-                "--out",
-                str(tmp_path / "s"),
-            ]
-        )
-        == 0
-    )
+    assert stats_from_cli(tmp_path, "s") == 0
     args = [
         "browse",
         "--stats",
