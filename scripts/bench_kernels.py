@@ -168,8 +168,10 @@ def main() -> int:
     x_bytes = torch.empty(0, dtype=getattr(torch, dtype)).element_size()
     base = {"device": args.device, "threads": args.threads, "repeats": args.repeats, "dtype": dtype}
     rate = spawn({**base, "path": "calibrate"})
-    print(f"device {args.device}, {args.threads} threads, x {dtype}; measured matmul "
-          f"{rate['flops'] / 1e9:.1f} GFLOP/s, copy {rate['bandwidth'] / 1e9:.1f} GB/s")
+    print(
+        f"device {args.device}, {args.threads} threads, x {dtype}; measured matmul "
+        f"{rate['flops'] / 1e9:.1f} GFLOP/s, copy {rate['bandwidth'] / 1e9:.1f} GB/s"
+    )
     configs = GPU_CONFIGS if args.device == "cuda" else CPU_CONFIGS
     print("\n| B | D | F | K | path | step ms | tokens/s | peak MiB | floor ms | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -179,8 +181,10 @@ def main() -> int:
             seconds = res["seconds"]
             floor = floor_seconds(path, B, D, F, K, x_bytes, rate)
             speedup = results["dense"]["seconds"] / seconds
-            print(f"| {B} | {D} | {F} | {K} | {path} | {seconds * 1e3:.1f} | {B / seconds:,.0f} | "
-                  f"{res['peak_bytes'] / 2**20:.0f} | {floor * 1e3:.1f} | {speedup:.2f}x |")
+            print(
+                f"| {B} | {D} | {F} | {K} | {path} | {seconds * 1e3:.1f} | {B / seconds:,.0f} | "
+                f"{res['peak_bytes'] / 2**20:.0f} | {floor * 1e3:.1f} | {speedup:.2f}x |"
+            )
     if args.no_sweep or args.device == "cuda":
         return 0
     B, D, F, ks = SWEEP
@@ -191,8 +195,10 @@ def main() -> int:
     for K in ks:
         res = {p: spawn({**base, "path": p, "B": B, "D": D, "F": F, "K": K}) for p in ("dense", "sparse")}
         ratios.append(res["dense"]["seconds"] / res["sparse"]["seconds"])
-        print(f"| {K} | {K / F:.3f} | {res['dense']['seconds'] * 1e3:.1f} | "
-              f"{res['sparse']['seconds'] * 1e3:.1f} | {ratios[-1]:.2f} |")
+        print(
+            f"| {K} | {K / F:.3f} | {res['dense']['seconds'] * 1e3:.1f} | "
+            f"{res['sparse']['seconds'] * 1e3:.1f} | {ratios[-1]:.2f} |"
+        )
     print(f"\ncrossover: {crossover_density([k / F for k in ks], ratios)}")
     return 0
 

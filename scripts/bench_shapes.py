@@ -62,11 +62,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         export_shapes(small, tmp)
         folder = FolderSource(os.path.join(tmp, "images"))
-        rows.append(("baseline: decode the same PNGs (FolderSource)",
-                     rate(each(n, folder.__getitem__))))
+        rows.append(("baseline: decode the same PNGs (FolderSource)", rate(each(n, folder.__getitem__))))
     baseline = rows[-1][1][0]
-    print(f"# shapes generation, {n} images, best of {repeats}; {platform.machine()}, "
-          f"{os.cpu_count()} CPUs visible, 1 thread, torch {torch.__version__}\n")
+    print(
+        f"# shapes generation, {n} images, best of {repeats}; {platform.machine()}, "
+        f"{os.cpu_count()} CPUs visible, 1 thread, torch {torch.__version__}\n"
+    )
     print(f"load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| what | images / CPU-s | images / wall s | CPU rate vs PNG decode |")
     print("|---|---:|---:|---:|")

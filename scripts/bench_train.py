@@ -31,8 +31,13 @@ from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.data import StoreBatches
 from vitsae.train.synthetic import sparse_dictionary_data
 
-DEFAULT_RUNS = (("relu", "dense"), ("topk", "dense"), ("topk", "sparse"), ("batchtopk", "dense"),
-                ("jumprelu", "dense"))
+DEFAULT_RUNS = (
+    ("relu", "dense"),
+    ("topk", "dense"),
+    ("topk", "sparse"),
+    ("batchtopk", "dense"),
+    ("jumprelu", "dense"),
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,8 +60,10 @@ def parse_args() -> argparse.Namespace:
     args.runs = [tuple(pair.split(":")) for pair in args.runs.split(",")]
     for pair in args.runs:
         if len(pair) != 2 or pair[0] not in ARCHITECTURES or pair[1] not in BACKENDS:
-            parser.error(f"--runs: {':'.join(pair)!r} is not architecture:backend with an architecture in "
-                         f"{list(ARCHITECTURES)} and a backend in {list(BACKENDS)}")
+            parser.error(
+                f"--runs: {':'.join(pair)!r} is not architecture:backend with an architecture in "
+                f"{list(ARCHITECTURES)} and a backend in {list(BACKENDS)}"
+            )
     return args
 
 

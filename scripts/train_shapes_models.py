@@ -54,8 +54,8 @@ class TrainShapesConfig:
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     out_dir: Path = field(default=REPO / "checkpoints", metadata={"help": "parent of shapes-<model>/"})
     init_from: Path | None = field(
-        default=None,
-        metadata={"help": "continue training the model saved in this directory"})
+        default=None, metadata={"help": "continue training the model saved in this directory"}
+    )
 
 
 def generate(seed: int, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,19 +80,36 @@ def build_vit() -> nn.Module:
     from vitsae.models.config import HookedViTConfig
     from vitsae.models.vit import HookedViT
 
-    cfg = HookedViTConfig(d_model=96, n_layers=4, n_heads=4, d_mlp=384, image_size=(64, 64), patch_size=8,
-                          conv_stem=(32, 64, 96), class_token=False, pool="mean", head_out=len(CLASS_NAMES))
+    cfg = HookedViTConfig(
+        d_model=96,
+        n_layers=4,
+        n_heads=4,
+        d_mlp=384,
+        image_size=(64, 64),
+        patch_size=8,
+        conv_stem=(32, 64, 96),
+        class_token=False,
+        pool="mean",
+        head_out=len(CLASS_NAMES),
+    )
     return HookedViT(cfg, PREPROCESS)
 
 
 def build_cnn() -> nn.Module:
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    config = ResNetConfig(num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 128, 192],
-                          depths=[1, 1, 1, 1], layer_type="basic", hidden_act="relu",
-                          downsample_in_first_stage=False, num_labels=len(CLASS_NAMES),
-                          id2label=dict(enumerate(CLASS_NAMES)),
-                          label2id={name: i for i, name in enumerate(CLASS_NAMES)})
+    config = ResNetConfig(
+        num_channels=3,
+        embedding_size=32,
+        hidden_sizes=[32, 64, 128, 192],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        hidden_act="relu",
+        downsample_in_first_stage=False,
+        num_labels=len(CLASS_NAMES),
+        id2label=dict(enumerate(CLASS_NAMES)),
+        label2id={name: i for i, name in enumerate(CLASS_NAMES)},
+    )
     return ResNetForImageClassification(config)
 
 
@@ -119,30 +136,39 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        logits = logits_of(model, normalise(images[start:start + batch_size]))
-        correct += int((logits.argmax(-1) == labels[start:start + batch_size]).sum())
+        logits = logits_of(model, normalise(images[start : start + batch_size]))
+        correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
     return correct / len(images)
 
 
-def train(cfg: TrainShapesConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-          eval_images: torch.Tensor, eval_labels: torch.Tensor) -> None:
+def train(
+    cfg: TrainShapesConfig,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eval_images: torch.Tensor,
+    eval_labels: torch.Tensor,
+) -> None:
     generator = torch.Generator().manual_seed(cfg.init_seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
     steps_per_epoch = len(images) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+    )
     step = 0
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(images), generator=generator)
         started, loss_sum = time.perf_counter(), 0.0
         for b in range(steps_per_epoch):
-            batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             pixels = normalise(images[batch])
             loss = F.cross_entropy(logits_of(model, pixels), labels[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -155,10 +181,16 @@ def train(cfg: TrainShapesConfig, model: nn.Module, images: torch.Tensor, labels
             if step % cfg.eval_every == 0:
                 probe = accuracy(model, eval_images[:500], eval_labels[:500])
                 model.train()
-                print(f"step {step}/{total}: held-out accuracy {probe:.3f} on 500 images, "
-                      f"{time.perf_counter() - started:.0f}s into epoch {epoch + 1}", flush=True)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / steps_per_epoch:.4f} "
-              f"({time.perf_counter() - started:.0f}s, step {step}/{total})", flush=True)
+                print(
+                    f"step {step}/{total}: held-out accuracy {probe:.3f} on 500 images, "
+                    f"{time.perf_counter() - started:.0f}s into epoch {epoch + 1}",
+                    flush=True,
+                )
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs}: loss {loss_sum / steps_per_epoch:.4f} "
+            f"({time.perf_counter() - started:.0f}s, step {step}/{total})",
+            flush=True,
+        )
 
 
 def save(cfg: TrainShapesConfig, model: nn.Module, directory: Path) -> None:
@@ -170,9 +202,14 @@ def save(cfg: TrainShapesConfig, model: nn.Module, directory: Path) -> None:
     from transformers import ViTImageProcessor
 
     model.save_pretrained(directory, safe_serialization=True)
-    processor = ViTImageProcessor(do_resize=True, size={"height": 64, "width": 64}, resample=2,
-                                  do_normalize=True, image_mean=list(PREPROCESS.mean),
-                                  image_std=list(PREPROCESS.std))
+    processor = ViTImageProcessor(
+        do_resize=True,
+        size={"height": 64, "width": 64},
+        resample=2,
+        do_normalize=True,
+        image_mean=list(PREPROCESS.mean),
+        image_std=list(PREPROCESS.std),
+    )
     processor.save_pretrained(directory)
 
 
@@ -187,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     train_images, train_labels = generate(cfg.train_seed, cfg.train_images)
     eval_images, eval_labels = generate(cfg.eval_seed, cfg.eval_images)
     generated = time.perf_counter()
-    print(f"generated {cfg.train_images} + {cfg.eval_images} images in {generated - started:.0f}s",
-          flush=True)
+    print(
+        f"generated {cfg.train_images} + {cfg.eval_images} images in {generated - started:.0f}s", flush=True
+    )
     model = build_vit() if cfg.model == "vit" else build_cnn()
     if cfg.init_from is not None:
         model.load_state_dict(load_saved(cfg.model, cfg.init_from).state_dict())
@@ -203,28 +241,31 @@ def main(argv: list[str] | None = None) -> int:
     save_config(cfg, directory / "train_config.json")
     arguments = " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     command = f"python scripts/train_shapes_models.py {arguments}"
-    write_json_atomic(directory / "card.json", {
-        "name": f"shapes-{cfg.model}",
-        "spec": f"vitsae:shapes-{cfg.model}",
-        "architecture": "HookedViT" if cfg.model == "vit" else "ResNetForImageClassification",
-        "task": "shapes dataset label rule (docs/shapes.md): 8 classes",
-        "classes": list(CLASS_NAMES),
-        "held_out_accuracy": round(held_out, 4),
-        "held_out_images": cfg.eval_images,
-        "held_out_seed": cfg.eval_seed,
-        "train_seed": cfg.train_seed,
-        "train_images": cfg.train_images,
-        "epochs": cfg.epochs,
-        "n_parameters": n_params,
-        "train_wall_time_s": round(trained - generated, 1),
-        "total_wall_time_s": round(time.perf_counter() - started, 1),
-        "command": command.strip(),
-        "threads": cfg.threads,
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
-        "train_config": config_to_dict(cfg),
-        "continued_from": None if cfg.init_from is None else read_json(cfg.init_from / "card.json"),
-    })
+    write_json_atomic(
+        directory / "card.json",
+        {
+            "name": f"shapes-{cfg.model}",
+            "spec": f"vitsae:shapes-{cfg.model}",
+            "architecture": "HookedViT" if cfg.model == "vit" else "ResNetForImageClassification",
+            "task": "shapes dataset label rule (docs/shapes.md): 8 classes",
+            "classes": list(CLASS_NAMES),
+            "held_out_accuracy": round(held_out, 4),
+            "held_out_images": cfg.eval_images,
+            "held_out_seed": cfg.eval_seed,
+            "train_seed": cfg.train_seed,
+            "train_images": cfg.train_images,
+            "epochs": cfg.epochs,
+            "n_parameters": n_params,
+            "train_wall_time_s": round(trained - generated, 1),
+            "total_wall_time_s": round(time.perf_counter() - started, 1),
+            "command": command.strip(),
+            "threads": cfg.threads,
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
+            "train_config": config_to_dict(cfg),
+            "continued_from": None if cfg.init_from is None else read_json(cfg.init_from / "card.json"),
+        },
+    )
     print(f"saved {directory}", flush=True)
     return 0
 

@@ -29,7 +29,8 @@ class DemoConfig:
     n_images: int = field(default=3000, metadata={"help": "shapes images to generate"})
     data_seed: int = field(default=7, metadata={"help": "seed of the shapes images (not a training seed)"})
     architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = field(
-        default="topk", metadata={"help": "SAE architecture"})
+        default="topk", metadata={"help": "SAE architecture"}
+    )
     expansion_factor: int = field(default=8, metadata={"help": "dictionary size / model width"})
     k: int = field(default=16, metadata={"help": "active features per token (topk, batchtopk)"})
     total_tokens: int = field(default=1_500_000, metadata={"help": "activation rows to train on"})
@@ -61,24 +62,67 @@ def run_demo(cfg: DemoConfig, main: Callable[[list[str]], int]) -> Path:
     hook = cfg.hook or default_hook(cfg.model)
     out = cfg.out
     store_dir, sae_root, stats_dir, browser_dir = out / "store", out / "sae", out / "stats", out / "browser"
-    _stage("harvest activations", [
-        "harvest", "--model", cfg.model, "--source", f"shapes:{cfg.n_images}:{cfg.data_seed}",
-        "--hooks", hook, "--out", str(store_dir), "--batch-size", "64",
-    ], main)
-    _stage("train the SAE", [
-        "train", "--store", str(store_dir / hook), "--out", str(sae_root),
-        "--architecture", cfg.architecture, "--expansion-factor", str(cfg.expansion_factor),
-        "--k", str(cfg.k), "--total-tokens", str(cfg.total_tokens), "--batch-size", str(cfg.batch_size),
-        "--lr-warmup-steps", "20", "--dead-tokens", str(min(cfg.total_tokens // 4, 1 << 18)),
-        "--checkpoint-every", "100",
-    ], main)
+    _stage(
+        "harvest activations",
+        [
+            "harvest",
+            "--model",
+            cfg.model,
+            "--source",
+            f"shapes:{cfg.n_images}:{cfg.data_seed}",
+            "--hooks",
+            hook,
+            "--out",
+            str(store_dir),
+            "--batch-size",
+            "64",
+        ],
+        main,
+    )
+    _stage(
+        "train the SAE",
+        [
+            "train",
+            "--store",
+            str(store_dir / hook),
+            "--out",
+            str(sae_root),
+            "--architecture",
+            cfg.architecture,
+            "--expansion-factor",
+            str(cfg.expansion_factor),
+            "--k",
+            str(cfg.k),
+            "--total-tokens",
+            str(cfg.total_tokens),
+            "--batch-size",
+            str(cfg.batch_size),
+            "--lr-warmup-steps",
+            "20",
+            "--dead-tokens",
+            str(min(cfg.total_tokens // 4, 1 << 18)),
+            "--checkpoint-every",
+            "100",
+        ],
+        main,
+    )
     summaries = read_json(sae_root / "sweep.json")
-    (run_name, summary), = summaries.items()
+    ((run_name, summary),) = summaries.items()
     sae_dir = sae_root / run_name
-    _stage("feature statistics", [
-        "stats", "--store", str(store_dir / hook), "--sae", str(sae_dir), "--out", str(stats_dir),
-        "--progress",
-    ], main)
+    _stage(
+        "feature statistics",
+        [
+            "stats",
+            "--store",
+            str(store_dir / hook),
+            "--sae",
+            str(sae_dir),
+            "--out",
+            str(stats_dir),
+            "--progress",
+        ],
+        main,
+    )
     _stage("feature browser", ["browse", "--stats", str(stats_dir), "--out", str(browser_dir)], main)
 
     from vitsae.analysis.stats import FeatureStats

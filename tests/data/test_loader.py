@@ -54,7 +54,8 @@ def test_bad_images_are_skipped_reported_and_logged(folder_with_bad_files, caplo
     assert "cannot decode" in loader.skipped[0].reason and "truncated" in loader.skipped[1].reason.lower()
     assert "mode F" in loader.skipped[2].reason
     assert [r.message for r in caplog.records if "skipped image" in r.message] == [
-        f"skipped image {s.index} ({s.key}): {s.reason}" for s in loader.skipped]
+        f"skipped image {s.index} ({s.key}): {s.reason}" for s in loader.skipped
+    ]
     list(loader)
     assert len(loader.skipped) == 3, "a second pass starts a fresh report"
 

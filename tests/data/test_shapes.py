@@ -52,8 +52,10 @@ def test_an_image_depends_only_on_seed_and_index(seed, index):
 def test_slices_generated_independently_equal_the_full_run():
     dataset = ShapesDataset(seed=11, n_images=24)
     full = np.stack([dataset.sample(i).image_HWC for i in range(24)])
-    shards = [np.stack([ShapesDataset(seed=11, n_images=24).sample(i).image_HWC for i in range(s, s + 8)])
-              for s in (16, 0, 8)]
+    shards = [
+        np.stack([ShapesDataset(seed=11, n_images=24).sample(i).image_HWC for i in range(s, s + 8)])
+        for s in (16, 0, 8)
+    ]
     np.testing.assert_array_equal(np.concatenate([shards[1], shards[2], shards[0]]), full)
 
 

@@ -50,7 +50,8 @@ def _hf_dataset(solid, n: int = 6):
 
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
     return datasets.Dataset.from_dict(
-        {"image": [solid(10 * i) for i in range(n)], "label": [i % 2 for i in range(n)]}, features=features)
+        {"image": [solid(10 * i) for i in range(n)], "label": [i % 2 for i in range(n)]}, features=features
+    )
 
 
 def test_hf_source_from_disk_round_trip(tmp_path, solid_image):
@@ -91,8 +92,9 @@ def test_hf_source_converts_odd_modes_and_checks_columns():
     import datasets
 
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    dataset = datasets.Dataset.from_dict({"img": [rgba, Image.new("L", (4, 4), 7)]},
-                                         features=datasets.Features({"img": datasets.Image()}))
+    dataset = datasets.Dataset.from_dict(
+        {"img": [rgba, Image.new("L", (4, 4), 7)]}, features=datasets.Features({"img": datasets.Image()})
+    )
     source = HFSource(dataset, image_column="img")
     assert np.asarray(source[0].image)[0, 0].tolist() == [255, 255, 255]
     assert np.asarray(source[1].image)[0, 0].tolist() == [7, 7, 7] and source[1].label is None
@@ -116,11 +118,14 @@ def test_array_source_uint8_and_float():
         source_from_description(source.describe())
 
 
-@pytest.mark.parametrize(("images", "labels", "message"), [
-    (np.zeros((2, 4, 4), np.uint8), None, r"shape \(N, H, W, 3\), got \(2, 4, 4\)"),
-    (np.zeros((2, 4, 4, 3), np.int32), None, "uint8 or float images, got dtype int32"),
-    (np.zeros((2, 4, 4, 3), np.uint8), [1], "1 labels for 2 images"),
-])
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.zeros((2, 4, 4), np.uint8), None, r"shape \(N, H, W, 3\), got \(2, 4, 4\)"),
+        (np.zeros((2, 4, 4, 3), np.int32), None, "uint8 or float images, got dtype int32"),
+        (np.zeros((2, 4, 4, 3), np.uint8), [1], "1 labels for 2 images"),
+    ],
+)
 def test_array_source_refuses_bad_input(images, labels, message):
     with pytest.raises(ValueError, match=message):
         ArraySource(images, labels)

@@ -29,7 +29,9 @@ def train(model: str, *out_dirs: Path, extra: tuple[str, ...] = ()) -> list[Path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["vit", "cnn"])
-def test_two_runs_give_identical_weights_and_a_loadable_model(model: str, tmp_path: Path, monkeypatch) -> None:  # noqa: E501
+def test_two_runs_give_identical_weights_and_a_loadable_model(
+    model: str, tmp_path: Path, monkeypatch
+) -> None:  # noqa: E501
     first, second = train(model, tmp_path / "a", tmp_path / "b")
     weights = sorted(p.name for p in first.iterdir() if p.suffix == ".safetensors")
     assert weights
@@ -42,7 +44,6 @@ def test_two_runs_give_identical_weights_and_a_loadable_model(model: str, tmp_pa
     monkeypatch.setenv("VITSAE_CHECKPOINTS", str(tmp_path / "a"))
     loaded = load(f"vitsae:shapes-{model}")
     assert sum(p.numel() for p in loaded.parameters()) == card["n_parameters"]
-
 
 
 @pytest.mark.slow

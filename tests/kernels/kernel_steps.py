@@ -56,5 +56,3 @@ def assert_step_close(got: dict, want: dict, rtol: float, atol: float) -> None:
             torch.testing.assert_close(
                 got[name].cpu(), want[name].cpu(), rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}"
             )
-
-

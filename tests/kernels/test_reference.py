@@ -17,7 +17,8 @@ def test_activations_by_hand():
     assert reference.activate(pre_BF, "batchtopk", k=2).tolist() == batch_top4
     threshold_F = torch.tensor([0.5, -3.0, 3.0, 0.4])
     assert reference.activate(pre_BF, "jumprelu", threshold_F=threshold_F).tolist() == [
-        [1.0, -2.0, 0.0, 0.5], [0.0, -0.5, 0.0, 2.0]
+        [1.0, -2.0, 0.0, 0.5],
+        [0.0, -0.5, 0.0, 2.0],
     ]
 
 

@@ -12,8 +12,17 @@ def sparse_step(t, activation, k, backend="sparse"):
     threshold = t["threshold"] if activation == "jumprelu" else None
 
     def run(x, W_enc, b_enc, b_dec, W_dec):
-        enc = api.encode(x, W_enc, b_enc, b_dec, activation=activation, k=k, threshold_F=threshold,
-                         l1_weights_F=W_dec.norm(dim=1), backend=backend)
+        enc = api.encode(
+            x,
+            W_enc,
+            b_enc,
+            b_dec,
+            activation=activation,
+            k=k,
+            threshold_F=threshold,
+            l1_weights_F=W_dec.norm(dim=1),
+            backend=backend,
+        )
         return api.decode(enc.codes, W_dec, b_dec, backend=backend), enc.l1_B, enc.fire_counts_F
 
     return step_outputs(t, run)
@@ -48,8 +57,9 @@ def test_float32_sparse_step_is_close_to_float64_reference(activation, k):
 
 def test_dense_backend_matches_reference_and_auto_picks_dense_for_dense_topk():
     t = make_sae_tensors(17, 64, 90, seed=1)
-    assert_step_close(sparse_step(t, "topk", 5, backend="dense"), dense_reference_step(t, "topk", 5),
-                      rtol=1e-12, atol=1e-12)
+    assert_step_close(
+        sparse_step(t, "topk", 5, backend="dense"), dense_reference_step(t, "topk", 5), rtol=1e-12, atol=1e-12
+    )
     assert api.resolve_backend("auto", "topk", 60, 90) == "dense"
     assert api.resolve_backend("auto", "topk", 2, 90) == "sparse"
     assert api.resolve_backend("sparse", "topk", 60, 90) == "sparse"
@@ -138,8 +148,15 @@ def test_sparse_decode_and_backward_allocate_nothing_of_size_b_by_f(monkeypatch,
     t = make_sae_tensors(B, D, F, dtype=torch.float32, seed=6)
     t["b_enc"] -= 2.0  # about 2% of the ReLU pre-activations positive
     leaves = {n: t[n].clone().requires_grad_() for n in ("W_enc", "b_enc", "b_dec", "W_dec")}
-    enc = api.encode(t["x"], leaves["W_enc"], leaves["b_enc"], leaves["b_dec"], activation=activation, k=k,
-                     backend="sparse")
+    enc = api.encode(
+        t["x"],
+        leaves["W_enc"],
+        leaves["b_enc"],
+        leaves["b_dec"],
+        activation=activation,
+        k=k,
+        backend="sparse",
+    )
     with _DenseAllocations() as recorder:
         x_hat = api.decode(enc.codes, leaves["W_dec"], leaves["b_dec"], backend="sparse")
         (x_hat * t["d_xhat"]).sum().backward()

@@ -24,7 +24,13 @@ triton_ops = pytest.importorskip("vitsae.kernels.triton_ops")
 @pytest.fixture(autouse=True)
 def _small_blocks(monkeypatch):
     blocks = {
-        "encode_b": 16, "encode_f": 64, "encode_d": 32, "rows_b": 32, "rows_d": 64, "dot_e": 128, "seg_f": 32,
+        "encode_b": 16,
+        "encode_f": 64,
+        "encode_d": 32,
+        "rows_b": 32,
+        "rows_d": 64,
+        "dot_e": 128,
+        "seg_f": 32,
     }
     monkeypatch.setattr(triton_ops, "BLOCKS", blocks)
 
@@ -43,8 +49,13 @@ def triton_step(t, activation, k):
 
 @pytest.mark.parametrize(
     ("B", "D", "F", "activation", "k"),
-    [(23, 48, 150, "topk", 1), (12, 80, 100, "topk", 40), (31, 56, 110, "relu", None),
-     (12, 64, 100, "jumprelu", None), (10, 48, 96, "batchtopk", 3)],
+    [
+        (23, 48, 150, "topk", 1),
+        (12, 80, 100, "topk", 40),
+        (31, 56, 110, "relu", None),
+        (12, 64, 100, "jumprelu", None),
+        (10, 48, 96, "batchtopk", 3),
+    ],
 )
 def test_triton_step_matches_float64_reference(B, D, F, activation, k):
     t = make_sae_tensors(B, D, F, dtype=torch.float32, seed=B, device=TRITON_DEVICE)
@@ -96,10 +107,14 @@ def test_sparse_primitives_match_sparse_torch_on_shared_codes():
         t["x"], t["W_enc"], t["b_enc"], t["b_dec"], "topk", 9, None, None
     )
     for rows in (t["W_dec"], t["W_enc"].T):
-        torch.testing.assert_close(triton_ops.gather_rows_sum(indices, values, counts, rows),
-                                   sparse_torch.gather_rows_sum(indices, values, counts, rows))
-    torch.testing.assert_close(triton_ops.gather_dot(indices, counts, t["d_xhat"], t["W_dec"]),
-                               sparse_torch.gather_dot(indices, counts, t["d_xhat"], t["W_dec"]))
+        torch.testing.assert_close(
+            triton_ops.gather_rows_sum(indices, values, counts, rows),
+            sparse_torch.gather_rows_sum(indices, values, counts, rows),
+        )
+    torch.testing.assert_close(
+        triton_ops.gather_dot(indices, counts, t["d_xhat"], t["W_dec"]),
+        sparse_torch.gather_dot(indices, counts, t["d_xhat"], t["W_dec"]),
+    )
     got_out, got_sums = triton_ops.scatter_outer(indices, values, counts, t["d_xhat"], 110)
     want_out, want_sums = sparse_torch.scatter_outer(indices, values, counts, t["d_xhat"], 110)
     torch.testing.assert_close(got_out, want_out)

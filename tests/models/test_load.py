@@ -253,8 +253,14 @@ def test_hooks_command_reports_a_bad_spec(capsys):
 
 
 def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):
-    config = hf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, image_size=32,
-                          patch_size=8, intermediate_size=64)
+    config = hf.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        intermediate_size=64,
+    )
     ref = hf.ViTModel(config, add_pooling_layer=False).eval()
     ref.save_pretrained(tmp_path)
     first, second = load(f"hf:{tmp_path}"), load(f"hf:{tmp_path}")
@@ -265,8 +271,15 @@ def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):
 
 
 def test_hf_checkpoint_missing_head_weights_is_refused(tmp_path):
-    config = hf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, image_size=32,
-                          patch_size=8, intermediate_size=64, num_labels=3)
+    config = hf.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        intermediate_size=64,
+        num_labels=3,
+    )
     hf.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     saved["architectures"] = ["ViTForImageClassification"]  # claims a head the weights do not hold

@@ -12,10 +12,21 @@ from vitsae.cli import main
 
 def test_demo_writes_a_browser_that_works(tmp_path, capsys, page):
     out = tmp_path / "demo"
-    code = main([
-        "demo", "--out", str(out), "--n-images", "96", "--expansion-factor", "2",
-        "--total-tokens", "12288", "--batch-size", "2048",
-    ])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--n-images",
+            "96",
+            "--expansion-factor",
+            "2",
+            "--total-tokens",
+            "12288",
+            "--batch-size",
+            "2048",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     for stage in ("harvest", "train", "stats", "browse"):

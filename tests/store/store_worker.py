@@ -30,8 +30,15 @@ N_IMAGES = 24  # images in the shared harvested store of the fixtures
 def tiny_vit(seed: int = 0, n_registers: int = 0) -> HookedViT:
     """A 3-block ViT on 32x32 images (4x4 patches of 8 pixels) with random weights; the test hooks
     sit in blocks 0 and 1, so `collect` stops before the last block."""
-    cfg = HookedViTConfig(d_model=32, n_layers=3, n_heads=4, d_mlp=64, image_size=(32, 32), patch_size=8,
-                          n_registers=n_registers)
+    cfg = HookedViTConfig(
+        d_model=32,
+        n_layers=3,
+        n_heads=4,
+        d_mlp=64,
+        image_size=(32, 32),
+        patch_size=8,
+        n_registers=n_registers,
+    )
     model = HookedViT(cfg, Preprocess(size=(32, 32)))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -67,8 +74,9 @@ class SlowModel:
         return out
 
 
-def reference_rows(model: HookedViT, source: ImageSource, hook: str, tokens_T: list[int],
-                   dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def reference_rows(
+    model: HookedViT, source: ImageSource, hook: str, tokens_T: list[int], dtype: torch.dtype
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """run_with_cache over the same batches, kept tokens flattened image by image, cast to `dtype`."""
     acts, images, tokens = [], [], []
     for batch in ImageLoader(source, model.preprocess, batch_size=4):
@@ -81,8 +89,16 @@ def reference_rows(model: HookedViT, source: ImageSource, hook: str, tokens_T: l
 
 
 def config(out: Path, n_images: int, **overrides: object) -> HarvestConfig:
-    values = {"model": "tests:tiny_vit", "source": f"shapes:{n_images}", "hooks": HOOKS, "out": out,
-              "batch_size": 4, "shard_rows": 68, "progress": False, **overrides}
+    values = {
+        "model": "tests:tiny_vit",
+        "source": f"shapes:{n_images}",
+        "hooks": HOOKS,
+        "out": out,
+        "batch_size": 4,
+        "shard_rows": 68,
+        "progress": False,
+        **overrides,
+    }
     return HarvestConfig(**values)
 
 
@@ -107,8 +123,11 @@ def main() -> None:
     parser.add_argument("--seed-from-rank", action="store_true", help="each rank builds different weights")
     args = parser.parse_args()
     model = tiny_vit(int(os.environ.get("RANK", "0")) if args.seed_from_rank else 0)
-    harvest(config(args.out, args.n_images), model=SlowModel(model, args.delay) if args.delay else model,
-            source=shapes(args.n_images))
+    harvest(
+        config(args.out, args.n_images),
+        model=SlowModel(model, args.delay) if args.delay else model,
+        source=shapes(args.n_images),
+    )
 
 
 if __name__ == "__main__":

@@ -49,21 +49,26 @@ def test_manifest_describes_the_store(harvested: Path) -> None:
             assert len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
         rows_RD = ActivationStore.open(harvested / hook)[:].double().numpy()
         np.testing.assert_allclose(manifest["stats"]["mean"], rows_RD.mean(0), rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(manifest["stats"]["mean_norm"], np.linalg.norm(rows_RD, axis=1).mean(),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            manifest["stats"]["mean_norm"], np.linalg.norm(rows_RD, axis=1).mean(), rtol=1e-12
+        )
         sidecars = sorted(p.name for p in (harvested / hook / ".progress").iterdir())
         assert sidecars == [f"{s['file']}.json" for s in manifest["shards"]]
     assert read_json(harvested / "harvest.json")["config"]["hooks"] == list(HOOKS)
 
 
-@pytest.mark.parametrize(("tokens", "registers", "expected"), [
-    ("all", False, [0, *range(3, 19)]),
-    ("all", True, list(range(19))),
-    ("patches", False, list(range(3, 19))),
-    ("cls", False, [0]),
-])
-def test_token_selection_excludes_registers_by_default(tmp_path: Path, tokens: str, registers: bool,
-                                                       expected: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("tokens", "registers", "expected"),
+    [
+        ("all", False, [0, *range(3, 19)]),
+        ("all", True, list(range(19))),
+        ("patches", False, list(range(3, 19))),
+        ("cls", False, [0]),
+    ],
+)
+def test_token_selection_excludes_registers_by_default(
+    tmp_path: Path, tokens: str, registers: bool, expected: list[int]
+) -> None:
     model, source = tiny_vit(n_registers=2), shapes(4)
     cfg = config(tmp_path, 4, hooks=(HOOKS[0],), tokens=tokens, include_registers=registers)
     harvest(cfg, model=model, source=source)
@@ -109,8 +114,11 @@ def test_bad_images_are_skipped_and_listed(tmp_path: Path) -> None:
     (folder / "img4.png").write_bytes((folder / "img5.png").read_bytes()[:60])
     source = FolderSource(folder)
     model = tiny_vit()
-    harvest(config(tmp_path / "out", len(source), source=str(folder), hooks=(HOOKS[0],)),
-            model=model, source=source)
+    harvest(
+        config(tmp_path / "out", len(source), source=str(folder), hooks=(HOOKS[0],)),
+        model=model,
+        source=source,
+    )
     store = ActivationStore.open(tmp_path / "out" / HOOKS[0])
     skipped = store.manifest["skipped"]
     assert [(s["index"], s["key"]) for s in skipped] == [(3, "img3.png"), (4, "img4.png")]
@@ -129,8 +137,9 @@ def test_cnn_stores_every_spatial_position(tmp_path: Path) -> None:
     from vitsae.models import load
 
     torch.manual_seed(0)
-    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")) \
-        .save_pretrained(tmp_path / "resnet")
+    ResNetModel(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    ).save_pretrained(tmp_path / "resnet")
     with pytest.warns(UserWarning, match="no preprocessing"):
         model = load(f"hf:{tmp_path / 'resnet'}")
     model.preprocess = Preprocess(size=(32, 32))

@@ -74,7 +74,7 @@ def test_every_row_once_per_epoch_and_reproducible(store: ActivationStore) -> No
     for epoch in range(2):
         ids = order.epoch_row_ids(epoch)
         assert np.array_equal(np.sort(ids), np.arange(len(store)))
-        assert torch.equal(torch.cat(batches[epoch * per_epoch:(epoch + 1) * per_epoch]), everything[ids])
+        assert torch.equal(torch.cat(batches[epoch * per_epoch : (epoch + 1) * per_epoch]), everything[ids])
     assert not np.array_equal(order.epoch_row_ids(0), order.epoch_row_ids(1))
     assert not np.array_equal(order.epoch_row_ids(0), np.arange(len(store)))
     again = list(store.batches(50, **kwargs))
@@ -86,7 +86,7 @@ def test_every_row_once_per_epoch_and_reproducible(store: ActivationStore) -> No
 def test_unshuffled_reads_in_store_order(store: ActivationStore) -> None:
     batches = list(store.batches(100, shuffle=False, epochs=1, drop_last=True))
     assert len(batches) == len(store) // 100
-    assert torch.equal(torch.cat(batches), store[:len(batches) * 100])
+    assert torch.equal(torch.cat(batches), store[: len(batches) * 100])
 
 
 def test_position_resumes_exactly(store: ActivationStore) -> None:
@@ -135,7 +135,7 @@ def test_tampered_shard_fails_sha256(copy: Path) -> None:
     with pytest.raises(StoreError, match="shard-000004.safetensors fails its sha256 check"):
         ActivationStore.open(copy, verify="full")
     lazy = ActivationStore.open(copy, verify="lazy")
-    lazy[:68 * 4]  # shards 0-3 are intact
+    lazy[: 68 * 4]  # shards 0-3 are intact
     with pytest.raises(StoreError, match="shard-000004.safetensors fails its sha256 check"):
         lazy[68 * 4]
     with pytest.raises(StoreError, match="shard-000004.safetensors fails"):

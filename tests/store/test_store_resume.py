@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def assert_same_store(got: Path, want: Path) -> None:
     """Byte-identical shards and run record; manifests equal except the creation time."""
     assert (got / "harvest.json").read_bytes() == (want / "harvest.json").read_bytes()
+
     def files_of(store: Path) -> list[str]:
         return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
 
@@ -89,8 +90,11 @@ def test_rerun_recomputes_a_deleted_shard_of_a_finished_store(tmp_path: Path, ha
 
 def test_kill_9_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, str(WORKER), "--out", str(tmp_path), "--n-images", str(N_IMAGES),
-                             "--delay", "0.5"], env=env, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "--out", str(tmp_path), "--n-images", str(N_IMAGES), "--delay", "0.5"],
+        env=env,
+        cwd=REPO,
+    )
     first = tmp_path / HOOKS[1] / ".progress" / "shard-000000.safetensors.json"
     deadline = time.monotonic() + 120
     while not first.exists():
@@ -107,8 +111,21 @@ def test_kill_9_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path)
 def torchrun_worker(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-         *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(WORKER),
+            *args,
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

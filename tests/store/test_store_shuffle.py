@@ -9,10 +9,14 @@ from hypothesis import strategies as st
 from vitsae.store.shuffle import BatchOrder, chunk_spans, epoch_batches
 
 orders = st.builds(
-    lambda shard_rows, chunk, per_buffer, seed, shuffle: BatchOrder(chunk_spans(shard_rows, chunk), seed,
-                                                                    shuffle, per_buffer),
-    st.lists(st.integers(0, 40), min_size=1, max_size=6), st.integers(1, 16), st.integers(1, 5),
-    st.integers(0, 2**32 - 1), st.booleans(),
+    lambda shard_rows, chunk, per_buffer, seed, shuffle: BatchOrder(
+        chunk_spans(shard_rows, chunk), seed, shuffle, per_buffer
+    ),
+    st.lists(st.integers(0, 40), min_size=1, max_size=6),
+    st.integers(1, 16),
+    st.integers(1, 5),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
 )
 
 
@@ -24,15 +28,16 @@ def rows_of(order: BatchOrder) -> np.ndarray:
 
 @settings(max_examples=60, deadline=None)
 @given(orders, st.integers(0, 3), st.integers(1, 23), st.booleans())
-def test_every_row_once_in_the_stated_order(order: BatchOrder, epoch: int, batch_size: int,
-                                            drop_last: bool) -> None:
+def test_every_row_once_in_the_stated_order(
+    order: BatchOrder, epoch: int, batch_size: int, drop_last: bool
+) -> None:
     rows = rows_of(order)
     batches = list(epoch_batches(order, lambda lo, hi: rows[lo:hi], epoch, 0, batch_size, drop_last))
     served = np.concatenate(batches)[:, 0] if batches else np.zeros(0, dtype=int)
     expected = order.epoch_row_ids(epoch)
     if drop_last:
         assert all(len(b) == batch_size for b in batches)
-        expected = expected[:len(rows) // batch_size * batch_size]
+        expected = expected[: len(rows) // batch_size * batch_size]
     else:
         assert np.array_equal(np.sort(served), np.arange(len(rows)))
     assert np.array_equal(served, expected)
@@ -41,8 +46,9 @@ def test_every_row_once_in_the_stated_order(order: BatchOrder, epoch: int, batch
 
 @settings(max_examples=60, deadline=None)
 @given(orders, st.integers(0, 3), st.integers(1, 23), st.data())
-def test_resuming_at_any_batch_continues_the_same_stream(order: BatchOrder, epoch: int, batch_size: int,
-                                                        data: st.DataObject) -> None:
+def test_resuming_at_any_batch_continues_the_same_stream(
+    order: BatchOrder, epoch: int, batch_size: int, data: st.DataObject
+) -> None:
     rows = rows_of(order)
     read = lambda lo, hi: rows[lo:hi]  # noqa: E731
     whole = list(epoch_batches(order, read, epoch, 0, batch_size, False))

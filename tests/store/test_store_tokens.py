@@ -16,8 +16,9 @@ from vitsae.store.tokens import (
     token_to_patch,
 )
 
-layouts = st.builds(Layout, st.integers(0, 2), st.integers(0, 4),
-                    st.tuples(st.integers(1, 12), st.integers(1, 12)))
+layouts = st.builds(
+    Layout, st.integers(0, 2), st.integers(0, 4), st.tuples(st.integers(1, 12), st.integers(1, 12))
+)
 
 
 @given(layouts, st.data())
@@ -68,10 +69,15 @@ def test_out_of_range_tokens_and_patches_are_errors() -> None:
         patch_to_token(layout, 2, 0)
 
 
-@given(st.lists(st.integers(0, 200), unique=True, max_size=30), layouts, st.sampled_from(["all", "patches"]),
-       st.data())
-def test_row_provenance_round_trip(images: list[int], layout: Layout, selection: str,
-                                   data: st.DataObject) -> None:
+@given(
+    st.lists(st.integers(0, 200), unique=True, max_size=30),
+    layouts,
+    st.sampled_from(["all", "patches"]),
+    st.data(),
+)
+def test_row_provenance_round_trip(
+    images: list[int], layout: Layout, selection: str, data: st.DataObject
+) -> None:
     images_B = np.sort(np.asarray(images, dtype=np.int64))
     tokens_T = select_tokens(layout, selection)
     image_R, token_R = provenance_rows(images_B, tokens_T)

@@ -14,8 +14,9 @@ def make_pair(architecture: str, d_in: int, expansion_factor: int, k: int, seed:
     """Two float64 SAEs with the same random weights, one on each backend."""
     saes = []
     for backend in ("dense", "sparse"):
-        cfg = SAEConfig(d_in=d_in, expansion_factor=expansion_factor, architecture=architecture, k=k,
-                        backend=backend)
+        cfg = SAEConfig(
+            d_in=d_in, expansion_factor=expansion_factor, architecture=architecture, k=k, backend=backend
+        )
         sae = SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(seed)).double().train()
         with torch.no_grad():
             gen = torch.Generator().manual_seed(seed + 1)
@@ -99,9 +100,22 @@ def test_sparse_training_allocates_nothing_of_size_b_by_f(monkeypatch, tmp_path,
 
     monkeypatch.setattr(sparse_torch, "encode_select", encode_select_unrecorded)
     cfg = TrainConfig(
-        architecture="topk", expansion_factor=(32,), k=(4,), lr=(1e-3,), batch_size=B, total_tokens=B * 3,
-        lr_warmup_steps=1, dead_handling=dead_handling, dead_tokens=B, b_dec_init="mean", norm_batches=1,
-        log_every=3, checkpoint_every=3, backend="sparse", progress=False, plot=False,
+        architecture="topk",
+        expansion_factor=(32,),
+        k=(4,),
+        lr=(1e-3,),
+        batch_size=B,
+        total_tokens=B * 3,
+        lr_warmup_steps=1,
+        dead_handling=dead_handling,
+        dead_tokens=B,
+        b_dec_init="mean",
+        norm_batches=1,
+        log_every=3,
+        checkpoint_every=3,
+        backend="sparse",
+        progress=False,
+        plot=False,
     )
     acts = torch.randn(B * 3, D)
     with recorder:

@@ -66,8 +66,9 @@ def _collate_dropping_bad(items: list[_Item]) -> ImageBatch:
     good = [item for item in items if item[1] is not None]
     skipped = [item[3] for item in items if item[3] is not None]
     if not good:
-        return ImageBatch(torch.empty(0), torch.empty(0, dtype=torch.int64),
-                          torch.empty(0, dtype=torch.int64), skipped)
+        return ImageBatch(
+            torch.empty(0), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64), skipped
+        )
     return ImageBatch(
         pixels_BCHW=torch.stack([item[1] for item in good]),
         indices_B=torch.tensor([item[0] for item in good], dtype=torch.int64),
@@ -79,8 +80,15 @@ def _collate_dropping_bad(items: list[_Item]) -> ImageBatch:
 class ImageLoader:
     """Iterate `ImageBatch`es over `source[start:stop]` in order, preprocessing in worker processes."""
 
-    def __init__(self, source: ImageSource, preprocess: Preprocess, batch_size: int = 64,
-                 num_workers: int = 0, start: int = 0, stop: int | None = None) -> None:
+    def __init__(
+        self,
+        source: ImageSource,
+        preprocess: Preprocess,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> None:
         stop = len(source) if stop is None else stop
         if not 0 <= start <= stop <= len(source):
             raise ValueError(f"slice [{start}, {stop}) is not within the source's {len(source)} images")
@@ -100,7 +108,9 @@ class ImageLoader:
         self.skipped = []
         loader = DataLoader(
             _PreprocessedItems(self.source, self.preprocess, self.start, self.stop),
-            batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
             collate_fn=_collate_dropping_bad,
         )
         for batch in loader:

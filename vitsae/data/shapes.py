@@ -51,8 +51,12 @@ TEXTURES = ("plain", "stripes", "dots", "checker")
 SIZES = ("small", "large")
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 BACKGROUNDS = ("plain", "noise", "gradient")
-SHAPE_GROUPS = {"round": ("circle", "ring"), "square": ("square",), "triangle": ("triangle",),
-                "spiky": ("cross", "star")}
+SHAPE_GROUPS = {
+    "round": ("circle", "ring"),
+    "square": ("square",),
+    "triangle": ("triangle",),
+    "spiky": ("cross", "star"),
+}
 CLASS_NAMES = tuple(f"{group}-{temp}" for group in SHAPE_GROUPS for temp in ("warm", "cool"))
 CONCEPT_FAMILIES = {
     "shape": SHAPES,
@@ -114,8 +118,13 @@ class ShapeObject:
         return f"{row}-{col}"
 
     def concepts(self, image_size: int) -> tuple[str, ...]:
-        return (f"shape:{self.shape}", f"colour:{self.colour}", f"texture:{self.texture}",
-                f"size:{self.size}", f"position:{self.position(image_size)}")
+        return (
+            f"shape:{self.shape}",
+            f"colour:{self.colour}",
+            f"texture:{self.texture}",
+            f"size:{self.size}",
+            f"position:{self.position(image_size)}",
+        )
 
 
 @dataclass
@@ -148,8 +157,10 @@ def object_mask(obj: ShapeObject, image_size: int) -> np.ndarray:
 def _bbox(obj: ShapeObject, image_size: int) -> tuple[slice, slice]:
     cy, cx = obj.centre_yx
     r = obj.radius + 1
-    return (slice(max(0, int(cy - r)), min(image_size, int(np.ceil(cy + r)) + 1)),
-            slice(max(0, int(cx - r)), min(image_size, int(np.ceil(cx + r)) + 1)))
+    return (
+        slice(max(0, int(cy - r)), min(image_size, int(np.ceil(cy + r)) + 1)),
+        slice(max(0, int(cx - r)), min(image_size, int(np.ceil(cx + r)) + 1)),
+    )
 
 
 def _local_mask(obj: ShapeObject, image_size: int) -> tuple[tuple[slice, slice], np.ndarray]:
@@ -235,8 +246,12 @@ class ShapesDataset:
         return f"shapes-seed{self.config.seed}-{self._check_index(index):07d}"
 
     def describe(self) -> dict:
-        return {"kind": "shapes", "config": config_to_dict(self.config), "n_images": len(self),
-                "classes": list(CLASS_NAMES)}
+        return {
+            "kind": "shapes",
+            "config": config_to_dict(self.config),
+            "n_images": len(self),
+            "classes": list(CLASS_NAMES),
+        }
 
     def _check_index(self, index: int) -> int:
         index = int(index)
@@ -270,8 +285,9 @@ class ShapesDataset:
         label = label_for(objects)
         return ShapesSample(image.astype(np.uint8), label, masks, objects, background_kind, visible)
 
-    def _masks(self, objects: list[ShapeObject], owner: np.ndarray,
-               background_kind: str) -> tuple[dict[str, np.ndarray], list[int]]:
+    def _masks(
+        self, objects: list[ShapeObject], owner: np.ndarray, background_kind: str
+    ) -> tuple[dict[str, np.ndarray], list[int]]:
         masks: dict[str, np.ndarray] = {}
         visible_pixels = []
         for k, obj in enumerate(objects):
@@ -304,10 +320,22 @@ class ShapesDataset:
             for k in order:
                 shape, colour, size_name = kinds[k]
                 radius = size * (rng.uniform(0.17, 0.22) if size_name == "large" else rng.uniform(0.08, 0.11))
-                centre = (float(rng.uniform(radius, size - radius)),
-                          float(rng.uniform(radius, size - radius)))
-                objects.append(ShapeObject(shape, colour, looks[k][0], size_name, centre, float(radius),
-                                           float(rng.uniform(0, 2 * np.pi)), *looks[k][1:]))
+                centre = (
+                    float(rng.uniform(radius, size - radius)),
+                    float(rng.uniform(radius, size - radius)),
+                )
+                objects.append(
+                    ShapeObject(
+                        shape,
+                        colour,
+                        looks[k][0],
+                        size_name,
+                        centre,
+                        float(radius),
+                        float(rng.uniform(0, 2 * np.pi)),
+                        *looks[k][1:],
+                    )
+                )
             local_masks = [_local_mask(obj, size) for obj in objects]
             if self._main_visible_fraction(objects, local_masks) >= _MIN_MAIN_VISIBLE:
                 break
@@ -319,13 +347,14 @@ class ShapesDataset:
         rgb = tuple(min(1.0, max(0.0, c + j)) for c, j in zip(COLOURS[colour], jitter, strict=True))
         return texture, rgb, int(rng.integers(4)), int(rng.integers(4))
 
-    def _main_visible_fraction(self, objects: list[ShapeObject],
-                               local_masks: list[tuple[tuple[slice, slice], np.ndarray]]) -> float:
+    def _main_visible_fraction(
+        self, objects: list[ShapeObject], local_masks: list[tuple[tuple[slice, slice], np.ndarray]]
+    ) -> float:
         main_at = next(k for k, obj in enumerate(objects) if obj.size == "large")
         if main_at == len(objects) - 1:
             return 1.0
         covered = np.zeros((self.config.image_size,) * 2, dtype=bool)
-        for box, local in local_masks[main_at + 1:]:
+        for box, local in local_masks[main_at + 1 :]:
             covered[box] |= local
         box, main = local_masks[main_at]
         return float((main & ~covered[box]).sum() / max(1, main.sum()))
@@ -352,8 +381,9 @@ class ShapesDataset:
 EXPORT_FORMAT_VERSION = 1
 
 
-def export_shapes(dataset: ShapesDataset, out_dir: str | Path, start: int = 0,
-                  stop: int | None = None) -> Path:
+def export_shapes(
+    dataset: ShapesDataset, out_dir: str | Path, start: int = 0, stop: int | None = None
+) -> Path:
     """Write images `[start, stop)` as an image folder with their masks and labels beside them.
 
     Layout (format version 1): `images/<label:02d>-<class name>/<key>.png` (readable by `FolderSource`,
@@ -377,13 +407,21 @@ def export_shapes(dataset: ShapesDataset, out_dir: str | Path, start: int = 0,
         with atomic_path(out / "masks" / f"{key}.npz") as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **sample.masks)
         rows.append(f"{index},{key},{image_rel},{sample.label},{CLASS_NAMES[sample.label]}")
-        objects.append({"index": index, "key": key, "background": sample.background,
-                        "visible_pixels": sample.visible_pixels,
-                        "objects": [dataclasses.asdict(obj) for obj in sample.objects]})
+        objects.append(
+            {
+                "index": index,
+                "key": key,
+                "background": sample.background,
+                "visible_pixels": sample.visible_pixels,
+                "objects": [dataclasses.asdict(obj) for obj in sample.objects],
+            }
+        )
     write_bytes_atomic(out / "labels.csv", ("\n".join(rows) + "\n").encode())
     write_json_atomic(out / "objects.json", objects)
-    write_json_atomic(out / "dataset.json", {"format_version": EXPORT_FORMAT_VERSION, "start": start,
-                                             "stop": stop, "source": dataset.describe()})
+    write_json_atomic(
+        out / "dataset.json",
+        {"format_version": EXPORT_FORMAT_VERSION, "start": start, "stop": stop, "source": dataset.describe()},
+    )
     return out
 
 

@@ -37,8 +37,16 @@ def plot_shapes_grid(dataset: ShapesDataset, indices: list[int], path: str | Pat
                     handles.append(Patch(color=palette[value_at % len(palette)], label=value))
             axes[row, col].imshow(canvas, interpolation="nearest")
             axes[row, col].set_title(family, fontsize=8)
-            axes[row, col].legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                                  ncol=2, frameon=False, handlelength=0.8, columnspacing=0.6)
+            axes[row, col].legend(
+                handles=handles,
+                fontsize=6,
+                loc="upper center",
+                bbox_to_anchor=(0.5, 0.0),
+                ncol=2,
+                frameon=False,
+                handlelength=0.8,
+                columnspacing=0.6,
+            )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

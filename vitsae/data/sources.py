@@ -56,14 +56,19 @@ class FolderSource:
     class names (or `classes` when given); images directly under `root` get label None.
     """
 
-    def __init__(self, root: str | Path, classes: list[str] | None = None,
-                 extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        classes: list[str] | None = None,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist")
         self.extensions = tuple(e.lower() for e in extensions)
         self.paths = sorted(
-            p.relative_to(self.root) for p in self.root.rglob("*")
+            p.relative_to(self.root)
+            for p in self.root.rglob("*")
             if p.is_file() and p.suffix.lower() in self.extensions
         )
         found = sorted({p.parts[0] for p in self.paths if len(p.parts) > 1})
@@ -86,8 +91,13 @@ class FolderSource:
         return ImageRecord(open_rgb(self.root / rel), label, rel.as_posix())
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "folder", "root": str(self.root.resolve()), "classes": self.classes,
-                "extensions": list(self.extensions), "n_images": len(self)}
+        return {
+            "kind": "folder",
+            "root": str(self.root.resolve()),
+            "classes": self.classes,
+            "extensions": list(self.extensions),
+            "n_images": len(self),
+        }
 
 
 class HFSource:
@@ -99,8 +109,13 @@ class HFSource:
     the same but is described as in-memory.
     """
 
-    def __init__(self, dataset: Any, image_column: str = "image", label_column: str | None = "label",
-                 origin: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        origin: dict[str, Any] | None = None,
+    ) -> None:
         columns = list(dataset.column_names)
         if image_column not in columns:
             raise ValueError(f"image column {image_column!r} not in dataset columns {columns}")
@@ -124,12 +139,14 @@ class HFSource:
         return cls(loaded, origin=origin, **kwargs)
 
     @classmethod
-    def from_imagefolder(cls, data_dir: str | Path, split: str = "train", cache_dir: str | None = None,
-                         **kwargs: Any) -> HFSource:
+    def from_imagefolder(
+        cls, data_dir: str | Path, split: str = "train", cache_dir: str | None = None, **kwargs: Any
+    ) -> HFSource:
         import datasets
 
-        loaded = datasets.load_dataset("imagefolder", data_dir=str(data_dir), split=split,
-                                       cache_dir=cache_dir)
+        loaded = datasets.load_dataset(
+            "imagefolder", data_dir=str(data_dir), split=split, cache_dir=cache_dir
+        )
         origin = {"loader": "imagefolder", "path": str(Path(data_dir).resolve()), "split": split}
         return cls(loaded, origin=origin, **kwargs)
 
@@ -154,8 +171,13 @@ class HFSource:
         return ImageRecord(rgb, None if label is None else int(label), key)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "hf", **self.origin, "image_column": self.image_column,
-                "label_column": self.label_column, "n_images": len(self)}
+        return {
+            "kind": "hf",
+            **self.origin,
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+            "n_images": len(self),
+        }
 
 
 class ArraySource:
@@ -189,24 +211,36 @@ class ArraySource:
         import hashlib
 
         digest = hashlib.sha256(np.ascontiguousarray(self.images_NHWC).tobytes()).hexdigest()
-        return {"kind": "array", "shape": list(self.images_NHWC.shape), "sha256": digest,
-                "labelled": self.labels_N is not None, "n_images": len(self)}
+        return {
+            "kind": "array",
+            "shape": list(self.images_NHWC.shape),
+            "sha256": digest,
+            "labelled": self.labels_N is not None,
+            "n_images": len(self),
+        }
 
 
 def source_from_description(description: dict[str, Any]) -> ImageSource:
     """Re-create a source from its `describe()` output (folder, hf from disk, shapes)."""
     kind = description.get("kind")
     if kind == "folder":
-        return FolderSource(description["root"], classes=description["classes"],
-                            extensions=tuple(description["extensions"]))
+        return FolderSource(
+            description["root"], classes=description["classes"], extensions=tuple(description["extensions"])
+        )
     if kind == "hf" and description.get("loader") == "load_from_disk":
-        return HFSource.from_disk(description["path"], split=description["split"],
-                                  image_column=description["image_column"],
-                                  label_column=description["label_column"])
+        return HFSource.from_disk(
+            description["path"],
+            split=description["split"],
+            image_column=description["image_column"],
+            label_column=description["label_column"],
+        )
     if kind == "hf" and description.get("loader") == "imagefolder":
-        return HFSource.from_imagefolder(description["path"], split=description["split"],
-                                         image_column=description["image_column"],
-                                         label_column=description["label_column"])
+        return HFSource.from_imagefolder(
+            description["path"],
+            split=description["split"],
+            image_column=description["image_column"],
+            label_column=description["label_column"],
+        )
     if kind == "shapes":
         from vitsae.config import config_from_dict
         from vitsae.data.shapes import ShapesConfig, ShapesDataset
@@ -219,8 +253,13 @@ def source_from_description(description: dict[str, Any]) -> ImageSource:
     )
 
 
-SOURCE_SPECS = ("shapes:<n>[:<seed>[:<size>]]", "folder:<dir>", "hf:<save_to_disk dir>[@<split>]",
-                "imagefolder:<dir>[@<split>]", "<dir> (a save_to_disk dir, else an image folder)")
+SOURCE_SPECS = (
+    "shapes:<n>[:<seed>[:<size>]]",
+    "folder:<dir>",
+    "hf:<save_to_disk dir>[@<split>]",
+    "imagefolder:<dir>[@<split>]",
+    "<dir> (a save_to_disk dir, else an image folder)",
+)
 
 
 def open_source(spec: str) -> ImageSource:
@@ -236,7 +275,7 @@ def open_source(spec: str) -> ImageSource:
             numbers = []
         if not 1 <= len(numbers) <= 3:
             raise ValueError(f"bad shapes spec {spec!r}; expected shapes:<n>[:<seed>[:<size>]]")
-        n_images, seed, size = numbers + [0, 0, 64][len(numbers):]  # seed 0 and 64x64 unless given
+        n_images, seed, size = numbers + [0, 0, 64][len(numbers) :]  # seed 0 and 64x64 unless given
         return ShapesDataset(n_images=n_images, seed=seed, image_size=size)
     if sep and scheme in ("folder", "hf", "imagefolder"):
         path, _, split = rest.partition("@")
@@ -250,4 +289,3 @@ def open_source(spec: str) -> ImageSource:
         saved = any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
         return HFSource.from_disk(path) if saved else FolderSource(path)
     raise ValueError(f"unknown image source {spec!r}: not a directory; use one of: {', '.join(SOURCE_SPECS)}")
-

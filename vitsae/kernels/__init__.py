@@ -9,5 +9,11 @@ from vitsae.kernels.codes import SparseCodes
 from vitsae.kernels.sparse_torch import DENSE_DENSITY_THRESHOLD
 
 __all__ = [
-    "BACKENDS", "DENSE_DENSITY_THRESHOLD", "Encoded", "SparseCodes", "decode", "encode", "resolve_backend",
+    "BACKENDS",
+    "DENSE_DENSITY_THRESHOLD",
+    "Encoded",
+    "SparseCodes",
+    "decode",
+    "encode",
+    "resolve_backend",
 ]

@@ -49,7 +49,7 @@ def sparse_ops(device: torch.device) -> ModuleType:
 
 
 def resolve_backend(backend: str, activation: str, k: int | None, n_features: int) -> str:
-    """"dense" or "sparse" for one call (see the module docstring)."""
+    """ "dense" or "sparse" for one call (see the module docstring)."""
     check_backend(backend)
     if backend != "auto":
         return backend
@@ -125,7 +125,11 @@ def _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weig
     if x_BD.dim() != 2 or W_enc_DF.dim() != 2 or x_BD.shape[1] != W_enc_DF.shape[0]:
         raise ValueError(f"x {tuple(x_BD.shape)} does not match W_enc {tuple(W_enc_DF.shape)} ([D, F])")
     D, F = W_enc_DF.shape
-    for name, vec, n in (("b_enc", b_enc_F, F), ("b_dec", b_dec_D, D), ("threshold", threshold_F, F),
-                         ("l1_weights", l1_weights_F, F)):
+    for name, vec, n in (
+        ("b_enc", b_enc_F, F),
+        ("b_dec", b_dec_D, D),
+        ("threshold", threshold_F, F),
+        ("l1_weights", l1_weights_F, F),
+    ):
         if vec is not None and vec.shape != (n,):
             raise ValueError(f"{name} {tuple(vec.shape)} does not match W_enc {tuple(W_enc_DF.shape)}")

@@ -20,8 +20,9 @@ class SparseEncode(torch.autograd.Function):
     """(x, W_enc, b_enc, b_dec, l1_weights) -> (values_BK, indices_BK, counts_B, l1_B, fire_counts_F)."""
 
     @staticmethod
-    def forward(ctx, ops: ModuleType, activation: str, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D,
-                l1_weights_F):
+    def forward(
+        ctx, ops: ModuleType, activation: str, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D, l1_weights_F
+    ):
         indices_BK, values_BK, counts_B, l1_B, fire_F = ops.encode_select(
             x_BD, W_enc_DF, b_enc_F, b_dec_D, activation, k, threshold_F, l1_weights_F
         )

@@ -89,7 +89,10 @@ def _csr(indices_BK: torch.Tensor, coef_BK: torch.Tensor, counts_B: torch.Tensor
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            crow, feature_E, coef_E, (counts_B.shape[0], n_features),
+            crow,
+            feature_E,
+            coef_E,
+            (counts_B.shape[0], n_features),
             check_invariants=False,
         )
 
@@ -103,7 +106,10 @@ def _csr_transposed(indices_BK, coef_BK, counts_B, n_features: int):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            crow, row_E[order_E], coef_E[order_E], (n_features, counts_B.shape[0]),
+            crow,
+            row_E[order_E],
+            coef_E[order_E],
+            (n_features, counts_B.shape[0]),
             check_invariants=False,
         )
 

@@ -19,12 +19,31 @@ import triton.language as tl
 
 @triton.jit
 def encode_kernel(
-    x_ptr, w_ptr, bias_ptr, thr_ptr, l1w_ptr,
-    idx_ptr, val_ptr, count_ptr, l1_part_ptr, fire_ptr,
-    B, D, F,
-    stride_xb, stride_xd, stride_wd, stride_wf,
-    MODE: tl.constexpr, MAX_K: tl.constexpr, KC: tl.constexpr, HAS_L1: tl.constexpr,
-    HALF_DOT: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    thr_ptr,
+    l1w_ptr,
+    idx_ptr,
+    val_ptr,
+    count_ptr,
+    l1_part_ptr,
+    fire_ptr,
+    B,
+    D,
+    F,
+    stride_xb,
+    stride_xd,
+    stride_wd,
+    stride_wf,
+    MODE: tl.constexpr,
+    MAX_K: tl.constexpr,
+    KC: tl.constexpr,
+    HAS_L1: tl.constexpr,
+    HALF_DOT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """MODE 0: ReLU, 1: JumpReLU (threshold per feature), 2: TopK candidates (KC per block)."""
     pid_b = tl.program_id(0)
@@ -37,10 +56,16 @@ def encode_kernel(
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         d_ok = ds < D
-        x_tile = tl.load(x_ptr + rows[:, None] * stride_xb + ds[None, :] * stride_xd,
-                         mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-        w_tile = tl.load(w_ptr + ds[:, None] * stride_wd + cols[None, :] * stride_wf,
-                         mask=d_ok[:, None] & col_ok[None, :], other=0.0)
+        x_tile = tl.load(
+            x_ptr + rows[:, None] * stride_xb + ds[None, :] * stride_xd,
+            mask=row_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        w_tile = tl.load(
+            w_ptr + ds[:, None] * stride_wd + cols[None, :] * stride_wf,
+            mask=d_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
         if HALF_DOT:
             acc += tl.dot(x_tile, w_tile.to(x_tile.dtype))
         else:
@@ -81,9 +106,18 @@ def encode_kernel(
 
 @triton.jit
 def gather_rows_kernel(
-    idx_ptr, coef_ptr, count_ptr, rows_ptr, out_ptr,
-    B, D, K, stride_rf, stride_rd,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+    idx_ptr,
+    coef_ptr,
+    count_ptr,
+    rows_ptr,
+    out_ptr,
+    B,
+    D,
+    K,
+    stride_rf,
+    stride_rd,
+    BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -97,17 +131,29 @@ def gather_rows_kernel(
         used = row_ok & (k < counts)
         feat = tl.load(idx_ptr + rows * K + k, mask=used, other=0).to(tl.int64)
         coef = tl.load(coef_ptr + rows * K + k, mask=used, other=0.0).to(tl.float32)
-        w = tl.load(rows_ptr + feat[:, None] * stride_rf + ds[None, :] * stride_rd,
-                    mask=used[:, None] & d_ok[None, :], other=0.0)
+        w = tl.load(
+            rows_ptr + feat[:, None] * stride_rf + ds[None, :] * stride_rd,
+            mask=used[:, None] & d_ok[None, :],
+            other=0.0,
+        )
         acc += coef[:, None] * w.to(tl.float32)
     tl.store(out_ptr + rows[:, None] * D + ds[None, :], acc, mask=row_ok[:, None] & d_ok[None, :])
 
 
 @triton.jit
 def gather_dot_kernel(
-    idx_ptr, count_ptr, dense_ptr, rows_ptr, out_ptr,
-    B, D, K, stride_rf, stride_rd,
-    BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr,
+    idx_ptr,
+    count_ptr,
+    dense_ptr,
+    rows_ptr,
+    out_ptr,
+    B,
+    D,
+    K,
+    stride_rf,
+    stride_rd,
+    BLOCK_E: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """One program per BLOCK_E (row, slot) entries of the flattened B x K codes."""
     es = tl.program_id(0) * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -127,9 +173,18 @@ def gather_dot_kernel(
 
 @triton.jit
 def segment_outer_kernel(
-    seg_ptr, entry_row_ptr, entry_coef_ptr, dense_ptr, out_ptr, sums_ptr,
-    F, D, stride_of, stride_od,
-    BLOCK_FS: tl.constexpr, BLOCK_D: tl.constexpr,
+    seg_ptr,
+    entry_row_ptr,
+    entry_coef_ptr,
+    dense_ptr,
+    out_ptr,
+    sums_ptr,
+    F,
+    D,
+    stride_of,
+    stride_od,
+    BLOCK_FS: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """BLOCK_FS features per program; step e adds each feature's e-th entry (its own fixed order)."""
     fs = tl.program_id(0) * BLOCK_FS + tl.arange(0, BLOCK_FS)
@@ -145,11 +200,13 @@ def segment_outer_kernel(
         e_ok = f_ok & (e < length)
         row = tl.load(entry_row_ptr + start + e, mask=e_ok, other=0).to(tl.int64)
         coef = tl.load(entry_coef_ptr + start + e, mask=e_ok, other=0.0).to(tl.float32)
-        tile = tl.load(dense_ptr + row[:, None] * D + ds[None, :],
-                       mask=e_ok[:, None] & d_ok[None, :], other=0.0)
+        tile = tl.load(
+            dense_ptr + row[:, None] * D + ds[None, :], mask=e_ok[:, None] & d_ok[None, :], other=0.0
+        )
         acc += coef[:, None] * tile.to(tl.float32)
         total += coef
-    tl.store(out_ptr + fs[:, None] * stride_of + ds[None, :] * stride_od, acc,
-             mask=f_ok[:, None] & d_ok[None, :])
+    tl.store(
+        out_ptr + fs[:, None] * stride_of + ds[None, :] * stride_od, acc, mask=f_ok[:, None] & d_ok[None, :]
+    )
     if pid_d == 0:
         tl.store(sums_ptr + fs, total, mask=f_ok)

@@ -23,7 +23,13 @@ from vitsae.kernels.triton_kernels import (
 
 # Tile sizes; tests under the interpreter set larger blocks and smaller shapes.
 BLOCKS = {
-    "encode_b": 64, "encode_f": 128, "encode_d": 32, "rows_b": 32, "rows_d": 128, "dot_e": 64, "seg_f": 16,
+    "encode_b": 64,
+    "encode_f": 128,
+    "encode_d": 32,
+    "rows_b": 32,
+    "rows_d": 128,
+    "dot_e": 64,
+    "seg_f": 16,
 }
 # First guess of the ReLU/JumpReLU slot width; grown on overflow.
 INITIAL_MAX_K = 64
@@ -44,19 +50,44 @@ def _launch_encode(x_BD, W_enc_DF, bias_F, thr_F, l1w_F, mode: int, max_k: int, 
     fire = torch.zeros(F, dtype=torch.int32, device=dev)
     half = x_BD.dtype in (torch.float16, torch.bfloat16)
     encode_kernel[grid](
-        x_BD, W_enc_DF, bias_F, thr_F if thr_F is not None else bias_F,
+        x_BD,
+        W_enc_DF,
+        bias_F,
+        thr_F if thr_F is not None else bias_F,
         l1w_F if l1w_F is not None else bias_F,
-        idx, val, count, l1_part, fire,
-        B, D, F, x_BD.stride(0), x_BD.stride(1), W_enc_DF.stride(0), W_enc_DF.stride(1),
-        MODE=mode, MAX_K=max_k, KC=kc, HAS_L1=l1w_F is not None, HALF_DOT=half,
-        BLOCK_B=bb, BLOCK_F=bf, BLOCK_D=bd,
+        idx,
+        val,
+        count,
+        l1_part,
+        fire,
+        B,
+        D,
+        F,
+        x_BD.stride(0),
+        x_BD.stride(1),
+        W_enc_DF.stride(0),
+        W_enc_DF.stride(1),
+        MODE=mode,
+        MAX_K=max_k,
+        KC=kc,
+        HAS_L1=l1w_F is not None,
+        HALF_DOT=half,
+        BLOCK_B=bb,
+        BLOCK_F=bf,
+        BLOCK_D=bd,
     )
     return idx, val, count, l1_part, fire
 
 
 def encode_select(
-    x_BD: Tensor, W_enc_DF: Tensor, b_enc_F: Tensor, b_dec_D: Tensor, activation: str, k: int | None,
-    threshold_F: Tensor | None, l1_weights_F: Tensor | None,
+    x_BD: Tensor,
+    W_enc_DF: Tensor,
+    b_enc_F: Tensor,
+    b_dec_D: Tensor,
+    activation: str,
+    k: int | None,
+    threshold_F: Tensor | None,
+    l1_weights_F: Tensor | None,
 ) -> tuple[Tensor, ...]:
     """Fused encode: (indices_BK int32, values_BK, counts_B int32, l1_B or None, fire_counts_F int64)."""
     check_activation(activation, k, threshold_F)
@@ -117,8 +148,18 @@ def gather_rows_sum(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, rows_
     out = torch.empty(B, D, dtype=torch.float32, device=rows_FD.device)
     grid = (triton.cdiv(B, BLOCKS["rows_b"]), triton.cdiv(D, BLOCKS["rows_d"]))
     gather_rows_kernel[grid](
-        indices_BK.contiguous(), coef_BK.contiguous(), counts_B.contiguous(), rows_FD, out,
-        B, D, K, rows_FD.stride(0), rows_FD.stride(1), BLOCK_B=BLOCKS["rows_b"], BLOCK_D=BLOCKS["rows_d"],
+        indices_BK.contiguous(),
+        coef_BK.contiguous(),
+        counts_B.contiguous(),
+        rows_FD,
+        out,
+        B,
+        D,
+        K,
+        rows_FD.stride(0),
+        rows_FD.stride(1),
+        BLOCK_B=BLOCKS["rows_b"],
+        BLOCK_D=BLOCKS["rows_d"],
     )
     return out.to(rows_FD.dtype)
 
@@ -130,8 +171,18 @@ def gather_dot(indices_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, rows_FD: 
     out = torch.zeros(B, K, dtype=torch.float32, device=rows_FD.device)
     grid = (triton.cdiv(B * K, BLOCKS["dot_e"]),)
     gather_dot_kernel[grid](
-        indices_BK.contiguous(), counts_B.contiguous(), dense_BD.contiguous(), rows_FD, out,
-        B, D, K, rows_FD.stride(0), rows_FD.stride(1), BLOCK_E=BLOCKS["dot_e"], BLOCK_D=BLOCKS["rows_d"],
+        indices_BK.contiguous(),
+        counts_B.contiguous(),
+        dense_BD.contiguous(),
+        rows_FD,
+        out,
+        B,
+        D,
+        K,
+        rows_FD.stride(0),
+        rows_FD.stride(1),
+        BLOCK_E=BLOCKS["dot_e"],
+        BLOCK_D=BLOCKS["rows_d"],
     )
     return out
 
@@ -157,8 +208,18 @@ def scatter_outer(
     sums = torch.empty(n_features, dtype=torch.float32, device=dense_BD.device)
     grid = (triton.cdiv(n_features, BLOCKS["seg_f"]), triton.cdiv(D, BLOCKS["rows_d"]))
     segment_outer_kernel[grid](
-        seg, rows_E, coef_E, dense_BD.contiguous(), out, sums, n_features, D, out.stride(0), out.stride(1),
-        BLOCK_FS=BLOCKS["seg_f"], BLOCK_D=BLOCKS["rows_d"],
+        seg,
+        rows_E,
+        coef_E,
+        dense_BD.contiguous(),
+        out,
+        sums,
+        n_features,
+        D,
+        out.stride(0),
+        out.stride(1),
+        BLOCK_FS=BLOCKS["seg_f"],
+        BLOCK_D=BLOCKS["rows_d"],
     )
     return out.to(dense_BD.dtype), sums.to(coef_BK.dtype)
 

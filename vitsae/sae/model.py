@@ -130,8 +130,13 @@ class SparseAutoencoder(nn.Module):
             self._check_width(x_BD)
             k = self.cfg.k if self.cfg.architecture == "topk" else None
             return kernels.encode(
-                self._scale_in(x_BD, raw), self.W_enc, self.b_enc, self.b_dec,
-                activation=self.cfg.architecture, k=k, backend="sparse",
+                self._scale_in(x_BD, raw),
+                self.W_enc,
+                self.b_enc,
+                self.b_dec,
+                activation=self.cfg.architecture,
+                k=k,
+                backend="sparse",
             ).codes
         pre_BF = self.pre_activations(x_BD, raw)
         return SparseCodes.from_dense(self._activate(pre_BF))
@@ -179,7 +184,10 @@ class SparseAutoencoder(nn.Module):
         self._check_width(x_BD)
         arch = self.cfg.architecture
         encoded = kernels.encode(
-            self._scale_in(x_BD, raw=False), self.W_enc, self.b_enc, self.b_dec,
+            self._scale_in(x_BD, raw=False),
+            self.W_enc,
+            self.b_enc,
+            self.b_dec,
             activation=arch,
             k=None if arch == "relu" else self.cfg.k,
             l1_weights_F=self.W_dec.norm(dim=-1) if arch == "relu" else None,

@@ -100,12 +100,16 @@ def read_manifest(store_dir: Path) -> dict[str, Any]:
     """Load and version-check a store's manifest."""
     path = Path(store_dir) / MANIFEST_NAME
     if not path.exists():
-        raise StoreError(f"{store_dir} is not an activation store: {MANIFEST_NAME} is missing "
-                         "(an unfinished harvest? rerun the same `vitsae harvest` command to finish it)")
+        raise StoreError(
+            f"{store_dir} is not an activation store: {MANIFEST_NAME} is missing "
+            "(an unfinished harvest? rerun the same `vitsae harvest` command to finish it)"
+        )
     manifest = read_json(path)
     if manifest.get("format") != FORMAT_NAME:
         raise StoreError(f"{path} is not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise StoreError(f"{path} has format version {manifest.get('format_version')}; "
-                         f"this vitsae reads version {FORMAT_VERSION}")
+        raise StoreError(
+            f"{path} has format version {manifest.get('format_version')}; "
+            f"this vitsae reads version {FORMAT_VERSION}"
+        )
     return manifest

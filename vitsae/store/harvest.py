@@ -81,16 +81,18 @@ class _ShardBuffer:
         kept_BTD = acts_BTD.index_select(1, self.plan.tokens_T.to(acts_BTD.device))
         batch, tokens, width = kept_BTD.shape
         if width != self.plan.width:
-            raise StoreError(f"hook {self.plan.name}: collect returned width {width}, "
-                             f"its token layout says {self.plan.width}")
+            raise StoreError(
+                f"hook {self.plan.name}: collect returned width {width}, "
+                f"its token layout says {self.plan.width}"
+            )
         rows = batch * tokens
         stored_RD = kept_BTD.reshape(rows, width).to(dtype)
         self.stats.update(stored_RD)  # on the model's device, before the copy to host memory
         end = self.rows + rows
         image_R, token_R = provenance_rows(indices_B.numpy(), self.plan.tokens_T.numpy())
-        self.acts_RD[self.rows:end].copy_(stored_RD)
-        self.image_R[self.rows:end] = torch.from_numpy(image_R)
-        self.token_R[self.rows:end] = torch.from_numpy(token_R)
+        self.acts_RD[self.rows : end].copy_(stored_RD)
+        self.image_R[self.rows : end] = torch.from_numpy(image_R)
+        self.token_R[self.rows : end] = torch.from_numpy(token_R)
         self.rows = end
 
 
@@ -126,10 +128,18 @@ def _plan_hooks(model: Any, config: HarvestConfig) -> list[_HookPlan]:
         layout = Layout.of(model_layout)
         tokens = select_tokens(layout, config.tokens, config.include_registers)
         if len(tokens) == 0:
-            raise ValueError(f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout "
-                             f"{model_layout}")
-        plans.append(_HookPlan(hook, config.out / hook, layout, torch.from_numpy(tokens.astype(np.int64)),
-                               int(model_layout.width)))
+            raise ValueError(
+                f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout {model_layout}"
+            )
+        plans.append(
+            _HookPlan(
+                hook,
+                config.out / hook,
+                layout,
+                torch.from_numpy(tokens.astype(np.int64)),
+                int(model_layout.width),
+            )
+        )
     return plans
 
 
@@ -145,8 +155,14 @@ def _recorded_config(config: HarvestConfig) -> dict[str, Any]:
 
 
 def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) -> dict[str, Any]:
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": _recorded_config(config),
-            "model_hash": model.weights_hash(), "source": source.describe(), "images_per_shard": per_shard}
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": _recorded_config(config),
+        "model_hash": model.weights_hash(),
+        "source": source.describe(),
+        "images_per_shard": per_shard,
+    }
 
 
 def _record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[str]:
@@ -166,15 +182,20 @@ def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: 
         for other, theirs in enumerate(records[1:], start=1):
             diffs = _record_differences(records[0], theirs)
             if diffs:
-                raise StoreError(f"rank {other} loaded a different model, source or options than rank 0:\n  "
-                                 + "\n  ".join(diffs).replace("store has", "rank 0 has"))
+                raise StoreError(
+                    f"rank {other} loaded a different model, source or options than rank 0:\n  "
+                    + "\n  ".join(diffs).replace("store has", "rank 0 has")
+                )
     path = config.out / RUN_RECORD
     if path.exists():
         diffs = _record_differences(read_json(path), record)
         if diffs:
-            raise StoreError(f"{config.out} holds a harvest with a different configuration; differing "
-                             "fields:\n  " + "\n  ".join(diffs)
-                             + "\nuse another --out directory, or delete this one to start over")
+            raise StoreError(
+                f"{config.out} holds a harvest with a different configuration; differing "
+                "fields:\n  "
+                + "\n  ".join(diffs)
+                + "\nuse another --out directory, or delete this one to start over"
+            )
     _barrier(world)
     if rank == 0:
         if not path.exists():
@@ -215,15 +236,29 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
     plan, rows = buffer.plan, buffer.rows
     data = shard_bytes(buffer.acts_RD[:rows], buffer.image_R[:rows], buffer.token_R[:rows])
     write_bytes_atomic(plan.directory / shard_name(shard), data)
-    write_json_atomic(_sidecar(plan, shard), {
-        "file": shard_name(shard), "rows": rows, "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(), "images": list(images), "skipped": skipped,
-        "stats": buffer.stats.to_dict(),
-    })
+    write_json_atomic(
+        _sidecar(plan, shard),
+        {
+            "file": shard_name(shard),
+            "rows": rows,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "images": list(images),
+            "skipped": skipped,
+            "stats": buffer.stats.to_dict(),
+        },
+    )
 
 
-def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[_HookPlan],
-                    shards: list[int], per_shard: int, show_progress: bool) -> None:
+def _harvest_shards(
+    model: Any,
+    source: Any,
+    config: HarvestConfig,
+    plans: list[_HookPlan],
+    shards: list[int],
+    per_shard: int,
+    show_progress: bool,
+) -> None:
     dtype = DTYPES[config.dtype][0]
     device = _rank_device(config.device)
     n_images = len(source)
@@ -241,8 +276,14 @@ def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[
         bar.update(len(skipped_here))
 
     for first, stop in _runs(shards):
-        loader = ImageLoader(source, model.preprocess, config.batch_size, config.num_workers,
-                             first * per_shard, min(n_images, stop * per_shard))
+        loader = ImageLoader(
+            source,
+            model.preprocess,
+            config.batch_size,
+            config.num_workers,
+            first * per_shard,
+            min(n_images, stop * per_shard),
+        )
         current, reported = first, 0
         for batch in loader:
             shard = int(batch.indices_B[0]) // per_shard
@@ -263,8 +304,9 @@ def _harvest_shards(model: Any, source: Any, config: HarvestConfig, plans: list[
     bar.close()
 
 
-def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: Any, n_shards: int,
-            per_shard: int) -> None:
+def _finish(
+    config: HarvestConfig, plans: list[_HookPlan], model: Any, source: Any, n_shards: int, per_shard: int
+) -> None:
     """Merge every shard's sidecar into each hook's manifest (rank 0, after all ranks are done)."""
     record = read_json(config.out / RUN_RECORD)
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -273,8 +315,10 @@ def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: A
         for shard in range(n_shards):  # one sidecar at a time: memory stays independent of the store size
             path = _sidecar(plan, shard)
             if not path.exists():
-                raise StoreError(f"shard {shard} of {plan.directory} was not finished ({path} is missing); "
-                                 "rerun the same command to complete the harvest")
+                raise StoreError(
+                    f"shard {shard} of {plan.directory} was not finished ({path} is missing); "
+                    "rerun the same command to complete the harvest"
+                )
             sidecar = read_json(path)
             stats.add(RunningStats.from_dict(sidecar["stats"]))
             shards.append({key: sidecar[key] for key in ("file", "rows", "bytes", "sha256", "images")})
@@ -287,15 +331,23 @@ def _finish(config: HarvestConfig, plans: list[_HookPlan], model: Any, source: A
             "model": {"spec": config.model, "weights_hash": record["model_hash"]},
             "preprocess": config_to_dict(model.preprocess),
             "source": record["source"],
-            "tokens": {"selection": config.tokens, "include_registers": config.include_registers,
-                       "token_indices": plan.tokens_T.tolist()},
+            "tokens": {
+                "selection": config.tokens,
+                "include_registers": config.include_registers,
+                "token_indices": plan.tokens_T.tolist(),
+            },
             "token_layout": plan.layout.to_dict(),
             "width": plan.width,
             "dtype": config.dtype,
             "harvest": {**_recorded_config(config), "images_per_shard": per_shard},
-            "counts": {"images": len(source), "images_skipped": len(skipped),
-                       "images_stored": len(source) - len(skipped), "rows_per_image": plan.rows_per_image,
-                       "rows": stats.rows, "shards": n_shards},
+            "counts": {
+                "images": len(source),
+                "images_skipped": len(skipped),
+                "images_stored": len(source) - len(skipped),
+                "rows_per_image": plan.rows_per_image,
+                "rows": stats.rows,
+                "shards": n_shards,
+            },
             "shards": shards,
             "stats": {**stats.summary(), "dtype": "float64", "over": "stored values"},
             "skipped": skipped,
@@ -328,8 +380,9 @@ def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> 
             mine = range(rank * n_shards // world, (rank + 1) * n_shards // world)
             pending = [s for s in pending_all if s in mine]
             with torch.inference_mode():
-                _harvest_shards(model, source, config, plans, pending, per_shard,
-                                config.progress and rank == 0)
+                _harvest_shards(
+                    model, source, config, plans, pending, per_shard, config.progress and rank == 0
+                )
             _barrier(world)
             if rank == 0:
                 _finish(config, plans, model, source, n_shards, per_shard)

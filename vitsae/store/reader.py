@@ -70,12 +70,22 @@ class ActivationStore:
         self._source: ImageSource | None = None
         row = 0
         for entry in manifest["shards"]:
-            self._shards.append(_Shard(path / entry["file"], row, int(entry["rows"]), tuple(entry["images"]),
-                                       int(entry["bytes"]), entry["sha256"]))
+            self._shards.append(
+                _Shard(
+                    path / entry["file"],
+                    row,
+                    int(entry["rows"]),
+                    tuple(entry["images"]),
+                    int(entry["bytes"]),
+                    entry["sha256"],
+                )
+            )
             row += int(entry["rows"])
         if row != manifest["counts"]["rows"]:
-            raise StoreError(f"{path / 'manifest.json'}: shard rows sum to {row}, "
-                             f"counts.rows says {manifest['counts']['rows']}")
+            raise StoreError(
+                f"{path / 'manifest.json'}: shard rows sum to {row}, "
+                f"counts.rows says {manifest['counts']['rows']}"
+            )
         self._row_starts = [s.row_start for s in self._shards]
         self._image_starts = [s.image_range[0] for s in self._shards]
         for shard in self._shards:
@@ -84,8 +94,9 @@ class ActivationStore:
             self.verify()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, normalize: bool = False,
-             verify: Verify = "size") -> ActivationStore:
+    def open(
+        cls, path: str | os.PathLike, *, normalize: bool = False, verify: Verify = "size"
+    ) -> ActivationStore:
         """Open a store directory. `verify`: 'size' checks every shard's byte size (cheap), 'lazy' also
         checks each shard's sha256 the first time it is read, 'full' checks every sha256 now."""
         if verify not in ("size", "lazy", "full"):
@@ -97,8 +108,10 @@ class ActivationStore:
         return int(self.manifest["counts"]["rows"])
 
     def __repr__(self) -> str:
-        return (f"ActivationStore({str(self.path)!r}, hook={self.hook!r}, rows={len(self)}, "
-                f"d_model={self.d_model})")
+        return (
+            f"ActivationStore({str(self.path)!r}, hook={self.hook!r}, rows={len(self)}, "
+            f"d_model={self.d_model})"
+        )
 
     # ---- integrity -------------------------------------------------------------------------------
     def _check_size(self, shard: _Shard) -> None:
@@ -107,15 +120,19 @@ class ActivationStore:
         except FileNotFoundError as exc:
             raise StoreError(f"shard {shard.path} is missing; {_REPAIR}") from exc
         if actual != shard.nbytes:
-            raise StoreError(f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
-                             f"truncated or replaced; {_REPAIR}")
+            raise StoreError(
+                f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
+                f"truncated or replaced; {_REPAIR}"
+            )
 
     def _check_sha(self, index: int) -> None:
         shard = self._shards[index]
         digest = sha256_file(shard.path)
         if digest != shard.sha256:
-            raise StoreError(f"shard {shard.path} fails its sha256 check (got {digest[:16]}…, the manifest "
-                             f"says {shard.sha256[:16]}…): the file was modified; {_REPAIR}")
+            raise StoreError(
+                f"shard {shard.path} fails its sha256 check (got {digest[:16]}…, the manifest "
+                f"says {shard.sha256[:16]}…): the file was modified; {_REPAIR}"
+            )
         self._verified.add(index)
 
     def verify(self) -> None:
@@ -138,8 +155,11 @@ class ActivationStore:
 
     def _open_maps(self, shard: _Shard) -> dict[str, np.memmap]:
         entries = read_shard_header(shard.path)
-        expected = {"activations": (shard.rows, self.d_model), "image_index": (shard.rows,),
-                    "token_index": (shard.rows,)}
+        expected = {
+            "activations": (shard.rows, self.d_model),
+            "image_index": (shard.rows,),
+            "token_index": (shard.rows,),
+        }
         maps = {}
         for name, shape in expected.items():
             entry = entries.get(name)
@@ -151,8 +171,9 @@ class ActivationStore:
             if shard.rows == 0:
                 maps[name] = np.zeros(shape, dtype=NUMPY_OF_CODE[entry.dtype])
             else:
-                maps[name] = np.memmap(shard.path, dtype=NUMPY_OF_CODE[entry.dtype], mode="r",
-                                       offset=entry.offset, shape=shape)
+                maps[name] = np.memmap(
+                    shard.path, dtype=NUMPY_OF_CODE[entry.dtype], mode="r", offset=entry.offset, shape=shape
+                )
         return maps
 
     def _locate_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -187,7 +208,7 @@ class ActivationStore:
             shard = self._shards[index]
             hi = min(stop, shard.row_start + shard.rows)
             acts_RD = self._map(index)["activations"]
-            parts.append(np.asarray(acts_RD[start - shard.row_start:hi - shard.row_start]))
+            parts.append(np.asarray(acts_RD[start - shard.row_start : hi - shard.row_start]))
             start = hi
         return np.concatenate(parts) if len(parts) != 1 else parts[0]
 
@@ -231,11 +252,16 @@ class ActivationStore:
         """Image index, token index and patch (row, col) of each row; patch -1 for CLS/register tokens."""
         image_index, token_index = self.provenance(rows)
         patch_row, patch_col = token_to_patch(self.layout, token_index)
-        return {"image_index": image_index, "token_index": token_index, "patch_row": patch_row,
-                "patch_col": patch_col}
+        return {
+            "image_index": image_index,
+            "token_index": token_index,
+            "patch_row": patch_row,
+            "patch_col": patch_col,
+        }
 
-    def row_of(self, image_index: int, token_index: int | None = None, *,
-               patch: tuple[int, int] | None = None) -> int:
+    def row_of(
+        self, image_index: int, token_index: int | None = None, *, patch: tuple[int, int] | None = None
+    ) -> int:
         """The row holding (image, token) or (image, patch (row, col)); KeyError if not stored."""
         if (token_index is None) == (patch is None):
             raise ValueError("give exactly one of token_index and patch=(row, col)")
@@ -247,8 +273,10 @@ class ActivationStore:
             hit = find_row(maps["image_index"], maps["token_index"], image_index, token_index)
             if hit is not None:
                 return self._shards[index].row_start + hit
-        raise KeyError(f"(image {image_index}, token {token_index}) is not stored in {self.path} "
-                       "(skipped image, token not selected, or out of range)")
+        raise KeyError(
+            f"(image {image_index}, token {token_index}) is not stored in {self.path} "
+            "(skipped image, token not selected, or out of range)"
+        )
 
     @property
     def preprocess(self) -> Preprocess:
@@ -267,15 +295,30 @@ class ActivationStore:
         return self.source()[int(image_index[0])].image
 
     # ---- training batches ------------------------------------------------------------------------
-    def batches(self, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                start: tuple[int, int] = (0, 0), epochs: int | None = None, drop_last: bool = False,
-                chunk_rows: int = 2048, buffer_rows: int = 65536, prefetch: int = 4) -> ShuffledBatches:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        start: tuple[int, int] = (0, 0),
+        epochs: int | None = None,
+        drop_last: bool = False,
+        chunk_rows: int = 2048,
+        buffer_rows: int = 65536,
+        prefetch: int = 4,
+    ) -> ShuffledBatches:
         """float32 batches [batch_size, D], every row once per epoch, in an order fixed by (seed, epoch).
 
         Iterates epochs `start[0]`, … up to (not including) `epochs` (forever when None), starting at
         batch `start[1]`; the returned iterator's `.position` is what to save to resume.
         """
-        order = BatchOrder(chunk_spans([s.rows for s in self._shards], chunk_rows), seed, shuffle,
-                           max(1, buffer_rows // chunk_rows))
-        return ShuffledBatches(order, self.read_span, self.to_float, len(self), batch_size, start, epochs,
-                               drop_last, prefetch)
+        order = BatchOrder(
+            chunk_spans([s.rows for s in self._shards], chunk_rows),
+            seed,
+            shuffle,
+            max(1, buffer_rows // chunk_rows),
+        )
+        return ShuffledBatches(
+            order, self.read_span, self.to_float, len(self), batch_size, start, epochs, drop_last, prefetch
+        )

@@ -46,7 +46,7 @@ class BatchOrder:
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.spans))
         picked = [self.spans[i] for i in order]
-        return [picked[i:i + self.chunks_per_buffer] for i in range(0, len(picked), self.chunks_per_buffer)]
+        return [picked[i : i + self.chunks_per_buffer] for i in range(0, len(picked), self.chunks_per_buffer)]
 
     def within_buffer(self, epoch: int, buffer: int, rows: int) -> np.ndarray:
         """The permutation applied to the rows of one buffer."""
@@ -63,8 +63,14 @@ class BatchOrder:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def epoch_batches(order: BatchOrder, read_span: Callable[[int, int], np.ndarray], epoch: int,
-                  start_batch: int, batch_size: int, drop_last: bool) -> Iterator[np.ndarray]:
+def epoch_batches(
+    order: BatchOrder,
+    read_span: Callable[[int, int], np.ndarray],
+    epoch: int,
+    start_batch: int,
+    batch_size: int,
+    drop_last: bool,
+) -> Iterator[np.ndarray]:
     """Batches (stored dtype, numpy) of one epoch from batch `start_batch` on."""
     skip = start_batch * batch_size
     carry: list[np.ndarray] = []
@@ -88,7 +94,7 @@ def epoch_batches(order: BatchOrder, read_span: Callable[[int, int], np.ndarray]
             yield np.concatenate(carry)
             carry, carried = [], 0
         while pos + batch_size <= len(buffer_RD):
-            yield buffer_RD[pos:pos + batch_size]
+            yield buffer_RD[pos : pos + batch_size]
             pos += batch_size
         if pos < len(buffer_RD):
             carry, carried = [buffer_RD[pos:]], len(buffer_RD) - pos
@@ -106,9 +112,18 @@ class ShuffledBatches:
     it back as `start` to continue exactly where training stopped.
     """
 
-    def __init__(self, order: BatchOrder, read_span: Callable[[int, int], np.ndarray],
-                 to_tensor: Callable[[np.ndarray], torch.Tensor], n_rows: int, batch_size: int,
-                 start: tuple[int, int], epochs: int | None, drop_last: bool, prefetch: int) -> None:
+    def __init__(
+        self,
+        order: BatchOrder,
+        read_span: Callable[[int, int], np.ndarray],
+        to_tensor: Callable[[np.ndarray], torch.Tensor],
+        n_rows: int,
+        batch_size: int,
+        start: tuple[int, int],
+        epochs: int | None,
+        drop_last: bool,
+        prefetch: int,
+    ) -> None:
         if batch_size < 1 or prefetch < 1:
             raise ValueError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
         self._order, self._read_span, self._to_tensor = order, read_span, to_tensor
@@ -116,8 +131,9 @@ class ShuffledBatches:
         self.batches_per_epoch = n_rows // batch_size if drop_last else -(-n_rows // batch_size)
         epoch, batch = start
         if not 0 <= batch <= self.batches_per_epoch or epoch < 0:
-            raise ValueError(f"start position {start} is outside an epoch of "
-                             f"{self.batches_per_epoch} batches")
+            raise ValueError(
+                f"start position {start} is outside an epoch of {self.batches_per_epoch} batches"
+            )
         self.position = (epoch + 1, 0) if batch == self.batches_per_epoch else (epoch, batch)
 
     def _positions(self) -> Iterator[tuple[int, int]]:
@@ -140,8 +156,9 @@ class ShuffledBatches:
 
         try:
             for epoch, batch in self._positions():
-                for batch_RD in epoch_batches(self._order, self._read_span, epoch, batch,
-                                              self.batch_size, self.drop_last):
+                for batch_RD in epoch_batches(
+                    self._order, self._read_span, epoch, batch, self.batch_size, self.drop_last
+                ):
                     if not put(self._to_tensor(batch_RD)):
                         return
             put(_DONE)

@@ -54,8 +54,10 @@ def select_tokens(layout: Layout, selection: str, include_registers: bool = Fals
     patches = np.arange(layout.first_patch, layout.n_tokens)
     if selection == "cls":
         if layout.n_cls == 0:
-            raise ValueError("token selection 'cls' needs a class token, but this hook has none "
-                             "(a CNN map or a model without CLS); use 'all' or 'patches'")
+            raise ValueError(
+                "token selection 'cls' needs a class token, but this hook has none "
+                "(a CNN map or a model without CLS); use 'all' or 'patches'"
+            )
         kept = cls_tokens
     elif selection == "patches":
         kept = patches
