@@ -31,8 +31,9 @@ from vitsae.data.preprocess import Preprocess
 from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.hashing import weights_hash
-from vitsae.models.layout import TokenLayout, as_tokens, check_names, from_tokens
+from vitsae.models.layout import as_tokens, check_names, from_tokens
 from vitsae.models.weights import StackedWeights
+from vitsae.tokens import TokenLayout
 
 _PER_HEAD = ("hook_q", "hook_k", "hook_v", "hook_z")
 _PATTERNS = ("hook_attn_scores", "hook_pattern")

@@ -22,7 +22,8 @@ from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
 from vitsae.models.hashing import weights_hash
-from vitsae.models.layout import TokenLayout, as_tokens, check_names, from_tokens
+from vitsae.models.layout import as_tokens, check_names, from_tokens
+from vitsae.tokens import TokenLayout
 
 
 class _StopForward(Exception):

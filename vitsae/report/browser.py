@@ -233,7 +233,8 @@ class _Site:
 
     def _pictures(self, f: int, img_dir: Path, data: dict[str, Any]) -> None:
         stats, config = self.stats, self.config
-        grid_hw = stats.grid.grid_hw
+        layout = stats.layout
+        grid_hw = layout.grid_hw
         rel = f"img/{bucket(f)}/{f}"
         vmax = float(stats.top_image_score_Fk[f, 0])
         labels: Counter[str] = Counter()
@@ -263,7 +264,7 @@ class _Site:
             image, token = int(stats.top_patch_image_Fk[f, rank]), int(stats.top_patch_token_Fk[f, rank])
             if image < 0:
                 break
-            row, col = divmod(token - stats.grid.n_prefix, grid_hw[1])
+            row, col = layout.patch_of(token)
             seen, _, key = self.record(image)
             save_jpeg(
                 crop_patch(seen, row, col, grid_hw, config.patch_size), img_dir / f"{f}_patch{rank}.jpg"
@@ -279,8 +280,7 @@ class _Site:
                 }
             )
         for i, (q, image, token, value) in enumerate(stats.quantile_examples(f, config.quantiles)):
-            patch_index = token - stats.grid.n_prefix
-            patch = divmod(patch_index, grid_hw[1]) if 0 <= patch_index < stats.grid.n_patches else None
+            patch = layout.patch_of(token)
             seen, _, key = self.record(image)
             save_jpeg(mark_patch(seen, patch, grid_hw, config.thumb_size), img_dir / f"{f}_q{i}.jpg")
             data["quantiles"].append(

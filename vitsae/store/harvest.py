@@ -41,7 +41,7 @@ from vitsae.store.format import (
     shard_name,
 )
 from vitsae.store.stats import RunningStats
-from vitsae.store.tokens import Layout, provenance_rows, select_tokens
+from vitsae.tokens import TokenLayout, provenance_rows, select_tokens
 
 RUN_RECORD = "harvest.json"
 PROGRESS_DIR = ".progress"
@@ -53,7 +53,7 @@ class _HookPlan:
 
     name: str
     directory: Path
-    layout: Layout
+    layout: TokenLayout
     tokens_T: torch.Tensor  # int64 token indices kept per image
     width: int
 
@@ -124,20 +124,15 @@ def _plan_hooks(model: Any, config: HarvestConfig) -> list[_HookPlan]:
     model.check_hook_names(list(config.hooks))
     plans = []
     for hook in config.hooks:
-        model_layout = model.token_layout(hook)
-        layout = Layout.of(model_layout)
+        layout = model.token_layout(hook)
         tokens = select_tokens(layout, config.tokens, config.include_registers)
         if len(tokens) == 0:
             raise ValueError(
-                f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout {model_layout}"
+                f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout {layout}"
             )
         plans.append(
             _HookPlan(
-                hook,
-                config.out / hook,
-                layout,
-                torch.from_numpy(tokens.astype(np.int64)),
-                int(model_layout.width),
+                hook, config.out / hook, layout, torch.from_numpy(tokens.astype(np.int64)), int(layout.width)
             )
         )
     return plans
