@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from vitsae.data.loader import ImageLoader
 from vitsae.data.sources import ImageSource
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
+
+if TYPE_CHECKING:
+    from vitsae.models.protocol import HookedModel
 
 
 def _check_sae(sae: SparseAutoencoder, width: int, hook: str) -> None:
@@ -192,7 +195,7 @@ def compute_feature_stats(
 
 
 def compute_feature_stats_from_images(
-    model: Any,
+    model: HookedModel,
     hook_name: str,
     sae: SparseAutoencoder,
     source: ImageSource,

@@ -8,11 +8,13 @@ from vitsae.models.checkpoint import load_hooked_vit, save_hooked_vit
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.convert_hf import hooked_vit_from_hf
 from vitsae.models.load import checkpoints_dir, load, shipped_names
+from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 from vitsae.models.wrap import HookedModule
 from vitsae.tokens import TokenLayout
 
 __all__ = [
+    "HookedModel",
     "HookedModule",
     "HookedViT",
     "HookedViTConfig",

@@ -27,6 +27,7 @@ from vitsae.fileio import read_json
 from vitsae.models.checkpoint import CONFIG_FILE, load_hooked_vit
 from vitsae.models.convert_hf import CONVERTERS, hooked_vit_from_hf
 from vitsae.models.hf_preprocess import preprocess_from_hf
+from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 from vitsae.models.wrap import HookedModule, default_preprocess
 
@@ -43,8 +44,6 @@ _VIT_DEFAULTS = {
     "siglip": "SiglipVisionModel",
     "siglip_vision_model": "SiglipVisionModel",
 }
-
-HookedModel = HookedViT | HookedModule
 
 
 def load(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedModel:

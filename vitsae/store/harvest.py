@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
-from vitsae.data.sources import open_source
+from vitsae.data.sources import ImageSource, open_source
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
 from vitsae.store.config import RUN_ONLY_FIELDS, HarvestConfig, content_differences
 from vitsae.store.format import (
@@ -42,6 +42,9 @@ from vitsae.store.format import (
 )
 from vitsae.store.stats import RunningStats
 from vitsae.tokens import TokenLayout, provenance_rows, select_tokens
+
+if TYPE_CHECKING:  # the protocol only: readers of a store never import the models
+    from vitsae.models.protocol import HookedModel
 
 RUN_RECORD = "harvest.json"
 PROGRESS_DIR = ".progress"
@@ -120,7 +123,7 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _plan_hooks(model: Any, config: HarvestConfig) -> list[_HookPlan]:
+def _plan_hooks(model: HookedModel, config: HarvestConfig) -> list[_HookPlan]:
     model.check_hook_names(list(config.hooks))
     plans = []
     for hook in config.hooks:
@@ -149,7 +152,9 @@ def _recorded_config(config: HarvestConfig) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(config).items() if k not in RUN_ONLY_FIELDS}
 
 
-def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) -> dict[str, Any]:
+def _run_record(
+    config: HarvestConfig, model: HookedModel, source: ImageSource, per_shard: int
+) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -246,8 +251,8 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
 
 
 def _harvest_shards(
-    model: Any,
-    source: Any,
+    model: HookedModel,
+    source: ImageSource,
     config: HarvestConfig,
     plans: list[_HookPlan],
     shards: list[int],
@@ -300,7 +305,12 @@ def _harvest_shards(
 
 
 def _finish(
-    config: HarvestConfig, plans: list[_HookPlan], model: Any, source: Any, n_shards: int, per_shard: int
+    config: HarvestConfig,
+    plans: list[_HookPlan],
+    model: HookedModel,
+    source: ImageSource,
+    n_shards: int,
+    per_shard: int,
 ) -> None:
     """Merge every shard's sidecar into each hook's manifest (rank 0, after all ranks are done)."""
     record = read_json(config.out / RUN_RECORD)
@@ -350,7 +360,9 @@ def _finish(
         write_json_atomic(plan.directory / MANIFEST_NAME, manifest)
 
 
-def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> dict[str, Path]:
+def harvest(
+    config: HarvestConfig, *, model: HookedModel | None = None, source: ImageSource | None = None
+) -> dict[str, Path]:
     """Run (or resume) a harvest; returns each hook's store directory.
 
     `model` and `source` default to loading `config.model` and `config.source`; pass them to reuse
