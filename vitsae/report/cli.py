@@ -16,8 +16,9 @@ from typing import Any
 from vitsae.analysis.logits import LogitEffects, logit_effects, unembedding
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
+from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
-from vitsae.data.sources import ImageSource, source_from_description
+from vitsae.data.sources import ImageSource
 from vitsae.fileio import read_json
 
 from .browser import BrowserConfig, write_browser

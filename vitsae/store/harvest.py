@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
-from vitsae.data.sources import ImageSource, open_source
+from vitsae.data.open import open_source
+from vitsae.data.sources import ImageSource
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
 from vitsae.store.config import RUN_ONLY_FIELDS, HarvestConfig, content_differences
 from vitsae.store.format import (

@@ -21,8 +21,9 @@ import torch
 from PIL import Image
 
 from vitsae.config import config_from_dict
+from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
-from vitsae.data.sources import ImageSource, source_from_description
+from vitsae.data.sources import ImageSource
 from vitsae.fileio import sha256_file
 from vitsae.store.format import (
     DTYPES,
