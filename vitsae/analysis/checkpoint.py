@@ -19,8 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitsae.config import config_to_dict
-from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
-from vitsae.models.hashing import weights_hash
+from vitsae.fileio import read_json, save_tensors_atomic, weights_hash, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 

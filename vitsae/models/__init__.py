@@ -4,9 +4,9 @@ Every loaded model is a TransformerLens `HookedRootModule` with the stage contra
 `preprocess`, `hook_names()`, `check_hook_names()`, `token_layout()`, `collect()` and `weights_hash()`.
 """
 
-from vitsae.models.checkpoint import load_hooked_vit, save_hooked_vit
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.convert_hf import hooked_vit_from_hf
+from vitsae.models.io import load_hooked_vit, save_hooked_vit
 from vitsae.models.load import checkpoints_dir, load, shipped_names
 from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT

@@ -28,9 +28,9 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.fileio import weights_hash
 from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
-from vitsae.models.hashing import weights_hash
 from vitsae.models.layout import as_tokens, from_tokens
 from vitsae.models.protocol import HookNames
 from vitsae.models.weights import StackedWeights

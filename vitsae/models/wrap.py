@@ -21,7 +21,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
-from vitsae.models.hashing import weights_hash
+from vitsae.fileio import weights_hash
 from vitsae.models.layout import as_tokens, check_names, from_tokens
 from vitsae.models.protocol import HookNames
 from vitsae.tokens import TokenLayout
