@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
 from vitsae.data.open import open_source
 from vitsae.data.sources import ImageSource
+from vitsae.distributed import barrier, init_if_torchrun, local_device, rank_world
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
 from vitsae.store.config import RUN_ONLY_FIELDS, HarvestConfig, content_differences
 from vitsae.store.format import (
@@ -98,30 +98,6 @@ class _ShardBuffer:
         self.image_R[self.rows : end] = torch.from_numpy(image_R)
         self.token_R[self.rows : end] = torch.from_numpy(token_R)
         self.rows = end
-
-
-def _rank_and_world() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call initialised the process group)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        # only barriers go through it; ranks may finish their shards hours apart on a big harvest
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
-        return dist.get_rank(), dist.get_world_size(), True
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    return 0, 1, False
-
-
-def _rank_device(device: str) -> str:
-    """`cuda` under torchrun means this rank's GPU (`cuda:<LOCAL_RANK>`); other devices are used as given."""
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{os.environ['LOCAL_RANK']}"
-    return device
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
 
 
 def _plan_hooks(model: HookedModel, config: HarvestConfig) -> list[_HookPlan]:
@@ -197,14 +173,14 @@ def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: 
                 + "\n  ".join(diffs)
                 + "\nuse another --out directory, or delete this one to start over"
             )
-    _barrier(world)
+    barrier()
     if rank == 0:
         if not path.exists():
             write_json_atomic(path, record)
         for pattern in (".*.tmp", "*/.*.tmp", f"*/{PROGRESS_DIR}/.*.tmp"):
             for stale in config.out.glob(pattern):
                 stale.unlink()
-    _barrier(world)
+    barrier()
 
 
 def _sidecar(plan: _HookPlan, shard: int) -> Path:
@@ -261,7 +237,7 @@ def _harvest_shards(
     show_progress: bool,
 ) -> None:
     dtype = DTYPES[config.dtype][0]
-    device = _rank_device(config.device)
+    device = local_device(config.device)
     n_images = len(source)
     buffers = [_ShardBuffer(plan, per_shard, dtype) for plan in plans]
     names = [plan.name for plan in plans]
@@ -369,13 +345,15 @@ def harvest(
     `model` and `source` default to loading `config.model` and `config.source`; pass them to reuse
     objects already in memory (they must be what the spec strings describe: the manifest records those).
     """
-    rank, world, initialised = _rank_and_world()
+    # the group carries only barriers and one gather; ranks may finish their shards hours apart
+    initialised = init_if_torchrun("gloo", timeout=datetime.timedelta(hours=24))
+    rank, world = rank_world()
     try:
         if model is None:
             from vitsae.models import load  # here, not at the top: readers of a store need no models
 
             model = load(config.model)
-        model = model.to(_rank_device(config.device)).eval()
+        model = model.to(local_device(config.device)).eval()
         source = open_source(config.source) if source is None else source
         plans = _plan_hooks(model, config)
         per_shard = images_per_shard(config, max(plan.rows_per_image for plan in plans))
@@ -391,10 +369,10 @@ def harvest(
                 _harvest_shards(
                     model, source, config, plans, pending, per_shard, config.progress and rank == 0
                 )
-            _barrier(world)
+            barrier()
             if rank == 0:
                 _finish(config, plans, model, source, n_shards, per_shard)
-            _barrier(world)
+            barrier()
         return {plan.name: plan.directory for plan in plans}
     finally:
         if initialised:
