@@ -57,13 +57,16 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, Any]) -> None:
-    """Write a dict of tensors as one safetensors file, atomically (CPU, contiguous copies)."""
+def save_tensors_atomic(
+    path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> None:
+    """Write a dict of tensors (and optional string metadata) as one safetensors file, atomically (CPU,
+    contiguous copies)."""
     from safetensors.torch import save_file  # here: importing torch would slow every `vitsae` command
 
     cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(cpu, str(tmp))
+        save_file(cpu, str(tmp), metadata=metadata)
 
 
 def read_json(path: str | os.PathLike) -> Any:
