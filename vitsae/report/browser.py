@@ -38,8 +38,7 @@ from vitsae.config import config_to_dict
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageRecord, ImageSource
 from vitsae.fileio import write_json_atomic
-
-from .render import blend_heatmap, crop_patch, dimmed_thumbnail, mark_patch, save_jpeg
+from vitsae.report.render import blend_heatmap, crop_patch, dimmed_thumbnail, mark_patch, save_jpeg
 
 BROWSER_FORMAT_VERSION = 1
 MARKER = "vitsae-browser.json"
