@@ -1,7 +1,8 @@
 """Hooked backbones: HookedViT, converters from Hugging Face, a hook wrapper for any nn.Module, `load(spec)`.
 
-Every loaded model is a TransformerLens `HookedRootModule` with the stage contract of docs/design.md:
-`preprocess`, `hook_names()`, `check_hook_names()`, `token_layout()`, `collect()` and `weights_hash()`.
+Every loaded model is a TransformerLens `HookedRootModule` that keeps the `HookedModel` protocol
+(`models/protocol.py`, docs/design.md): `preprocess`, `hook_names()`, `check_hook_names()`, `token_layout()`,
+`to_tokens()`/`from_tokens()`, `capture()`/`collect()` and `weights_hash()`.
 """
 
 from vitsae.models.config import HookedViTConfig

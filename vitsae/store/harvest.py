@@ -244,13 +244,20 @@ def _harvest_shards(
     total = sum(min(n_images, (s + 1) * per_shard) - s * per_shard for s in shards)
     bar = tqdm(total=total, unit="img", desc="harvest", disable=not show_progress, smoothing=0.1)
 
-    def flush(shard: int, skipped_here: list[Any]) -> None:
-        images = (shard * per_shard, min(n_images, (shard + 1) * per_shard))
-        skipped = [{"index": s.index, "key": s.key, "reason": s.reason} for s in skipped_here]
-        for buffer in buffers:
-            _write_shard(buffer, shard, images, skipped)
-            buffer.reset()
-        bar.update(len(skipped_here))
+    def flush_until(limit: int, current: int, reported: int, loader: ImageLoader) -> tuple[int, int]:
+        """Write every finished shard from `current` up to `limit`, with the images skipped in each;
+        returns the next shard and how many of the loader's skipped images are reported."""
+        while current < limit:
+            skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
+            reported += len(skipped_here)
+            images = (current * per_shard, min(n_images, (current + 1) * per_shard))
+            skipped = [{"index": s.index, "key": s.key, "reason": s.reason} for s in skipped_here]
+            for buffer in buffers:
+                _write_shard(buffer, current, images, skipped)
+                buffer.reset()
+            bar.update(len(skipped_here))
+            current += 1
+        return current, reported
 
     for first, stop in _runs(shards):
         loader = ImageLoader(
@@ -263,21 +270,12 @@ def _harvest_shards(
         )
         current, reported = first, 0
         for batch in loader:
-            shard = int(batch.indices_B[0]) // per_shard
-            while current < shard:
-                skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
-                reported += len(skipped_here)
-                flush(current, skipped_here)
-                current += 1
+            current, reported = flush_until(int(batch.indices_B[0]) // per_shard, current, reported, loader)
             acts = model.collect(batch.pixels_BCHW.to(device), names)
             for buffer in buffers:
                 buffer.add(acts[buffer.plan.name], batch.indices_B, dtype)
             bar.update(len(batch.indices_B))
-        while current < stop:
-            skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
-            reported += len(skipped_here)
-            flush(current, skipped_here)
-            current += 1
+        flush_until(stop, current, reported, loader)
     bar.close()
 
 
