@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analysis_fixtures import HOOK, N_IMAGES, shapes, tiny_sae, tiny_vit
 
+from tests.helpers import HOOK, N_IMAGES, shapes, tiny_sae, tiny_vit
 from vitsae.analysis.compute import compute_feature_stats, compute_feature_stats_from_images
 from vitsae.analysis.stats import StatsConfig
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_fixtures import tiny_vit
 from safetensors.torch import save_file
 
+from tests.helpers import tiny_vit
 from vitsae.analysis.logits import (
     LOGIT_EFFECTS_FILE,
     LogitEffects,
@@ -72,7 +72,7 @@ def test_saved_effects_load_back_identically_and_a_foreign_file_is_refused(tmp_p
 
 def test_model_logit_effects_gives_the_reason_when_there_are_none():
     W_dec_FD = torch.randn(6, 32)
-    effects, why_not = model_logit_effects("module:analysis_fixtures:tiny_vit", W_dec_FD, k=2)
+    effects, why_not = model_logit_effects("module:tests.helpers:tiny_vit", W_dec_FD, k=2)
     assert why_not == "" and effects.up_class_Fk.shape == (6, 2)
     effects, why_not = model_logit_effects("module:nowhere:nothing", W_dec_FD, explicit=False)
     assert effects is None and "could not be loaded" in why_not

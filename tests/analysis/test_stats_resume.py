@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analysis_fixtures import harvest_small_store, tiny_sae
 from safetensors.torch import load_file
 
+from tests.helpers import harvest_small_store, tiny_sae
 from vitsae.analysis.checkpoint import CHECKPOINT_META, CheckpointMismatch
 from vitsae.analysis.cli import PARTIAL_DIR
 from vitsae.analysis.compute import _encode, compute_feature_stats

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import torch
-from report_fixtures import HOSTILE_LABEL
 
+from tests.helpers import HOSTILE_LABEL
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.report.browser import write_browser
 from vitsae.tokens import TokenLayout

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-from analysis_fixtures import harvest_small_store, tiny_sae, tiny_vit
 
+from tests.helpers import harvest_small_store, tiny_sae, tiny_vit
 from vitsae.analysis.logits import LOGIT_CLASSES, LogitEffects, logit_effects, unembedding
 from vitsae.analysis.stats import FeatureStats
 from vitsae.cli import main
@@ -77,7 +77,7 @@ def test_browse_errors_are_reported_not_raised(tmp_path, capsys):
 
 
 def test_stats_with_an_explicit_model_saves_the_logit_effects_the_browser_shows(tmp_path, capsys):
-    assert stats_from_cli(tmp_path, "s", "--model", "module:analysis_fixtures:tiny_vit") == 0
+    assert stats_from_cli(tmp_path, "s", "--model", "module:tests.helpers:tiny_vit") == 0
     assert "no logit effects" not in capsys.readouterr().err
     saved = LogitEffects.load(tmp_path / "s")
     want = logit_effects(tiny_sae().W_dec, unembedding(tiny_vit()), k=LOGIT_CLASSES)
