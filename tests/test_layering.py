@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"store"},
     {"kernels"},
     {"sae"},
+    {"eval.metrics"},  # the reconstruction metrics the trainer also reports; the rest of eval sits above
     {"train", "edit", "featureviz", "attribution"},
     {"eval"},
     {"analysis", "circuits"},
@@ -37,10 +38,17 @@ LAYERS: list[set[str]] = [
 ROW = {unit: row for row, units in enumerate(LAYERS) for unit in units}
 # `report` renders files and computes nothing: it loads no model or SAE, though they sit below it.
 NEVER = {"report": {"models", "sae", "kernels", "train"}}
+# Modules that sit below the rest of their package; the package's __init__ belongs with them, since
+# importing such a module runs it.
+LOWER_MODULES = {"vitsae.eval.metrics": "eval.metrics"}
 
 
 def unit_of(module: str) -> str:
-    """`vitsae.store.reader` -> `store`; `vitsae.fileio` -> `fileio`; `vitsae` -> `vitsae`."""
+    """`vitsae.store.reader` -> `store`; `vitsae.fileio` -> `fileio`; `vitsae` -> `vitsae`;
+    `vitsae.eval.metrics` and `vitsae.eval` (its __init__) -> `eval.metrics`."""
+    for lower, unit in LOWER_MODULES.items():
+        if module == lower or module.startswith(f"{lower}.") or module == lower.rsplit(".", 1)[0]:
+            return unit
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 
@@ -58,12 +66,12 @@ def imported_modules(path: Path, package: str, root: Path) -> list[tuple[int, st
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            if module == "vitsae":  # `from vitsae import store` imports the package `store`
-                for alias in node.names:
-                    is_module = (root / alias.name).is_dir() or (root / f"{alias.name}.py").is_file()
-                    found.append((node.lineno, f"vitsae.{alias.name}" if is_module else "vitsae"))
-            else:
-                found.append((node.lineno, module))
+            # `from vitsae import store` imports the package `store`, `from vitsae.eval import
+            # faithfulness` the module `vitsae.eval.faithfulness`
+            folder = root.parent.joinpath(*module.split("."))
+            for alias in node.names:
+                is_module = (folder / alias.name).is_dir() or (folder / f"{alias.name}.py").is_file()
+                found.append((node.lineno, f"{module}.{alias.name}" if is_module else module))
         elif (
             isinstance(node, ast.Call)
             and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
@@ -134,6 +142,9 @@ def inject(path: Path, code: str) -> None:
         ("analysis/maps.py", "from ..report import render", "analysis -> report (a back edge"),
         ("train/config.py", "from vitsae.edit import splice", "train -> edit (same row"),
         ("models/load.py", "importlib.import_module('vitsae.cli')", "models -> cli (a back edge"),
+        ("eval/metrics.py", "from vitsae.train import trainer", "eval.metrics -> train (a back edge"),
+        ("eval/__init__.py", "from vitsae.edit import splice", "eval.metrics -> edit (a back edge"),
+        ("sae/io.py", "from vitsae.eval import evaluate_sae", "sae -> eval.metrics (a back edge"),
     ],
 )
 def test_an_injected_edge_is_caught(tree_copy: Path, file: str, code: str, expected: str):
