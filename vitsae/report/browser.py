@@ -57,7 +57,12 @@ class BrowserConfig:
     quantiles: tuple[float, ...] = field(
         default=(0.05, 0.25, 0.5, 0.75, 0.95), metadata={"help": "activation quantiles to show examples at"}
     )
-    n_logit_classes: int = field(default=6, metadata={"help": "classes listed per direction of logit effect"})
+    n_logit_classes: int = field(
+        default=6,
+        metadata={
+            "help": "classes listed per direction of logit effect (at most the 16 `vitsae stats` saves)"
+        },
+    )
     image_cache: int = field(default=512, metadata={"help": "decoded images kept in memory while rendering"})
     workers: int = field(
         default=1, metadata={"help": "processes that render feature pages (fork; Linux/macOS)"}
