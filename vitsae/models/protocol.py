@@ -1,5 +1,5 @@
-"""The stage contract every hooked model keeps: the `HookedModel` protocol, and the hook-name methods
-`HookedViT` and `HookedModule` share.
+"""The stage contract every hooked model keeps: the `HookedModel` protocol, and the methods `HookedViT` and
+`HookedModule` share (`SharedHookMethods`).
 
 Stages below the models (store, analysis, edit, featureviz, circuits) are typed against `HookedModel`, not
 against either class, so a third kind of hooked model only has to keep this contract.
@@ -60,8 +60,9 @@ class HookedModel(Protocol):
     def eval(self) -> HookedModel: ...
 
 
-class HookNames:
-    """`hook_names` and `check_hook_names` from a TransformerLens `hook_dict` (filled in forward order)."""
+class SharedHookMethods:
+    """What HookedViT and HookedModule share: the hook names from a TransformerLens `hook_dict` (filled in
+    forward order) and `collect` (each class's `capture` under no_grad)."""
 
     hook_dict: dict[str, torch.nn.Module]
 
@@ -71,3 +72,8 @@ class HookNames:
 
     def check_hook_names(self, names: list[str]) -> None:
         check_names(names, self.hook_names())
+
+    @torch.no_grad()
+    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
+        """`capture` without gradients: each requested hook's activations as (B, T, D) tokens."""
+        return self.capture(pixels_BCHW, hook_names)

@@ -32,7 +32,7 @@ from vitsae.fileio import weights_hash
 from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.layout import as_tokens, from_tokens
-from vitsae.models.protocol import HookNames
+from vitsae.models.protocol import SharedHookMethods
 from vitsae.models.weights import StackedWeights
 from vitsae.tokens import TokenLayout
 
@@ -123,7 +123,7 @@ class PosEmbed(nn.Module):
         return torch.cat([cls_pos, resized.permute(0, 2, 3, 1).reshape(-1, patch_pos.shape[-1])])
 
 
-class HookedViT(HookNames, StackedWeights, HookedRootModule):
+class HookedViT(SharedHookMethods, StackedWeights, HookedRootModule):
     """A vision transformer whose every intermediate tensor is a TransformerLens hook point."""
 
     def __init__(self, cfg: HookedViTConfig, preprocess: Preprocess | None = None):
@@ -306,11 +306,6 @@ class HookedViT(HookNames, StackedWeights, HookedRootModule):
         with self.hooks(fwd_hooks=[(name, save) for name in set(hook_names)]):
             self(pixels_BCHW, stop_at_layer=self.layers_needed(hook_names))
         return {name: self.to_tokens(name, seen[name]) for name in hook_names}
-
-    @torch.no_grad()
-    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
-        """`capture` without gradients: each requested hook's activations as (B, T, D) tokens."""
-        return self.capture(pixels_BCHW, hook_names)
 
     def weights_hash(self) -> str:
         return weights_hash(self, {"HookedViT": dataclasses.asdict(self.cfg)})

@@ -23,7 +23,7 @@ from transformer_lens.hook_points import HookPoint
 from vitsae.data.preprocess import Preprocess
 from vitsae.fileio import weights_hash
 from vitsae.models.layout import as_tokens, check_names, from_tokens
-from vitsae.models.protocol import HookNames
+from vitsae.models.protocol import SharedHookMethods
 from vitsae.tokens import TokenLayout
 
 
@@ -45,7 +45,7 @@ def unwrap_output(out: Any) -> torch.Tensor:
     raise TypeError(f"cannot find an output tensor in a {type(out).__name__}")
 
 
-class HookedModule(HookNames, HookedRootModule):
+class HookedModule(SharedHookMethods, HookedRootModule):
     """Wrap `model` so the outputs of its submodules are TransformerLens hook points.
 
     `hook_modules` picks the submodule paths to hook (default: every submodule that runs once per forward
@@ -176,11 +176,6 @@ class HookedModule(HookNames, HookedRootModule):
         except _StopForward:
             pass
         return {name: self.to_tokens(name, seen[name]) for name in hook_names}
-
-    @torch.no_grad()
-    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
-        """`capture` without gradients: each requested hook's activations as (B, T, D) tokens."""
-        return self.capture(pixels_BCHW, hook_names)
 
     def weights_hash(self) -> str:
         described = {"HookedModule": type(self.model).__name__, "config": self.config}
