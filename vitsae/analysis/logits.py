@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vitsae.errors import InvalidValue
+
 
 @dataclass(frozen=True)
 class LogitEffects:
@@ -31,9 +33,11 @@ def unembedding(model: torch.nn.Module) -> torch.Tensor:
     """
     W_U = getattr(model, "W_U", None)
     if not isinstance(W_U, torch.Tensor):
-        raise ValueError(f"{type(model).__name__} has no classification head W_U to project features through")
+        raise InvalidValue(
+            f"{type(model).__name__} has no classification head W_U to project features through"
+        )
     if getattr(model, "pooler_W", None) is not None:
-        raise ValueError(
+        raise InvalidValue(
             "the model has a tanh pooler before its head: the head is not linear in the residual"
         )
     ln_final = getattr(model, "ln_final", None)
@@ -41,7 +45,7 @@ def unembedding(model: torch.nn.Module) -> torch.Tensor:
     W_DC = W_U.detach().float()
     if gamma is not None:
         if gamma.shape[0] != W_DC.shape[0]:
-            raise ValueError(
+            raise InvalidValue(
                 f"the head's input width {W_DC.shape[0]} differs from the residual width {gamma.shape[0]} "
                 "(a pooled head that concatenates tokens)"
             )
@@ -54,7 +58,7 @@ def logit_effects(
 ) -> LogitEffects:
     """Top-k and bottom-k classes of W_dec[f] @ W_U for every feature, in chunks of features."""
     if W_dec_FD.shape[1] != W_U_DC.shape[0]:
-        raise ValueError(
+        raise InvalidValue(
             f"decoder rows have width {W_dec_FD.shape[1]} (W_dec {tuple(W_dec_FD.shape)}) but the head "
             f"expects {W_U_DC.shape[0]} (W_U {tuple(W_U_DC.shape)})"
         )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vitsae.errors import InvalidValue
+
 
 @dataclass(frozen=True)
 class TokenLayout:
@@ -54,7 +56,7 @@ def as_tokens(acts: torch.Tensor) -> torch.Tensor:
         return acts
     if acts.ndim == 4:
         return acts.flatten(2).transpose(1, 2)
-    raise ValueError(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
+    raise InvalidValue(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
 
 
 def check_names(requested: Iterable[str], valid: list[str]) -> None:
@@ -67,4 +69,4 @@ def check_names(requested: Iterable[str], valid: list[str]) -> None:
     for name in unknown:
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         hints.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-    raise ValueError(f"unknown hook name(s) {'; '.join(hints)}. Valid hook names: {', '.join(valid)}")
+    raise InvalidValue(f"unknown hook name(s) {'; '.join(hints)}. Valid hook names: {', '.join(valid)}")

@@ -21,6 +21,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue
 from vitsae.models.hashing import weights_hash
 from vitsae.models.layout import TokenLayout, as_tokens, check_names
 
@@ -150,7 +151,7 @@ class HookedModule(HookedRootModule):
             return TokenLayout(shape[1], 0, None, shape[2])
         if len(shape) == 2:
             return TokenLayout(1, 0, None, shape[1])
-        raise ValueError(f"hook {hook_name!r} has shape {shape}, which cannot be read as tokens")
+        raise InvalidValue(f"hook {hook_name!r} has shape {shape}, which cannot be read as tokens")
 
     @torch.no_grad()
     def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:

@@ -8,9 +8,7 @@ linear classification head or cannot be loaded from its recorded spec.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from vitsae.analysis.logits import LogitEffects, logit_effects, unembedding
@@ -18,45 +16,35 @@ from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource, source_from_description
+from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
 
 from .browser import BrowserConfig, write_browser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stats", type=Path, required=True, help="directory written by `vitsae stats`")
-    parser.add_argument("--out", type=Path, required=True, help="browser directory to write (replaced)")
-    parser.add_argument("--sae", type=Path, default=None, help="SAE directory (default: the one recorded)")
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="model spec for logit effects (default: the recorded one; 'none' to skip)",
-    )
-    parser.add_argument("--labels", type=Path, default=None, help='JSON {"<feature id>": "concept label"}')
-    parser.add_argument("--features", type=int, nargs="+", default=None, help="only these features get pages")
-    parser.add_argument("--no-images", action="store_true", help="write numbers only, without the images")
     add_config_arguments(parser, BrowserConfig)
 
 
-def _images(stats: FeatureStats, no_images: bool) -> tuple[ImageSource | None, Preprocess | None]:
-    if no_images:
+def _images(stats: FeatureStats, images: bool) -> tuple[ImageSource | None, Preprocess | None]:
+    if not images:
         return None, None
     description = stats.meta.get("source")
     if not description:
-        raise ValueError("the statistics record no image source; pass --no-images to write numbers only")
+        raise InvalidValue("the statistics record no image source; pass --no-images to write numbers only")
     try:
         source = source_from_description(description)
     except ValueError as err:
-        raise ValueError(f"{err}; pass --no-images to write numbers only") from err
+        raise InvalidValue(f"{err}; pass --no-images to write numbers only") from err
     recorded = stats.meta.get("preprocess")
     return source, None if recorded is None else config_from_dict(Preprocess, recorded)
 
 
-def _logits(stats: FeatureStats, args: argparse.Namespace) -> tuple[LogitEffects | None, str]:
+def _logits(stats: FeatureStats, config: BrowserConfig) -> tuple[LogitEffects | None, str]:
     """The logit effects, or None with the reason."""
-    explicit = args.model is not None
-    spec = args.model if explicit else (stats.meta.get("model") or {}).get("spec")
-    sae_path = args.sae or stats.meta.get("sae")
+    explicit = config.model is not None
+    spec = config.model if explicit else (stats.meta.get("model") or {}).get("spec")
+    sae_path = config.sae or stats.meta.get("sae")
     if spec in (None, "", "none"):
         return None, "no model spec"
     if sae_path is None:
@@ -74,36 +62,32 @@ def _logits(stats: FeatureStats, args: argparse.Namespace) -> tuple[LogitEffects
         head = unembedding(model)
     except ValueError as err:
         return None, str(err)
-    return logit_effects(load_sae(sae_path).W_dec, head, k=args.n_logit_classes), ""
+    return logit_effects(load_sae(sae_path).W_dec, head, k=config.n_logit_classes), ""
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(BrowserConfig, args)
-        stats = FeatureStats.load(args.stats)
-        source, preprocess = _images(stats, args.no_images)
-        labels: dict[int, str] = {}
-        if args.labels is not None:
-            raw: dict[str, Any] = read_json(args.labels)
-            labels = {int(key): str(value) for key, value in raw.items()}
-        effects, why_not = _logits(stats, args)
-        if effects is None:
-            print(f"vitsae browse: no logit effects: {why_not}", file=sys.stderr)
-        class_names = None if source is None else source.describe().get("classes")
-        index = write_browser(
-            stats,
-            args.out,
-            source=source,
-            preprocess=preprocess,
-            class_names=class_names,
-            logits=effects,
-            feature_labels=labels,
-            features=args.features,
-            config=config,
-            description=str(stats.meta.get("hook", "")),
-        )
-    except (ValueError, FileNotFoundError, FileExistsError, json.JSONDecodeError) as err:
-        print(f"vitsae browse: error: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(BrowserConfig, args)
+    stats = FeatureStats.load(config.stats)
+    source, preprocess = _images(stats, config.images)
+    labels: dict[int, str] = {}
+    if config.labels is not None:
+        raw: dict[str, Any] = read_json(config.labels)
+        labels = {int(key): str(value) for key, value in raw.items()}
+    effects, why_not = _logits(stats, config)
+    if effects is None:
+        print(f"vitsae browse: no logit effects: {why_not}", file=sys.stderr)
+    class_names = None if source is None else source.describe().get("classes")
+    index = write_browser(
+        stats,
+        config.out,
+        source=source,
+        preprocess=preprocess,
+        class_names=class_names,
+        logits=effects,
+        feature_labels=labels,
+        features=config.features,
+        config=config,
+        description=str(stats.meta.get("hook", "")),
+    )
     print(index)
     return 0

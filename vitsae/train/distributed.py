@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from vitsae.errors import InvalidValue
+
 
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) when torch.distributed is not initialised."""
@@ -20,7 +22,7 @@ def world() -> tuple[int, int]:
 def local_slice(acts_BD: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's equal share of the rows of a batch."""
     if acts_BD.shape[0] % world_size:
-        raise ValueError(
+        raise InvalidValue(
             f"batch of {acts_BD.shape[0]} rows does not split evenly over {world_size} ranks; "
             "choose a batch size divisible by the number of processes"
         )
