@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Literal, get_args
 
 import torch
 
@@ -22,7 +23,8 @@ from vitsae.kernels import reference, sparse_torch
 from vitsae.kernels.codes import SparseCodes
 from vitsae.kernels.functions import SparseDecode, SparseEncode
 
-BACKENDS = ("dense", "sparse", "auto")
+Backend = Literal["dense", "sparse", "auto"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)

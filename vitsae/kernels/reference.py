@@ -11,11 +11,14 @@ Activations (applied to the pre-activations `pre_BF = (x - b_dec) W_enc + b_enc`
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from vitsae.errors import InvalidValue
 
-ACTIVATIONS = ("relu", "jumprelu", "topk", "batchtopk")
+Activation = Literal["relu", "jumprelu", "topk", "batchtopk"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 def check_activation(activation: str, k: int | None, threshold_F: torch.Tensor | None) -> None:

@@ -7,10 +7,10 @@ from typing import Literal, get_args
 
 from vitsae.config import check_choices
 from vitsae.errors import InvalidValue
+from vitsae.kernels.api import Backend, resolve_backend
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
-Backend = Literal["dense", "sparse", "auto"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 BDecInit = Literal["geometric_median", "mean", "zeros"]
 UNIT_NORM_DECODER: frozenset[str] = frozenset({"topk", "batchtopk", "jumprelu"})
@@ -66,9 +66,7 @@ class SAEConfig:
             return self.backend
         if self.architecture != "topk":
             return "dense"
-        from vitsae import kernels  # here: the config stays importable without torch
-
-        return kernels.resolve_backend("auto", "topk", self.k, self.d_sae)
+        return resolve_backend("auto", "topk", self.k, self.d_sae)
 
     def trains_sparse(self, training: bool, world_size: int) -> bool:
         """Whether a training forward pass runs through the sparse kernels (no B x F gradient).
