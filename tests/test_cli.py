@@ -86,6 +86,8 @@ def test_output_that_is_a_file_or_unwritable(tmp_path, capsys, acts_file, monkey
     blocker.write_text("a file")
     assert main(train_argv(acts_file, blocker)) == 2
     assert f"the output folder {blocker} is a file" in one_error_line(capsys.readouterr().err, "train")
+    assert main(["stats", "--store", str(tmp_path), "--sae", str(tmp_path), "--out", str(blocker)]) == 2
+    assert f"the output folder {blocker} is a file" in one_error_line(capsys.readouterr().err, "stats")
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))

@@ -14,6 +14,7 @@ from vitsae.analysis.checkpoint import CheckpointMismatch
 from vitsae.analysis.compute import compute_feature_stats
 from vitsae.analysis.stats import PARTIAL_DIR, StatsConfig
 from vitsae.config import add_config_arguments, config_from_args
+from vitsae.fileio import check_output_folder
 from vitsae.sae.io import load_sae
 from vitsae.store.reader import ActivationStore
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(StatsConfig, args)
-    partial = config.out / PARTIAL_DIR
+    partial = check_output_folder(config.out) / PARTIAL_DIR
     if config.restart and partial.exists():
         shutil.rmtree(partial)
     store = ActivationStore.open(config.store)
