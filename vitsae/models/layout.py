@@ -72,7 +72,7 @@ def from_tokens(tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size) -
     if len(shape) == 4:
         batch, channels, height, width = shape
         return tokens_BTD.transpose(1, 2).reshape(batch, channels, height, width)
-    raise ValueError(f"cannot write tokens back into activations of shape {shape}")
+    raise InvalidValue(f"cannot write tokens back into activations of shape {shape}")
 
 
 def check_names(requested: Iterable[str], valid: list[str]) -> None:
