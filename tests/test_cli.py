@@ -88,6 +88,9 @@ def test_output_that_is_a_file_or_unwritable(tmp_path, capsys, acts_file, monkey
     assert f"the output folder {blocker} is a file" in one_error_line(capsys.readouterr().err, "train")
     assert main(["stats", "--store", str(tmp_path), "--sae", str(tmp_path), "--out", str(blocker)]) == 2
     assert f"the output folder {blocker} is a file" in one_error_line(capsys.readouterr().err, "stats")
+    harvest = ["harvest", "--model", "vitsae:shapes-vit", "--source", "shapes:4", "--hooks", "x"]
+    assert main([*harvest, "--out", str(blocker)]) == 2
+    assert f"the output folder {blocker} is a file" in one_error_line(capsys.readouterr().err, "harvest")
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
@@ -122,6 +125,16 @@ def test_debug_shows_the_traceback(tmp_path, acts_file, monkeypatch) -> None:
     monkeypatch.setenv("VITSAE_DEBUG", "1")
     with pytest.raises(InvalidValue, match="batch_size"):
         main(train_argv(acts_file, tmp_path / "out", "--batch-size", "0"))
+
+
+def test_a_full_disk_during_a_command_names_the_folder(tmp_path, capsys, acts_file, monkeypatch) -> None:
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("vitsae.train.cli.Trainer.fit", full)
+    assert main(train_argv(acts_file, tmp_path / "out")) == 2
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert f"no space left on the device holding {tmp_path / 'out'} (" in line
 
 
 def test_disk_errors_name_the_path(tmp_path) -> None:

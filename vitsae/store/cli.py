@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from vitsae.config import add_config_arguments, config_from_args
+from vitsae.fileio import check_output_folder
 from vitsae.store.config import HarvestConfig
 from vitsae.store.harvest import harvest
 
@@ -18,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stores = harvest(config_from_args(HarvestConfig, args))
+    config = config_from_args(HarvestConfig, args)
+    check_output_folder(config.out)
+    stores = harvest(config)
     for hook, directory in stores.items():
         print(f"{hook}: {directory}")
     return 0
