@@ -100,6 +100,7 @@ def describe_differences(saved: Mapping[str, Any], wanted: Any, holder: str = "s
     defaults: dict[str, Any] = {}
     if dataclasses.is_dataclass(wanted) and not isinstance(wanted, type):
         defaults = {f.name: _json_default(f) for f in dataclasses.fields(wanted)}
+        defaults = {k: v for k, v in defaults.items() if v is not dataclasses.MISSING}
         wanted = content_fields(wanted)
     return _differences(dict(saved), dict(wanted), holder, "", defaults)
 
@@ -108,9 +109,7 @@ def _differences(
     saved: dict[str, Any], wanted: dict[str, Any], holder: str, prefix: str, defaults: dict[str, Any]
 ) -> list[str]:
     lines = []
-    for key in sorted(set(saved) | set(wanted)):
-        if key not in wanted:
-            continue
+    for key in sorted(wanted):
         old = saved.get(key, defaults.get(key))
         new = wanted[key]
         if old == new:
