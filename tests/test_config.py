@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -182,3 +183,11 @@ def test_train_config_takes_its_sae_fields_from_sae_config() -> None:
     specs = expand_sweep(cfg, d_in=4)
     assert [s.sae.k for s in specs] == [2, 3]
     assert all(s.sae.b_dec_init == "mean" and s.sae.jumprelu_bandwidth == 0.2 for s in specs)
+
+
+def test_the_harvest_dtype_choices_are_the_store_dtypes() -> None:
+    from vitsae.store.config import HarvestConfig
+    from vitsae.store.format import DTYPES
+
+    dtype = next(f for f in dataclasses.fields(HarvestConfig) if f.name == "dtype")
+    assert set(typing.get_args(typing.get_type_hints(HarvestConfig)[dtype.name])) == set(DTYPES)
