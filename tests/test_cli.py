@@ -71,7 +71,7 @@ def test_bad_train_options_are_one_line(tmp_path, capsys, acts_file, options, me
 
 
 def test_k_above_the_dictionary_exits_2_in_a_fresh_process(tmp_path, acts_file) -> None:
-    """This one used to abort the process ("terminate called", exit 134)."""
+    """Before the boundary this was a ValueError traceback (exit 1 here; issue 11 saw exit 134 on a store)."""
     argv = train_argv(acts_file, tmp_path / "out", "--architecture", "topk", "--k", "1000")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
