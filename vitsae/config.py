@@ -12,7 +12,8 @@ the command line and whether it belongs to what a run produces:
 - `"positional": True`: the command line takes it as a positional argument.
 
 Every config calls `check_choices(self)` in `__post_init__`, so a `Literal` field refuses an unknown value
-from Python as it does on the command line. Booleans become `--x/--no-x` flags.
+from Python as it does on the command line. Booleans become `--x/--no-x` flags; a bool field already named
+as a negation (`no_images`, default False) is the one flag `--no-images`.
 """
 
 from __future__ import annotations
@@ -193,7 +194,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
                 kwargs["required"] = True
         else:
             kwargs["default"] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if tp is bool:
+        if tp is bool and f.name.startswith("no_"):
+            kwargs["action"] = "store_true"  # already the negative form: `--no-x`, never `--no-no-x`
+        elif tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin in (tuple, list):
             kwargs["nargs"] = "+"
@@ -203,7 +206,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         else:
             kwargs["type"] = _scalar_parser(tp)
         flag = f.name.replace("_", "-")
-        if tp is bool and "default" in kwargs:
+        if tp is bool and "default" in kwargs and not f.name.startswith("no_"):
             shown = f"--{flag}" if kwargs["default"] else f"--no-{flag}"
             kwargs["help"] = f"{kwargs['help']} (default: {shown})".strip()
         elif kwargs.get("default") not in (None, ""):

@@ -79,9 +79,8 @@ class BrowserConfig:
     features: tuple[int, ...] | None = field(
         default=None, metadata={"help": "only these features get pages (default: all)", "run_only": True}
     )
-    images: bool = field(
-        default=True,
-        metadata={"help": "draw the images (--no-images: write numbers only)", "run_only": True},
+    no_images: bool = field(
+        default=False, metadata={"help": "write numbers only, without the images", "run_only": True}
     )
 
     title: str = field(default="vitsae feature browser", metadata={"help": "page title"})

@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, BrowserConfig)
 
 
-def _images(stats: FeatureStats, images: bool) -> tuple[ImageSource | None, Preprocess | None]:
-    if not images:
+def _images(stats: FeatureStats, no_images: bool) -> tuple[ImageSource | None, Preprocess | None]:
+    if no_images:
         return None, None
     description = stats.meta.get("source")
     if not description:
@@ -68,7 +68,7 @@ def _logits(stats: FeatureStats, config: BrowserConfig) -> tuple[LogitEffects | 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(BrowserConfig, args)
     stats = FeatureStats.load(config.stats)
-    source, preprocess = _images(stats, config.images)
+    source, preprocess = _images(stats, config.no_images)
     labels: dict[int, str] = {}
     if config.labels is not None:
         raw: dict[str, Any] = read_json(config.labels)
