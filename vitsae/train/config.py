@@ -140,8 +140,7 @@ class TrainConfig:
             _check_all(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
         _check_all(self, "dense_frequency", lambda v: 0 < v <= 1, "in (0, 1]")
         _check_all(self, "jumprelu_bandwidth", lambda v: v > 0, "> 0")
-        if self.decoder_init_norm is not None:
-            _check_all(self, "decoder_init_norm", lambda v: v > 0, "> 0")
+        _check_all(self, "decoder_init_norm", lambda v: v > 0, "> 0")
 
     @property
     def total_steps(self) -> int:
@@ -149,10 +148,11 @@ class TrainConfig:
 
 
 def _check_all(cfg: TrainConfig, name: str, ok: Any, wanted: str) -> None:
-    """Refuse a field (or any value of a swept field) for which `ok` is false, naming the field's flag."""
+    """Refuse a field (or any value of a swept field) for which `ok` is false, naming the field's flag;
+    None (a value derived later, from the run) passes."""
     value = getattr(cfg, name)
     for v in value if isinstance(value, tuple) else (value,):
-        if not ok(v):
+        if v is not None and not ok(v):
             flag = "--" + name.replace("_", "-")
             raise InvalidValue(f"{name} ({flag}) must be {wanted}, got {v}")
 
