@@ -117,6 +117,19 @@ def test_missing_inputs_name_the_path(tmp_path, capsys) -> None:
     assert "no such directory" in one_error_line(capsys.readouterr().err, "harvest")
 
 
+def test_bad_browse_labels_are_one_line(tmp_path, capsys, monkeypatch) -> None:
+    from vitsae.report import cli as report_cli
+
+    monkeypatch.setattr(report_cli.FeatureStats, "load", lambda path: None)
+    for text in ("not json", "[1, 2]", '{"x": "label"}'):
+        (tmp_path / "labels.json").write_text(text)
+        argv = ["browse", "--stats", str(tmp_path), "--out", str(tmp_path / "b"), "--no-images"]
+        assert main([*argv, "--labels", str(tmp_path / "labels.json")]) == 2
+        assert "is not a JSON object of feature ids to labels" in one_error_line(
+            capsys.readouterr().err, "browse"
+        )
+
+
 def test_debug_shows_the_traceback(tmp_path, acts_file, monkeypatch) -> None:
     with pytest.raises(InvalidValue, match="batch_size"):
         main(["--debug", *train_argv(acts_file, tmp_path / "out", "--batch-size", "0")])

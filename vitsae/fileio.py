@@ -63,13 +63,8 @@ def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, Any]) -> Non
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """The JSON in `path`; a file that is not JSON is an `InvalidValue` naming it."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        return json.loads(raw)
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise InvalidValue(f"{path} is damaged or not a JSON file ({err}); rewrite or regenerate it") from err
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from vitsae.analysis.logits import LogitEffects, logit_effects, unembedding
@@ -40,6 +41,17 @@ def _images(stats: FeatureStats, no_images: bool) -> tuple[ImageSource | None, P
     return source, None if recorded is None else config_from_dict(Preprocess, recorded)
 
 
+def _labels(path: Path) -> dict[int, str]:
+    """The feature labels of a `--labels` file: JSON {"<feature id>": "label"}."""
+    try:
+        raw: Any = read_json(path)
+        return {int(key): str(value) for key, value in raw.items()}
+    except (ValueError, AttributeError) as err:  # not JSON, not an object, or a key that is not a number
+        raise InvalidValue(
+            f'--labels {path} is not a JSON object of feature ids to labels, e.g. {{"12": "stripes"}} ({err})'
+        ) from err
+
+
 def _logits(stats: FeatureStats, config: BrowserConfig) -> tuple[LogitEffects | None, str]:
     """The logit effects, or None with the reason."""
     explicit = config.model is not None
@@ -69,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(BrowserConfig, args)
     stats = FeatureStats.load(config.stats)
     source, preprocess = _images(stats, config.no_images)
-    labels: dict[int, str] = {}
-    if config.labels is not None:
-        raw: dict[str, Any] = read_json(config.labels)
-        labels = {int(key): str(value) for key, value in raw.items()}
+    labels = {} if config.labels is None else _labels(config.labels)
     effects, why_not = _logits(stats, config)
     if effects is None:
         print(f"vitsae browse: no logit effects: {why_not}", file=sys.stderr)
