@@ -1,17 +1,22 @@
 """`vitsae stats`: one streaming pass of an SAE over a store, saved for the browser and later analysis.
 
-Every option is a field of `StatsConfig`. The pass checkpoints into `<out>/.feature_stats.partial/`;
-rerunning the same command after an interruption continues from there, and the directory is removed once
-the statistics are saved.
+Every option is a field of `StatsConfig`. Beside the statistics it saves the logit effects of the SAE's
+decoder directions (`logit_effects.safetensors`) when the model (the store's recorded one, or `--model`) has
+a linear classification head.
+
+The pass checkpoints into `<out>/.feature_stats.partial/`; rerunning the same command after an
+interruption continues from there, and the directory is removed once the statistics are saved.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 
 from vitsae.analysis.checkpoint import CheckpointMismatch
 from vitsae.analysis.compute import compute_feature_stats
+from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects, model_logit_effects
 from vitsae.analysis.stats import PARTIAL_DIR, StatsConfig
 from vitsae.config import add_config_arguments, config_from_args
 from vitsae.fileio import check_output_folder
@@ -25,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, StatsConfig)
 
 
+def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple[LogitEffects | None, str]:
+    """The logit effects through `model`'s head (default: the store's recorded model), or None and why."""
+    spec = model if model is not None else (store.manifest.get("model") or {}).get("spec")
+    if spec in (None, "", "none"):
+        return None, "no model spec"
+    return model_logit_effects(spec, W_dec_FD, explicit=model is not None)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(StatsConfig, args)
     partial = check_output_folder(config.out) / PARTIAL_DIR
@@ -32,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(partial)
     store = ActivationStore.open(config.store)
     sae = load_sae(config.sae, device=config.device)
+    effects, why_not = _logit_effects(config.model, store, sae.W_dec)
 
     def resumed(row: int) -> None:
         print(f"resuming the statistics pass at row {row} of {len(store)} from {partial}", flush=True)
@@ -52,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointMismatch(f"{err} (or pass --restart)") from err
     stats.meta["sae"] = str(config.sae.resolve())
     stats.save(config.out)
+    if effects is not None:
+        effects.save(config.out)
+    else:
+        (config.out / LOGIT_EFFECTS_FILE).unlink(missing_ok=True)  # a stale one would describe another SAE
+        print(f"vitsae stats: no logit effects: {why_not}", file=sys.stderr)
     if partial.exists():
         shutil.rmtree(partial)
     live = int((stats.fire_count_F > 0).sum())

@@ -1,8 +1,9 @@
 """`vitsae browse`: write the static feature browser for a statistics directory made by `vitsae stats`.
 
-The images, their preprocessing, the SAE and the model come from what the statistics recorded, unless
-given here; the model is needed only for the logit effects and is skipped (with a note) when it has no
-linear classification head or cannot be loaded from its recorded spec.
+Every option is a field of `BrowserConfig`. The images and their preprocessing come from what the
+statistics recorded; the logit effects from the `logit_effects.safetensors` that `vitsae stats` saved beside
+them (absent, with a note, when the model had no linear classification head). The browser only renders
+these files: it loads no model and no SAE.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vitsae.analysis.logits import LogitEffects, logit_effects, unembedding
+from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
+from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
-from vitsae.data.sources import ImageSource, source_from_description
+from vitsae.data.sources import ImageSource
 from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
-
-from .browser import BrowserConfig, write_browser
+from vitsae.report.browser import BrowserConfig, write_browser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,39 +53,18 @@ def _labels(path: Path) -> dict[int, str]:
         ) from err
 
 
-def _logits(stats: FeatureStats, config: BrowserConfig) -> tuple[LogitEffects | None, str]:
-    """The logit effects, or None with the reason."""
-    explicit = config.model is not None
-    spec = config.model if explicit else (stats.meta.get("model") or {}).get("spec")
-    sae_path = config.sae or stats.meta.get("sae")
-    if spec in (None, "", "none"):
-        return None, "no model spec"
-    if sae_path is None:
-        return None, "no SAE path recorded (pass --sae)"
-    from vitsae.models import load
-    from vitsae.sae.io import load_sae
-
-    try:
-        model = load(spec)
-    except (ValueError, FileNotFoundError, OSError, ImportError) as err:
-        if explicit:
-            raise
-        return None, f"the recorded model {spec!r} could not be loaded ({err})"
-    try:
-        head = unembedding(model)
-    except ValueError as err:
-        return None, str(err)
-    return logit_effects(load_sae(sae_path).W_dec, head, k=config.n_logit_classes), ""
-
-
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(BrowserConfig, args)
     stats = FeatureStats.load(config.stats)
     source, preprocess = _images(stats, config.no_images)
     labels = {} if config.labels is None else _labels(config.labels)
-    effects, why_not = _logits(stats, config)
+    effects = LogitEffects.load(config.stats)
     if effects is None:
-        print(f"vitsae browse: no logit effects: {why_not}", file=sys.stderr)
+        print(
+            f"vitsae browse: no logit effects: {config.stats} holds no {LOGIT_EFFECTS_FILE} "
+            "(`vitsae stats` writes it when the model has a linear classification head)",
+            file=sys.stderr,
+        )
     class_names = None if source is None else source.describe().get("classes")
     index = write_browser(
         stats,

@@ -8,7 +8,7 @@ from typing import Literal
 
 from vitsae.config import check_choices
 from vitsae.errors import InvalidValue
-from vitsae.store.tokens import TokenSelection
+from vitsae.tokens import TokenSelection
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ Every option is a field of `TrainConfig`. Rerunning the same command resumes fro
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch.distributed as dist
 
 from vitsae.config import add_config_arguments, config_from_args
+from vitsae.distributed import init_if_torchrun
 from vitsae.errors import InvalidValue
 from vitsae.fileio import check_output_folder
 from vitsae.train.config import TrainConfig
@@ -21,15 +21,6 @@ from vitsae.train.trainer import Trainer
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, TrainConfig)
-
-
-def _init_distributed() -> bool:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    import torch
-
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
 
 
 def _trainer(cfg: TrainConfig) -> Trainer:
@@ -59,7 +50,7 @@ def _trainer(cfg: TrainConfig) -> Trainer:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)
     check_output_folder(cfg.out)
-    started_group = _init_distributed()
+    started_group = init_if_torchrun()
     try:
         trainer = _trainer(cfg)
         summaries = trainer.fit()
