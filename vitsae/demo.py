@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from vitsae.config import add_config_arguments, config_from_args
+from vitsae.config import add_config_arguments, check_choices, config_from_args
+from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
+from vitsae.sae.config import Architecture
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,14 @@ class DemoConfig:
     hook: str = field(default="", metadata={"help": "hook to study (default: middle block output)"})
     n_images: int = field(default=3000, metadata={"help": "shapes images to generate"})
     data_seed: int = field(default=7, metadata={"help": "seed of the shapes images (not a training seed)"})
-    architecture: Literal["relu", "topk", "batchtopk", "jumprelu"] = field(
-        default="topk", metadata={"help": "SAE architecture"}
-    )
+    architecture: Architecture = field(default="topk", metadata={"help": "SAE architecture"})
     expansion_factor: int = field(default=8, metadata={"help": "dictionary size / model width"})
     k: int = field(default=16, metadata={"help": "active features per token (topk, batchtopk)"})
     total_tokens: int = field(default=1_500_000, metadata={"help": "activation rows to train on"})
     batch_size: int = field(default=4096, metadata={"help": "activation rows per training step"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 def default_hook(model_spec: str) -> str:
@@ -44,7 +45,7 @@ def default_hook(model_spec: str) -> str:
     model = load(model_spec)
     n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
     if n_layers is None:
-        raise ValueError(f"{model_spec} is not a ViT: pass --hook (valid: {', '.join(model.hook_names())})")
+        raise InvalidValue(f"{model_spec} is not a ViT: pass --hook (valid: {', '.join(model.hook_names())})")
     return f"blocks.{n_layers // 2}.hook_resid_post"
 
 
@@ -154,9 +155,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vitsae.cli import main
 
-    try:
-        run_demo(config_from_args(DemoConfig, args), main)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"vitsae demo: error: {err}", file=sys.stderr)
-        return 2
+    run_demo(config_from_args(DemoConfig, args), main)
     return 0

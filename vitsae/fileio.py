@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitsae.errors import InvalidValue
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -80,6 +82,29 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
         while block := fh.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Make the output folder `path` (with its parents) and prove it writable, before any work is done.
+
+    A file in its place, or a folder vitsae may not write (read-only disk, permissions), is one
+    `InvalidValue` naming the path, instead of a failure at the first checkpoint.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidValue(f"the output folder {path} is a file; choose another output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test.{secrets.token_hex(4)}.tmp"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        where = err.filename or path
+        raise InvalidValue(
+            f"cannot write the output folder {path}: {err.strerror or err} ({where}); "
+            "choose a writable folder"
+        ) from err
+    return path
 
 
 def weights_hash(module: nn.Module, config: dict[str, Any]) -> str:

@@ -12,12 +12,14 @@ This module imports only numpy, so stores and statistics can use it without load
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
+from vitsae.errors import InvalidValue
+
 TokenSelection = Literal["all", "cls", "patches"]
-TOKEN_SELECTIONS: tuple[str, ...] = ("all", "cls", "patches")
+TOKEN_SELECTIONS: tuple[str, ...] = get_args(TokenSelection)
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,13 @@ class TokenLayout:
 def select_tokens(layout: TokenLayout, selection: str, include_registers: bool = False) -> np.ndarray:
     """The token indices (int32, increasing) kept for every image under `selection`."""
     if selection not in TOKEN_SELECTIONS:
-        raise ValueError(f"unknown token selection {selection!r}; valid: {list(TOKEN_SELECTIONS)}")
+        raise InvalidValue(f"unknown token selection {selection!r}; valid: {list(TOKEN_SELECTIONS)}")
     cls_tokens = np.arange(layout.n_cls)
     registers = np.arange(layout.n_cls, layout.n_prefix)
     patches = np.arange(layout.n_prefix, layout.n_tokens)
     if selection == "cls":
         if layout.n_cls == 0:
-            raise ValueError(
+            raise InvalidValue(
                 "token selection 'cls' needs a class token, but this hook has none "
                 "(a CNN map or a model without CLS); use 'all' or 'patches'"
             )

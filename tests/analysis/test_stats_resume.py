@@ -157,21 +157,28 @@ def test_a_checkpoint_of_other_inputs_is_refused(small_store, cli_inputs, tmp_pa
     assert (tmp_path / CHECKPOINT_META).exists()
     with pytest.raises(
         CheckpointMismatch,
-        match=r"the SAE \(checkpoint: 96 features, weights \w{12}…; now: "
-        r"96 features, weights \w{12}…\)\. Rerun with the inputs",
+        match=r"different inputs: sae\.weights_hash: the checkpoint has '\w{12}…', requested '\w{12}…'\. "
+        r"Rerun with the inputs",
     ):
         compute_feature_stats(small_store, tiny_sae("relu"), CONFIG, checkpoint_dir=tmp_path)
     bigger_store = ActivationStore.open(cli_inputs[0])
     with pytest.raises(
         CheckpointMismatch,
-        match=r"the store \(checkpoint: hook 'blocks.1.hook_resid_post', 238 rows, "
-        r"manifest \w{12}…; now: hook 'blocks.1.hook_resid_post', 816 rows, manifest \w{12}…\)",
+        match=r"store\.manifest_sha256: the checkpoint has '\w{12}…', requested '\w{12}…'; "
+        r"store\.rows: the checkpoint has 238, requested 816\. Rerun",
     ):
         compute_feature_stats(bigger_store, tiny_sae(), CONFIG, checkpoint_dir=tmp_path)
     changed = dataclasses.replace(CONFIG, n_samples=5, seed=1)
-    with pytest.raises(CheckpointMismatch, match=r"the statistics options \(n_samples 3 -> 5, seed 0 -> 1\)"):
+    with pytest.raises(
+        CheckpointMismatch,
+        match=r"config\.n_samples: the checkpoint has 3, requested 5; "
+        r"config\.seed: the checkpoint has 0, requested 1",
+    ):
         compute_feature_stats(small_store, tiny_sae(), changed, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match=rf"the labels\. .*or delete {tmp_path} to start over"):
+    with pytest.raises(
+        ValueError,
+        match=rf"labels_sha256: the checkpoint has None, requested '\w{{12}}…'\. .*or delete {tmp_path}",
+    ):
         compute_feature_stats(small_store, tiny_sae(), CONFIG, checkpoint_dir=tmp_path, labels=[1] * 14)
 
 
@@ -237,14 +244,17 @@ def test_vitsae_stats_refuses_a_partial_pass_of_other_inputs_and_restart_discard
     capsys.readouterr()
     assert main(stats_args(cli_inputs, out, "--n-samples", "4")) == 2
     err = capsys.readouterr().err
-    assert "holds a partial statistics pass over different inputs: the statistics options " in err
-    assert "(n_samples 3 -> 4). Rerun with the inputs it was started with" in err
+    assert (
+        "holds a partial statistics pass over different inputs: config.n_samples: the checkpoint has 3, "
+        in err
+    )
+    assert "requested 4. Rerun with the inputs it was started with" in err
     assert err.rstrip().endswith("to start over (or pass --restart)")
     other_sae = tmp_path / "relu_sae"
     save_sae(tiny_sae("relu"), other_sae)
     store = str(cli_inputs[0])
     assert main(["stats", "--store", store, "--sae", str(other_sae), "--out", str(out), *STATS_OPTIONS]) == 2
-    assert "different inputs: the SAE (checkpoint: 96 features" in capsys.readouterr().err
+    assert "different inputs: sae.weights_hash: the checkpoint has '" in capsys.readouterr().err
     assert (out / PARTIAL_DIR / CHECKPOINT_META).exists() and not (out / "feature_stats.json").exists()
 
     assert main(stats_args(cli_inputs, out, "--n-samples", "4", "--restart")) == 0

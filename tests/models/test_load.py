@@ -257,7 +257,7 @@ def test_hooks_command_reports_a_bad_spec(capsys):
     from vitsae.cli import main
 
     assert main(["hooks", "nope:x"]) == 2
-    assert "vitsae hooks: unknown model spec 'nope:x'; use one of: hf:" in capsys.readouterr().err
+    assert "vitsae hooks: error: unknown model spec 'nope:x'; use one of: hf:" in capsys.readouterr().err
 
 
 def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):

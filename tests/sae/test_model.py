@@ -7,7 +7,6 @@ import torch
 
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder
-from vitsae.sae.backend import trains_sparse
 
 
 def make(architecture="relu", d_in=8, expansion_factor=4, **kw) -> SparseAutoencoder:
@@ -126,11 +125,11 @@ def test_jumprelu_straight_through_gradients_in_float64():
 )
 def test_which_training_steps_run_sparse(architecture, training, world_size, sparse):
     sae = make(architecture, backend="sparse").train(training)
-    assert trains_sparse(sae.cfg, training, world_size) is sparse
+    assert sae.cfg.trains_sparse(training, world_size) is sparse
     if world_size == 1:
         out = sae.forward_train(torch.randn(6, 8))
         assert (out.codes is not None, out.pre_BF is None) == (sparse, sparse)
-    assert not trains_sparse(make(architecture, backend="dense").cfg, True, 1)
+    assert not make(architecture, backend="dense").cfg.trains_sparse(True, 1)
 
 
 def test_raw_inputs_are_scaled_by_norm_scale():

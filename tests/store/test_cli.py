@@ -46,7 +46,7 @@ def test_cli_harvests_and_refuses_a_different_config(tmp_path: Path) -> None:
         "--shard-rows",
         "40",
     ]
-    done = vitsae_harvest(*common, "--hooks", *HOOKS, "--progress", "false")
+    done = vitsae_harvest(*common, "--hooks", *HOOKS, "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     store = ActivationStore.open(tmp_path / HOOKS[1], verify="full")
     assert store.manifest["model"]["spec"] == "module:tests.helpers:tiny_vit"

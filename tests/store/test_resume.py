@@ -82,7 +82,7 @@ def test_ctrl_c_then_rerun_gives_the_same_store(tmp_path: Path, harvested: Path)
 def test_rerun_recomputes_a_deleted_shard_of_a_finished_store(tmp_path: Path, harvested: Path) -> None:
     store = Path(shutil.copytree(harvested, tmp_path / "store"))
     (store / HOOKS[1] / "shard-000002.safetensors").unlink()
-    with pytest.raises(StoreError, match="shard-000002.safetensors is missing; delete it and rerun"):
+    with pytest.raises(StoreError, match="shard-000002.safetensors is missing; rerun the harvest command"):
         ActivationStore.open(store / HOOKS[1])
     harvest(config(store, N_IMAGES), model=tiny_vit(), source=shapes(N_IMAGES))
     assert_same_store(store, harvested)

@@ -13,7 +13,7 @@ from vitsae.train.data import load_activation_file
 from vitsae.train.synthetic import sparse_dictionary_data
 
 COMMON = ["--batch-size", "64", "--total-tokens", "1280", "--log-every", "5", "--checkpoint-every", "10"]
-COMMON += ["--progress", "false", "--lr-warmup-steps", "2"]
+COMMON += ["--no-progress", "--lr-warmup-steps", "2"]
 
 
 def test_train_sweep_on_activations_file(tmp_path, capsys):
@@ -68,10 +68,8 @@ def test_train_on_harvested_store_records_its_provenance(tmp_path):
         "128",
         "--log-every",
         "2",
-        "--progress",
-        "false",
-        "--plot",
-        "no",
+        "--no-progress",
+        "--no-plot",
     ]
     assert main(argv) == 0
     (name,) = json.loads((out / "sweep.json").read_text())

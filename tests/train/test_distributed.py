@@ -96,7 +96,7 @@ def test_vitsae_train_under_torchrun_matches_one_process(tmp_path):
     acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, active=3, seed=5)
     save_file({"activations": acts}, str(tmp_path / "acts.safetensors"))
     args = ["train", "--activations", str(tmp_path / "acts.safetensors"), "--expansion-factor", "2"]
-    args += ["--batch-size", "64", "--total-tokens", "768", "--progress", "false", "--plot", "false"]
+    args += ["--batch-size", "64", "--total-tokens", "768", "--no-progress", "--no-plot"]
     args += [
         "--dead-handling",
         "resample",

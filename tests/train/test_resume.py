@@ -117,7 +117,10 @@ def test_resume_with_changed_options_is_refused(tmp_path):
     acts, _ = sparse_dictionary_data(640, d=12, n_atoms=24, seed=1)
     Trainer(config("relu", "none"), TensorBatches(acts, 64), tmp_path).fit()
     changed = TrainConfig(**{**config("relu", "none").__dict__, "lr": (1e-2,)})
-    with pytest.raises(ValueError, match=r"different configuration \(fields \['lr'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"different configuration: lr: the checkpoint has \[0.003, 0.001\], requested \[0.01\]; rerun",
+    ):
         Trainer(changed, TensorBatches(acts, 64), tmp_path).fit()
 
 
@@ -144,7 +147,7 @@ def test_vitsae_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
         "3",
     ]
     args += ["--expansion-factor", "2", "--batch-size", "32", "--total-tokens", str(32 * 400)]
-    args += ["--checkpoint-every", "5", "--log-every", "5", "--progress", "false", "--plot", "false"]
+    args += ["--checkpoint-every", "5", "--log-every", "5", "--no-progress", "--no-plot"]
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "vitsae.cli", *args, "--out", str(killed)], env=env)

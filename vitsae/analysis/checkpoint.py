@@ -19,7 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
-from vitsae.config import config_to_dict
+from vitsae.config import config_to_dict, content_fields, describe_differences
+from vitsae.errors import VitsaeError
 from vitsae.fileio import read_json, save_tensors_atomic, weights_hash, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
@@ -29,7 +30,7 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_META = "checkpoint.json"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(VitsaeError, ValueError):
     """A checkpoint directory holds a pass over other inputs (store, SAE, options or labels)."""
 
 
@@ -49,33 +50,9 @@ def pass_identity(
             "manifest_sha256": hashlib.sha256(manifest_json).hexdigest(),
         },
         "sae": {"d_sae": sae.cfg.d_sae, "weights_hash": weights_hash(sae, config_to_dict(sae.cfg))},
-        "config": config_to_dict(config),
+        "config": content_fields(config),
         "labels_sha256": labels,
     }
-
-
-def _differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's identity and this pass's, in words."""
-
-    def store(s: dict[str, Any]) -> str:
-        return f"hook {s.get('hook')!r}, {s.get('rows')} rows, manifest {str(s.get('manifest_sha256'))[:12]}…"
-
-    def sae(s: dict[str, Any]) -> str:
-        return f"{s.get('d_sae')} features, weights {str(s.get('weights_hash'))[:12]}…"
-
-    diffs = []
-    for key, what, describe in (("store", "the store", store), ("sae", "the SAE", sae)):
-        old, new = saved.get(key) or {}, wanted[key]
-        if old != new:
-            diffs.append(f"{what} (checkpoint: {describe(old)}; now: {describe(new)})")
-    a, b = saved.get("config") or {}, wanted["config"]
-    if a != b:
-        fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        changes = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in fields)
-        diffs.append(f"the statistics options ({changes})")
-    if saved.get("labels_sha256") != wanted["labels_sha256"]:
-        diffs.append("the labels")
-    return diffs
 
 
 def clear_stale_files(directory: Path) -> None:
@@ -105,7 +82,7 @@ def load_checkpoint(directory: Path, identity: dict[str, Any], acc: FeatureStats
             f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}, not "
             f"{CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION}; delete {directory} to start the pass over"
         )
-    diffs = _differences(info.get("identity", {}), identity)
+    diffs = describe_differences(info.get("identity", {}), identity, "the checkpoint")
     if diffs:
         raise CheckpointMismatch(
             f"{directory} holds a partial statistics pass over different inputs: "

@@ -1,7 +1,8 @@
 """`vitsae stats`: one streaming pass of an SAE over a store, saved for the browser and later analysis.
 
-Beside the statistics it saves the logit effects of the SAE's decoder directions (`logit_effects.safetensors`)
-when the model (the store's recorded one, or `--model`) has a linear classification head.
+Every option is a field of `StatsConfig`. Beside the statistics it saves the logit effects of the SAE's
+decoder directions (`logit_effects.safetensors`) when the model (the store's recorded one, or `--model`) has
+a linear classification head.
 
 The pass checkpoints into `<out>/.feature_stats.partial/`; rerunning the same command after an
 interruption continues from there, and the directory is removed once the statistics are saved.
@@ -12,50 +13,20 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-from pathlib import Path
 
 from vitsae.analysis.checkpoint import CheckpointMismatch
 from vitsae.analysis.compute import compute_feature_stats
 from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects, model_logit_effects
-from vitsae.analysis.stats import StatsConfig
+from vitsae.analysis.stats import PARTIAL_DIR, StatsConfig
 from vitsae.config import add_config_arguments, config_from_args
+from vitsae.fileio import check_output_folder
 from vitsae.sae.io import load_sae
-from vitsae.store.format import StoreError
 from vitsae.store.reader import ActivationStore
 
-PARTIAL_DIR = ".feature_stats.partial"
+__all__ = ["PARTIAL_DIR", "add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", type=Path, required=True, help="activation store directory (one hook)")
-    parser.add_argument("--sae", type=Path, required=True, help="trained SAE directory")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="directory for feature_stats.{safetensors,json}"
-    )
-    parser.add_argument("--batch-rows", type=int, default=8192, help="rows encoded per step (default: 8192)")
-    parser.add_argument(
-        "--merge-rows",
-        type=int,
-        default=65536,
-        help="rows merged into the statistics per step (default: 65536)",
-    )
-    parser.add_argument(
-        "--checkpoint-every-rows",
-        type=int,
-        default=1_000_000,
-        help=f"save the pass's state into <out>/{PARTIAL_DIR} about every N rows, so rerunning an "
-        "interrupted command continues it; 0 saves none (default: 1000000)",
-    )
-    parser.add_argument(
-        "--restart", action="store_true", help=f"discard a partial pass in <out>/{PARTIAL_DIR} and start over"
-    )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="model spec for the logit effects (default: the store's recorded one; 'none' to skip)",
-    )
-    parser.add_argument("--device", default="cpu", help="torch device for the SAE (default: cpu)")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
     add_config_arguments(parser, StatsConfig)
 
 
@@ -68,47 +39,43 @@ def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    partial = args.out / PARTIAL_DIR
-    if args.restart and partial.exists():
+    config = config_from_args(StatsConfig, args)
+    partial = check_output_folder(config.out) / PARTIAL_DIR
+    if config.restart and partial.exists():
         shutil.rmtree(partial)
+    store = ActivationStore.open(config.store)
+    sae = load_sae(config.sae, device=config.device)
+    effects, why_not = _logit_effects(config.model, store, sae.W_dec)
 
     def resumed(row: int) -> None:
         print(f"resuming the statistics pass at row {row} of {len(store)} from {partial}", flush=True)
 
     try:
-        config = config_from_args(StatsConfig, args)
-        store = ActivationStore.open(args.store)
-        sae = load_sae(args.sae, device=args.device)
-        effects, why_not = _logit_effects(args.model, store, sae.W_dec)
         stats = compute_feature_stats(
             store,
             sae,
             config,
-            batch_rows=args.batch_rows,
-            merge_rows=args.merge_rows,
-            progress=args.progress,
+            batch_rows=config.batch_rows,
+            merge_rows=config.merge_rows,
+            progress=config.progress,
             checkpoint_dir=partial,
-            checkpoint_every_rows=args.checkpoint_every_rows,
+            checkpoint_every_rows=config.checkpoint_every_rows,
             on_resume=resumed,
         )
     except CheckpointMismatch as err:
-        print(f"vitsae stats: error: {err} (or pass --restart)", file=sys.stderr)
-        return 2
-    except (StoreError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae stats: error: {err}", file=sys.stderr)
-        return 2
-    stats.meta["sae"] = str(args.sae.resolve())
-    stats.save(args.out)
+        raise CheckpointMismatch(f"{err} (or pass --restart)") from err
+    stats.meta["sae"] = str(config.sae.resolve())
+    stats.save(config.out)
     if effects is not None:
-        effects.save(args.out)
+        effects.save(config.out)
     else:
-        (args.out / LOGIT_EFFECTS_FILE).unlink(missing_ok=True)  # a stale one would describe another SAE
+        (config.out / LOGIT_EFFECTS_FILE).unlink(missing_ok=True)  # a stale one would describe another SAE
         print(f"vitsae stats: no logit effects: {why_not}", file=sys.stderr)
     if partial.exists():
         shutil.rmtree(partial)
     live = int((stats.fire_count_F > 0).sum())
     print(
         f"{stats.n_features} features ({live} fire, {stats.n_features - live} dead) over "
-        f"{stats.n_images} images and {stats.n_tokens} tokens -> {args.out}"
+        f"{stats.n_images} images and {stats.n_tokens} tokens -> {config.out}"
     )
     return 0

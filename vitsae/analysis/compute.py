@@ -21,6 +21,7 @@ from vitsae.analysis.stats import FeatureStats, FeatureStatsAccumulator, StatsCo
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
 from vitsae.data.sources import ImageSource
+from vitsae.errors import InvalidValue
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 
@@ -30,11 +31,11 @@ if TYPE_CHECKING:
 
 def _check_sae(sae: SparseAutoencoder, width: int, hook: str) -> None:
     if sae.cfg.d_in != width:
-        raise ValueError(
+        raise InvalidValue(
             f"the SAE reads activations of width d_in={sae.cfg.d_in}, the hook {hook!r} has {width}"
         )
     if sae.cfg.hook_name and sae.cfg.hook_name != hook:
-        raise ValueError(
+        raise InvalidValue(
             f"the SAE was trained on hook {sae.cfg.hook_name!r}, the activations come from {hook!r}"
         )
 
@@ -127,20 +128,20 @@ def compute_feature_stats(
     if not isinstance(store, ActivationStore):
         store = ActivationStore.open(store)
     if store.normalize:
-        raise ValueError(
+        raise InvalidValue(
             "open the store with normalize=False: the SAE applies its own norm_scale to raw rows"
         )
     if batch_rows < 1 or merge_rows < 1:
-        raise ValueError(f"batch_rows and merge_rows must be >= 1, got {batch_rows} and {merge_rows}")
+        raise InvalidValue(f"batch_rows and merge_rows must be >= 1, got {batch_rows} and {merge_rows}")
     _check_sae(sae, store.d_model, store.hook)
     acc = FeatureStatsAccumulator(sae.cfg.d_sae, store.layout, config)
     labels_I = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     n_images = int(store.manifest["counts"]["images"])
     if labels_I is not None and labels_I.shape != (n_images,):
-        raise ValueError(f"labels has shape {tuple(labels_I.shape)}; the store covers {n_images} images")
+        raise InvalidValue(f"labels has shape {tuple(labels_I.shape)}; the store covers {n_images} images")
 
     if checkpoint_every_rows < 0:
-        raise ValueError(f"checkpoint_every_rows must be >= 0 (0: never), got {checkpoint_every_rows}")
+        raise InvalidValue(f"checkpoint_every_rows must be >= 0 (0: never), got {checkpoint_every_rows}")
 
     merger = _MergeBuffer(acc, merge_rows)
     n_rows = len(store)
@@ -213,7 +214,7 @@ def compute_feature_stats_from_images(
     model.check_hook_names([hook_name])
     layout = model.token_layout(hook_name)
     if layout.grid_hw is None:
-        raise ValueError(f"hook {hook_name!r} has no patch grid (a pooled output): there is nothing to map")
+        raise InvalidValue(f"hook {hook_name!r} has no patch grid (a pooled output): there is nothing to map")
     _check_sae(sae, layout.width, hook_name)
     acc = FeatureStatsAccumulator(sae.cfg.d_sae, layout, config)
     model = model.to(device).eval()

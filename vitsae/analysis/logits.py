@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from vitsae.errors import InvalidValue
 from vitsae.fileio import save_tensors_atomic
 
 LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
@@ -61,7 +62,7 @@ class LogitEffects:
                 LOGIT_EFFECTS_FORMAT,
                 str(LOGIT_EFFECTS_VERSION),
             ):
-                raise ValueError(
+                raise InvalidValue(
                     f"{path} is format {meta.get('format')!r} version {meta.get('format_version')!r}; "
                     f"this vitsae reads {LOGIT_EFFECTS_FORMAT} version {LOGIT_EFFECTS_VERSION}: "
                     "rerun `vitsae stats`"
@@ -69,7 +70,7 @@ class LogitEffects:
             names = [f.name for f in fields(cls)]
             missing = sorted(set(names) - set(file.keys()))
             if missing:
-                raise ValueError(f"{path} lacks tensors {missing}: rerun `vitsae stats`")
+                raise InvalidValue(f"{path} lacks tensors {missing}: rerun `vitsae stats`")
             tensors = {name: file.get_tensor(name) for name in names}
         return cls(**{name: t.long() if "class" in name else t for name, t in tensors.items()})
 
@@ -82,9 +83,11 @@ def unembedding(model: torch.nn.Module) -> torch.Tensor:
     """
     W_U = getattr(model, "W_U", None)
     if not isinstance(W_U, torch.Tensor):
-        raise ValueError(f"{type(model).__name__} has no classification head W_U to project features through")
+        raise InvalidValue(
+            f"{type(model).__name__} has no classification head W_U to project features through"
+        )
     if getattr(model, "pooler_W", None) is not None:
-        raise ValueError(
+        raise InvalidValue(
             "the model has a tanh pooler before its head: the head is not linear in the residual"
         )
     ln_final = getattr(model, "ln_final", None)
@@ -92,7 +95,7 @@ def unembedding(model: torch.nn.Module) -> torch.Tensor:
     W_DC = W_U.detach().float()
     if gamma is not None:
         if gamma.shape[0] != W_DC.shape[0]:
-            raise ValueError(
+            raise InvalidValue(
                 f"the head's input width {W_DC.shape[0]} differs from the residual width {gamma.shape[0]} "
                 "(a pooled head that concatenates tokens)"
             )
@@ -105,7 +108,7 @@ def logit_effects(
 ) -> LogitEffects:
     """Top-k and bottom-k classes of W_dec[f] @ W_U for every feature, in chunks of features."""
     if W_dec_FD.shape[1] != W_U_DC.shape[0]:
-        raise ValueError(
+        raise InvalidValue(
             f"decoder rows have width {W_dec_FD.shape[1]} (W_dec {tuple(W_dec_FD.shape)}) but the head "
             f"expects {W_U_DC.shape[0]} (W_U {tuple(W_U_DC.shape)})"
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from vitsae.errors import InvalidValue
+
 
 def upsample_map(map_hw: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a [gh, gw] map to `size_wh` (width, height); float32 [height, width].
@@ -17,7 +19,7 @@ def upsample_map(map_hw: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """
     map_hw = np.asarray(map_hw, dtype=np.float32)
     if map_hw.ndim != 2:
-        raise ValueError(f"an activation map must be 2-d [gh, gw], got shape {map_hw.shape}")
+        raise InvalidValue(f"an activation map must be 2-d [gh, gw], got shape {map_hw.shape}")
     resized = Image.fromarray(map_hw, mode="F").resize(size_wh, Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
 

@@ -25,13 +25,15 @@ import torch
 from safetensors.torch import load_file
 
 from vitsae.analysis.topk import TopKBuffer
-from vitsae.config import config_from_dict, config_to_dict
+from vitsae.config import check_choices, config_from_dict, content_fields
+from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 from vitsae.tokens import TokenLayout
 
 STATS_FORMAT_VERSION = 1
 STATS_TENSORS = "feature_stats.safetensors"
 STATS_META = "feature_stats.json"
+PARTIAL_DIR = ".feature_stats.partial"  # a resumable pass's checkpoints, inside the output folder
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,59 @@ class StatsConfig:
     hist_min: float = field(default=1e-3, metadata={"help": "lower edge of the histogram (first bin open)"})
     hist_max: float = field(default=1e3, metadata={"help": "upper edge of the histogram (last bin open)"})
     seed: int = field(default=0, metadata={"help": "seed of the random sample's keys"})
+    store: Path | None = field(
+        default=None,
+        metadata={"help": "activation store directory (one hook)", "run_only": True, "required": True},
+    )
+    sae: Path | None = field(
+        default=None, metadata={"help": "trained SAE directory", "run_only": True, "required": True}
+    )
+    out: Path | None = field(
+        default=None,
+        metadata={
+            "help": "directory for feature_stats.{safetensors,json}",
+            "run_only": True,
+            "required": True,
+        },
+    )
+    batch_rows: int = field(default=8192, metadata={"help": "rows encoded per step", "run_only": True})
+    merge_rows: int = field(
+        default=65536, metadata={"help": "rows merged into the statistics per step", "run_only": True}
+    )
+    checkpoint_every_rows: int = field(
+        default=1_000_000,
+        metadata={
+            "help": f"save the pass's state into <out>/{PARTIAL_DIR} about every N rows, so rerunning an "
+            "interrupted command continues it; 0 saves none",
+            "run_only": True,
+        },
+    )
+    restart: bool = field(
+        default=False,
+        metadata={"help": f"discard a partial pass in <out>/{PARTIAL_DIR} and start over", "run_only": True},
+    )
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "model spec for the logit effects (default: the store's recorded one; 'none' to skip)",
+            "run_only": True,
+        },
+    )
+    device: str = field(default="cpu", metadata={"help": "torch device for the SAE", "run_only": True})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
 
     def __post_init__(self) -> None:
+        check_choices(self)
+        if self.batch_rows < 1 or self.merge_rows < 1 or self.checkpoint_every_rows < 0:
+            raise InvalidValue(
+                "batch_rows and merge_rows must be >= 1 and checkpoint_every_rows >= 0 (0: never); got "
+                f"{self.batch_rows}, {self.merge_rows}, {self.checkpoint_every_rows}"
+            )
         for name in ("k_images", "k_patches", "n_samples", "hist_bins"):
             if getattr(self, name) < 1:
-                raise ValueError(f"StatsConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidValue(f"StatsConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.hist_min < self.hist_max:
-            raise ValueError(
+            raise InvalidValue(
                 f"StatsConfig needs 0 < hist_min < hist_max, got {self.hist_min} and {self.hist_max}"
             )
 
@@ -142,7 +190,7 @@ class FeatureStats:
             {
                 "format": "vitsae.feature_stats",
                 "format_version": STATS_FORMAT_VERSION,
-                "config": config_to_dict(self.config),
+                "config": content_fields(self.config),
                 "n_prefix_tokens": self.layout.n_prefix,
                 "grid_hw": self.layout.to_dict()["grid_hw"],
                 "token_layout": self.layout.to_dict(),
@@ -160,17 +208,19 @@ class FeatureStats:
         stats_dir = Path(stats_dir)
         meta_path = stats_dir / STATS_META
         if not meta_path.is_file():
-            raise FileNotFoundError(f"no {STATS_META} in {stats_dir}: not a feature statistics directory")
+            raise MissingFile(f"no {STATS_META} in {stats_dir}: not a feature statistics directory")
         info = read_json(meta_path)
         if info.get("format") != "vitsae.feature_stats" or info.get("format_version") != STATS_FORMAT_VERSION:
-            raise ValueError(
+            raise InvalidValue(
                 f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}; "
                 f"this vitsae reads vitsae.feature_stats version {STATS_FORMAT_VERSION}"
             )
         tensors = load_file(str(stats_dir / STATS_TENSORS))
         missing = sorted(set(_TENSOR_FIELDS) - set(tensors))
         if missing:
-            raise ValueError(f"{stats_dir / STATS_TENSORS} lacks tensors {missing}: recompute the statistics")
+            raise InvalidValue(
+                f"{stats_dir / STATS_TENSORS} lacks tensors {missing}: recompute the statistics"
+            )
         return cls(
             config=config_from_dict(StatsConfig, info["config"]),
             layout=_layout(info),
@@ -276,12 +326,12 @@ class FeatureStatsAccumulator:
         """
         n_rows = image_N.shape[0]
         if indices_NK.shape != values_NK.shape or indices_NK.dim() != 2 or indices_NK.shape[0] != n_rows:
-            raise ValueError(
+            raise InvalidValue(
                 f"codes must be [N, K] indices and values for N={n_rows} rows, got indices "
                 f"{tuple(indices_NK.shape)} and values {tuple(values_NK.shape)}"
             )
         if token_N.shape != image_N.shape or (label_N is not None and label_N.shape != image_N.shape):
-            raise ValueError(
+            raise InvalidValue(
                 f"image {tuple(image_N.shape)}, token {tuple(token_N.shape)} and label "
                 f"{None if label_N is None else tuple(label_N.shape)} indices must share one shape [N]"
             )
@@ -291,13 +341,13 @@ class FeatureStatsAccumulator:
         token_N = token_N.long()
         first_image = int(image_N.min())
         if first_image <= self._last_image:
-            raise ValueError(
+            raise InvalidValue(
                 f"image {first_image} arrives after image {self._last_image}: feed whole images in "
                 "increasing image order (read the store sequentially, unshuffled, and split batches "
                 "between images)"
             )
         if int(indices_NK.max()) >= self.n_features or int(indices_NK.min()) < 0:
-            raise ValueError(
+            raise InvalidValue(
                 f"feature indices span [{int(indices_NK.min())}, {int(indices_NK.max())}] but the "
                 f"dictionary has {self.n_features} features"
             )
@@ -454,13 +504,13 @@ def _copy_state_into(targets: dict[str, torch.Tensor], state: dict[str, torch.Te
     of all of them (a refused state changes nothing)."""
     if set(state) != set(targets):
         missing, unexpected = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
-        raise ValueError(f"{what} state lacks tensors {missing} and has unexpected {unexpected}")
+        raise InvalidValue(f"{what} state lacks tensors {missing} and has unexpected {unexpected}")
     wrong = [
         f"{name} is {state[name].dtype} {tuple(state[name].shape)}, here {have.dtype} {tuple(have.shape)}"
         for name, have in targets.items()
         if state[name].shape != have.shape or state[name].dtype != have.dtype
     ]
     if wrong:
-        raise ValueError(f"{what} state is of another dictionary size or configuration: {'; '.join(wrong)}")
+        raise InvalidValue(f"{what} state is of another dictionary size or configuration: {'; '.join(wrong)}")
     for name, have in targets.items():
         have.copy_(state[name])

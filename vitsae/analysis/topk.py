@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vitsae.errors import InvalidValue
+
 
 @dataclass(frozen=True)
 class SlotWrites:
@@ -55,7 +57,7 @@ class TopKBuffer:
 
     def __init__(self, n_features: int, k: int) -> None:
         if n_features < 1 or k < 1:
-            raise ValueError(f"TopKBuffer needs n_features >= 1 and k >= 1, got {n_features} and {k}")
+            raise InvalidValue(f"TopKBuffer needs n_features >= 1 and k >= 1, got {n_features} and {k}")
         self.n_features = n_features
         self.k = k
         self.scores_Fk = torch.full((n_features, k), float("-inf"), dtype=torch.float32)
@@ -64,7 +66,7 @@ class TopKBuffer:
     def update(self, feature_M: torch.Tensor, score_M: torch.Tensor) -> SlotWrites:
         """Merge a batch of candidates; return the slots that now hold batch candidates."""
         if feature_M.shape != score_M.shape or feature_M.dim() != 1:
-            raise ValueError(
+            raise InvalidValue(
                 "TopKBuffer.update needs two 1-d tensors of one length, got shapes "
                 f"{tuple(feature_M.shape)} and {tuple(score_M.shape)}"
             )

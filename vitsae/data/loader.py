@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.rgb import BadImageError
 from vitsae.data.sources import ImageSource
+from vitsae.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ class ImageLoader:
     ) -> None:
         stop = len(source) if stop is None else stop
         if not 0 <= start <= stop <= len(source):
-            raise ValueError(f"slice [{start}, {stop}) is not within the source's {len(source)} images")
+            raise InvalidValue(f"slice [{start}, {stop}) is not within the source's {len(source)} images")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidValue(f"batch_size must be >= 1, got {batch_size}")
         self.source, self.preprocess = source, preprocess
         self.batch_size, self.num_workers = batch_size, num_workers
         self.start, self.stop = start, stop

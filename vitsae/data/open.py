@@ -13,6 +13,7 @@ from typing import Any
 from vitsae.config import config_from_dict
 from vitsae.data.shapes import ShapesConfig, ShapesDataset
 from vitsae.data.sources import FolderSource, HFSource, ImageSource
+from vitsae.errors import InvalidValue, MissingFile
 
 
 def source_from_description(description: dict[str, Any]) -> ImageSource:
@@ -38,7 +39,7 @@ def source_from_description(description: dict[str, Any]) -> ImageSource:
         )
     if kind == "shapes":
         return ShapesDataset(config_from_dict(ShapesConfig, description["config"]))
-    raise ValueError(
+    raise InvalidValue(
         f"cannot re-create a source of kind {kind!r} (loader {description.get('loader')!r}) from its "
         "description; re-creatable kinds: folder, hf (load_from_disk / imagefolder), shapes. "
         "In-memory arrays and datasets must be passed in again."
@@ -64,11 +65,13 @@ def open_source(spec: str) -> ImageSource:
         except ValueError:
             numbers = []
         if not 1 <= len(numbers) <= 3:
-            raise ValueError(f"bad shapes spec {spec!r}; expected shapes:<n>[:<seed>[:<size>]]")
+            raise InvalidValue(f"bad shapes spec {spec!r}; expected shapes:<n>[:<seed>[:<size>]]")
         n_images, seed, size = numbers + [0, 0, 64][len(numbers) :]  # seed 0 and 64x64 unless given
         return ShapesDataset(n_images=n_images, seed=seed, image_size=size)
     if sep and scheme in ("folder", "hf", "imagefolder"):
         path, _, split = rest.partition("@")
+        if not Path(path).is_dir():
+            raise MissingFile(f"image source {spec!r}: no such directory {path}")
         if scheme == "folder":
             return FolderSource(path)
         if scheme == "hf":
@@ -78,4 +81,6 @@ def open_source(spec: str) -> ImageSource:
     if path.is_dir():
         saved = any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
         return HFSource.from_disk(path) if saved else FolderSource(path)
-    raise ValueError(f"unknown image source {spec!r}: not a directory; use one of: {', '.join(SOURCE_SPECS)}")
+    raise InvalidValue(
+        f"unknown image source {spec!r}: not a directory; use one of: {', '.join(SOURCE_SPECS)}"
+    )

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitsae.config import check_choices
+from vitsae.errors import InvalidValue
+
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,6 +33,9 @@ class Preprocess:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     resample: Literal["nearest", "bilinear", "bicubic"] = "bicubic"
 
+    def __post_init__(self) -> None:
+        check_choices(self)
+
     def resize_crop(self, image: Image.Image) -> Image.Image:
         """Resize and crop an RGB image to `size` (the geometry step alone, for overlays)."""
         height, width = self.size
@@ -46,7 +52,7 @@ class Preprocess:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """An RGB PIL image -> normalised float32 tensor (3, H, W)."""
         if image.mode != "RGB":
-            raise ValueError(f"Preprocess expects an RGB image, got mode {image.mode!r}; convert it first")
+            raise InvalidValue(f"Preprocess expects an RGB image, got mode {image.mode!r}; convert it first")
         pixels_HWC = np.asarray(self.resize_crop(image), dtype=np.float32) / 255.0
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)

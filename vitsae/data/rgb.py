@@ -19,11 +19,13 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from vitsae.errors import VitsaeError
+
 ALPHA_BACKGROUND = (255, 255, 255)
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-class BadImageError(Exception):
+class BadImageError(VitsaeError):
     """An image that cannot be turned into RGB; the message is the reason."""
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vitsae.config import config_from_dict, config_to_dict
+from vitsae.config import check_choices, config_from_dict, config_to_dict
 from vitsae.data.sources import ImageRecord
+from vitsae.errors import InvalidValue
 from vitsae.fileio import atomic_path, write_bytes_atomic, write_json_atomic
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
@@ -86,13 +87,18 @@ class ShapesConfig:
     pixel_noise: float = field(default=0.03, metadata={"help": "std of the per-pixel colour noise (uniform)"})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         unknown = sorted(set(self.backgrounds) - set(BACKGROUNDS))
         if unknown or not self.backgrounds:
-            raise ValueError(f"backgrounds {list(self.backgrounds)} invalid; choose from {list(BACKGROUNDS)}")
+            raise InvalidValue(
+                f"backgrounds {list(self.backgrounds)} invalid; choose from {list(BACKGROUNDS)}"
+            )
         if self.image_size < 16:
-            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-        if self.n_images < 0 or not 0 <= self.max_small_objects <= 4:
-            raise ValueError(f"need n_images >= 0 and 0 <= max_small_objects <= 4, got {self}")
+            raise InvalidValue(f"image_size must be >= 16, got {self.image_size}")
+        if self.n_images < 0:
+            raise InvalidValue(f"the number of shapes images must be >= 0, got {self.n_images}")
+        if not 0 <= self.max_small_objects <= 4:
+            raise InvalidValue(f"max_small_objects must be in [0, 4], got {self.max_small_objects}")
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,7 @@ def _local_mask(obj: ShapeObject, image_size: int) -> tuple[tuple[slice, slice],
             theta = np.pi / 2 + k * 2 * np.pi / 3
             inside &= u * np.cos(theta) + v * np.sin(theta) <= 0.5 * r
         return box, inside
-    raise ValueError(f"unknown shape {obj.shape!r}; known: {list(SHAPES)}")
+    raise InvalidValue(f"unknown shape {obj.shape!r}; known: {list(SHAPES)}")
 
 
 def _pattern(obj: ShapeObject, box: tuple[slice, slice]) -> np.ndarray:
@@ -207,7 +213,7 @@ def _pattern(obj: ShapeObject, box: tuple[slice, slice]) -> np.ndarray:
         return ((ys % 4) - 1.5) ** 2 + ((xs % 4) - 1.5) ** 2 <= 1.0
     if obj.texture == "checker":
         return ((ys // 3) + (xs // 3)) % 2 == 0
-    raise ValueError(f"no pattern for texture {obj.texture!r}; patterned: {list(TEXTURES[1:])}")
+    raise InvalidValue(f"no pattern for texture {obj.texture!r}; patterned: {list(TEXTURES[1:])}")
 
 
 def _uniform_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
@@ -395,7 +401,7 @@ def export_shapes(
     out = Path(out_dir)
     stop = len(dataset) if stop is None else stop
     if not 0 <= start <= stop <= len(dataset):
-        raise ValueError(f"slice [{start}, {stop}) is not within the dataset's {len(dataset)} images")
+        raise InvalidValue(f"slice [{start}, {stop}) is not within the dataset's {len(dataset)} images")
     rows = ["index,key,image,label,class_name"]
     objects = []
     for index in range(start, stop):

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from vitsae.data.rgb import BadImageError, open_rgb, to_rgb
+from vitsae.errors import InvalidValue, MissingFile
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -64,7 +65,7 @@ class FolderSource:
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} does not exist")
+            raise MissingFile(f"image folder {self.root} does not exist")
         self.extensions = tuple(e.lower() for e in extensions)
         self.paths = sorted(
             p.relative_to(self.root)
@@ -75,7 +76,7 @@ class FolderSource:
         if classes is not None:
             missing = sorted(set(found) - set(classes))
             if missing:
-                raise ValueError(f"sub-folders {missing} are not among the given classes {classes}")
+                raise InvalidValue(f"sub-folders {missing} are not among the given classes {classes}")
         self.classes = list(classes) if classes is not None else found
         self._class_index = {name: i for i, name in enumerate(self.classes)}
 
@@ -118,7 +119,7 @@ class HFSource:
     ) -> None:
         columns = list(dataset.column_names)
         if image_column not in columns:
-            raise ValueError(f"image column {image_column!r} not in dataset columns {columns}")
+            raise InvalidValue(f"image column {image_column!r} not in dataset columns {columns}")
         if label_column is not None and label_column not in columns:
             label_column = None
         self.dataset = dataset
@@ -133,7 +134,7 @@ class HFSource:
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split is None or split not in loaded:
-                raise ValueError(f"{path} holds splits {list(loaded)}; pass split= one of them")
+                raise InvalidValue(f"{path} holds splits {list(loaded)}; pass split= one of them")
             loaded = loaded[split]
         origin = {"loader": "load_from_disk", "path": str(Path(path).resolve()), "split": split}
         return cls(loaded, origin=origin, **kwargs)
@@ -186,13 +187,13 @@ class ArraySource:
     def __init__(self, images_NHWC: np.ndarray, labels_N: np.ndarray | list[int] | None = None) -> None:
         images_NHWC = np.asarray(images_NHWC)
         if images_NHWC.ndim != 4 or images_NHWC.shape[-1] != 3:
-            raise ValueError(f"expected images of shape (N, H, W, 3), got {images_NHWC.shape}")
+            raise InvalidValue(f"expected images of shape (N, H, W, 3), got {images_NHWC.shape}")
         if images_NHWC.dtype != np.uint8:
             if not np.issubdtype(images_NHWC.dtype, np.floating):
-                raise ValueError(f"expected uint8 or float images, got dtype {images_NHWC.dtype}")
+                raise InvalidValue(f"expected uint8 or float images, got dtype {images_NHWC.dtype}")
             images_NHWC = (np.clip(images_NHWC, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if labels_N is not None and len(labels_N) != len(images_NHWC):
-            raise ValueError(f"{len(labels_N)} labels for {len(images_NHWC)} images")
+            raise InvalidValue(f"{len(labels_N)} labels for {len(images_NHWC)} images")
         self.images_NHWC = images_NHWC
         self.labels_N = None if labels_N is None else np.asarray(labels_N, dtype=np.int64)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vitsae.errors import InvalidValue
+
 
 @dataclass
 class ReconstructionStats:
@@ -32,7 +34,7 @@ class ReconstructionStats:
     @torch.no_grad()
     def update(self, x_BD: torch.Tensor, recon_BD: torch.Tensor, codes_BF: torch.Tensor | None = None):
         if x_BD.shape != recon_BD.shape:
-            raise ValueError(f"x {tuple(x_BD.shape)} and x_hat {tuple(recon_BD.shape)} differ in shape")
+            raise InvalidValue(f"x {tuple(x_BD.shape)} and x_hat {tuple(recon_BD.shape)} differ in shape")
         x = x_BD.detach().to(torch.float64)
         recon = recon_BD.detach().to(torch.float64)
         resid = x - recon
@@ -53,7 +55,7 @@ class ReconstructionStats:
     def summary(self) -> dict[str, float]:
         """mse, fvu, explained_variance, cosine, l0, l1 (and the fraction of features that never fired)."""
         if self.n_rows == 0:
-            raise ValueError("no rows were seen")
+            raise InvalidValue("no rows were seen")
         n = self.n_rows
         width = self.x_sum_D.numel()
         total_var = self.x_sq_sum - float(self.x_sum_D.square().sum()) / n

@@ -14,14 +14,17 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Literal, get_args
 
 import torch
 
+from vitsae.errors import InvalidValue
 from vitsae.kernels import reference, sparse_torch
 from vitsae.kernels.codes import SparseCodes
 from vitsae.kernels.functions import SparseDecode, SparseEncode
 
-BACKENDS = ("dense", "sparse", "auto")
+Backend = Literal["dense", "sparse", "auto"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Encoded:
 
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        raise InvalidValue(f"unknown kernel backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
 
 def sparse_ops(device: torch.device) -> ModuleType:
@@ -82,7 +85,7 @@ def encode(
         width = min(k, F) if activation == "topk" else None  # TopK codes have k slots on every path
         return Encoded(SparseCodes.from_dense(codes_BF, width), l1_B, reference.firing_counts(codes_BF))
     if threshold_F is not None and threshold_F.requires_grad and torch.is_grad_enabled():
-        raise ValueError(
+        raise InvalidValue(
             "the sparse encoder treats the JumpReLU threshold as a constant (its straight-through gradient "
             "needs pre-activations just below the threshold, which sparse codes do not hold); "
             "use backend='dense' to train the threshold, or pass threshold_F.detach()"
@@ -103,7 +106,7 @@ def decode(
     check_backend(backend)
     F, D = W_dec_FD.shape
     if b_dec_D is not None and b_dec_D.shape != (D,):
-        raise ValueError(f"b_dec {tuple(b_dec_D.shape)} does not match W_dec {tuple(W_dec_FD.shape)}")
+        raise InvalidValue(f"b_dec {tuple(b_dec_D.shape)} does not match W_dec {tuple(W_dec_FD.shape)}")
     if backend == "dense":
         x_hat_BD = codes.to_dense(F).to(W_dec_FD.dtype) @ W_dec_FD
         return x_hat_BD if b_dec_D is None else x_hat_BD + b_dec_D
@@ -115,15 +118,14 @@ def _slots_in_use(codes: SparseCodes) -> torch.Tensor:
     """Per-row slot counts for the sparse products: `counts_B` when every nonzero value sits in its row's
     first counts_B[b] slots (codes from this package), else every slot (codes packed otherwise, e.g. a
     TopK with ReLU'd zeros in place): the products are then exact too, padding slots adding zero."""
-    used_BK = torch.arange(codes.k, device=codes.counts_B.device)[None, :] < codes.counts_B[:, None]
-    if bool(((codes.values_BK != 0) & ~used_BK).any()):
+    if bool(((codes.values_BK != 0) & ~codes.used_BK).any()):
         return torch.full_like(codes.counts_B, codes.k)
     return codes.counts_B
 
 
 def _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weights_F) -> None:
     if x_BD.dim() != 2 or W_enc_DF.dim() != 2 or x_BD.shape[1] != W_enc_DF.shape[0]:
-        raise ValueError(f"x {tuple(x_BD.shape)} does not match W_enc {tuple(W_enc_DF.shape)} ([D, F])")
+        raise InvalidValue(f"x {tuple(x_BD.shape)} does not match W_enc {tuple(W_enc_DF.shape)} ([D, F])")
     D, F = W_enc_DF.shape
     for name, vec, n in (
         ("b_enc", b_enc_F, F),
@@ -132,4 +134,4 @@ def _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weig
         ("l1_weights", l1_weights_F, F),
     ):
         if vec is not None and vec.shape != (n,):
-            raise ValueError(f"{name} {tuple(vec.shape)} does not match W_enc {tuple(W_enc_DF.shape)}")
+            raise InvalidValue(f"{name} {tuple(vec.shape)} does not match W_enc {tuple(W_enc_DF.shape)}")

@@ -11,9 +11,7 @@ from types import ModuleType
 
 import torch
 
-
-def _used(indices_BK: torch.Tensor, counts_B: torch.Tensor) -> torch.Tensor:
-    return torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+from vitsae.kernels.codes import used_slots
 
 
 class SparseEncode(torch.autograd.Function):
@@ -40,7 +38,7 @@ class SparseEncode(torch.autograd.Function):
         x_BD, W_enc_DF, b_dec_D, l1_weights_F, indices_BK, values_BK, counts_B = ctx.saved_tensors
         ops = ctx.ops
         F = W_enc_DF.shape[1]
-        used_BK = _used(indices_BK, counts_B)
+        used_BK = used_slots(counts_B, indices_BK.shape[1])
         d_pre_BK = d_values_BK if d_values_BK is not None else torch.zeros_like(values_BK)
         d_l1w_F = None
         if ctx.has_l1 and d_l1_B is not None:

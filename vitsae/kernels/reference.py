@@ -11,19 +11,24 @@ Activations (applied to the pre-activations `pre_BF = (x - b_dec) W_enc + b_enc`
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-ACTIVATIONS = ("relu", "jumprelu", "topk", "batchtopk")
+from vitsae.errors import InvalidValue
+
+Activation = Literal["relu", "jumprelu", "topk", "batchtopk"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 def check_activation(activation: str, k: int | None, threshold_F: torch.Tensor | None) -> None:
     """Raise a ValueError naming the valid choices when the activation or its parameter is wrong."""
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        raise InvalidValue(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
     if activation in ("topk", "batchtopk") and (k is None or k < 1):
-        raise ValueError(f"activation {activation!r} needs k >= 1, got k={k}")
+        raise InvalidValue(f"activation {activation!r} needs k >= 1, got k={k}")
     if activation == "jumprelu" and threshold_F is None:
-        raise ValueError("activation 'jumprelu' needs threshold_F")
+        raise InvalidValue("activation 'jumprelu' needs threshold_F")
 
 
 def pre_activations(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from vitsae.kernels.codes import used_slots
+
 
 def _order_desc(values_BC: torch.Tensor, indices_BC: torch.Tensor) -> torch.Tensor:
     """Column permutation sorting each row by value descending, then index ascending."""
@@ -79,7 +81,7 @@ def finish_codes(
     vals_BK: torch.Tensor, idx_BK: torch.Tensor, counts_B: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
     """Sorted slots to codes: the first counts_B[b] slots kept, the rest index 0 and value 0."""
-    used_BK = torch.arange(vals_BK.shape[1], device=vals_BK.device)[None, :] < counts_B[:, None]
+    used_BK = used_slots(counts_B, vals_BK.shape[1])
     indices_BK = torch.where(used_BK, idx_BK, 0).to(torch.int32)
     values_BK = torch.where(used_BK, vals_BK, 0)
     return indices_BK, values_BK, counts_B.to(torch.int32)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from vitsae.kernels import selection
+from vitsae.kernels.codes import used_slots
 from vitsae.kernels.reference import check_activation
 
 # The measured dense/sparse crossover of a TopK training step on the 2-core CPU sandbox: K/F = 0.108 in
@@ -76,7 +77,7 @@ def _entries(indices_BK, coef_BK, counts_B):
         rows_E = torch.arange(B, device=indices_BK.device).repeat_interleave(K)
         coef_E = None if coef_BK is None else coef_BK.reshape(-1)
         return rows_E, indices_BK.reshape(-1).long(), coef_E
-    used_BK = torch.arange(K, device=indices_BK.device)[None, :] < counts_B[:, None]
+    used_BK = used_slots(counts_B, K)
     rows_E = torch.nonzero(used_BK)[:, 0]
     return rows_E, indices_BK[used_BK].long(), None if coef_BK is None else coef_BK[used_BK]
 
@@ -129,7 +130,7 @@ def _is_dense(counts_B: torch.Tensor, n_features: int) -> bool:
 
 
 def _dense(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
-    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    used_BK = used_slots(counts_B, indices_BK.shape[1])
     dense_BF = coef_BK.new_zeros(counts_B.shape[0], n_features)
     return dense_BF.scatter_add_(1, indices_BK.long(), torch.where(used_BK, coef_BK, 0))
 
@@ -167,7 +168,7 @@ def feature_sums(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, n_featur
 def gather_dot(indices_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, rows_FD: Tensor) -> Tensor:
     """out[b, k] = <dense[b], rows[indices[b, k]]> on used slots, 0 elsewhere: grad of the code values."""
     F = rows_FD.shape[0]
-    used_BK = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    used_BK = used_slots(counts_B, indices_BK.shape[1])
     if _is_dense(counts_B, F):
         full_BF = dense_BD @ rows_FD.T
         return torch.where(used_BK, full_BF.gather(1, indices_BK.long()), 0)

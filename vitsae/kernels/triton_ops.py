@@ -13,6 +13,7 @@ import triton
 from torch import Tensor
 
 from vitsae.kernels import selection, sparse_torch
+from vitsae.kernels.codes import used_slots
 from vitsae.kernels.reference import check_activation
 from vitsae.kernels.triton_kernels import (
     encode_kernel,
@@ -106,7 +107,7 @@ def encode_select(
             break
         max_k = triton.next_power_of_2(widest)
     width = max(widest, 1)
-    used = torch.arange(max_k, device=idx.device)[None, :] < count[:, None]
+    used = used_slots(count, max_k)
     key = torch.where(used, val, float("-inf"))
     top, top_idx = selection.merge_topk_candidates(key, idx, width)
     indices_BK, values_BK, counts_B = selection.finish_codes(top, top_idx, count)
@@ -189,7 +190,7 @@ def gather_dot(indices_BK: Tensor, counts_B: Tensor, dense_BD: Tensor, rows_FD: 
 
 def _by_feature(indices_BK, coef_BK, counts_B, n_features: int):
     """Used slots sorted by feature (stable): (segment offsets F+1, entry rows, entry coefficients)."""
-    used = torch.arange(indices_BK.shape[1], device=indices_BK.device)[None, :] < counts_B[:, None]
+    used = used_slots(counts_B, indices_BK.shape[1])
     feature_E = indices_BK[used].long()
     order = sparse_torch.stable_argsort(feature_E)
     rows_E = torch.nonzero(used)[:, 0][order].to(torch.int32)

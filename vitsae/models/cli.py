@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import dataclass, field
 
+from vitsae.config import add_config_arguments, config_from_args
 from vitsae.models.load import load
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "spec", help="model spec: hf:<dir or cached id>, timm:<dir>, vitsae:<name>, module:<path:fn>"
+@dataclass(frozen=True)
+class HooksConfig:
+    """What `vitsae hooks` lists."""
+
+    spec: str = field(
+        metadata={
+            "help": "model spec: hf:<dir or cached id>, timm:<dir>, vitsae:<name>, module:<path:fn>",
+            "positional": True,
+        }
     )
-    parser.add_argument("--filter", default="", help="only hook names containing this text")
+    filter: str = field(default="", metadata={"help": "only hook names containing this text"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, HooksConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        model = load(args.spec)
-    except ValueError as err:
-        print(f"vitsae hooks: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(HooksConfig, args)
+    model = load(config.spec)
     height, width = model.preprocess.size
-    print(f"{args.spec}: {type(model).__name__}, input {height}x{width}")
+    print(f"{config.spec}: {type(model).__name__}, input {height}x{width}")
     rows = [("hook", "tokens", "cls", "registers", "grid", "width")]
     for name in model.hook_names():
-        if args.filter not in name:
+        if config.filter not in name:
             continue
         layout = model.token_layout(name)
         grid = "-" if layout.grid_hw is None else f"{layout.grid_hw[0]}x{layout.grid_hw[1]}"

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from vitsae.errors import InvalidValue
 from vitsae.models.config import Activation, HookedViTConfig
 
 
@@ -30,7 +31,7 @@ def activation_fn(name: Activation, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x)
     if name == "silu":
         return F.silu(x)
-    raise ValueError(f"unknown activation {name!r}; known: gelu, gelu_tanh, quick_gelu, relu, silu")
+    raise InvalidValue(f"unknown activation {name!r}; known: gelu, gelu_tanh, quick_gelu, relu, silu")
 
 
 class LayerNorm(nn.Module):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from vitsae.config import check_choices
+from vitsae.errors import InvalidValue
+
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu"]
 Pool = Literal["cls", "mean", "cls_mean", "attn", "none"]
 PosInterpolation = Literal["bicubic", "bicubic_antialias"]
@@ -46,17 +49,18 @@ class HookedViTConfig:
     head_bias: bool = True  # False for CLIP's visual projection
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+            raise InvalidValue(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.pool in ("cls", "cls_mean") and not self.class_token:
-            raise ValueError(f"pool={self.pool!r} needs a class token (class_token=True)")
+            raise InvalidValue(f"pool={self.pool!r} needs a class token (class_token=True)")
         for side in self.image_size:
             if side % self.patch_size:
-                raise ValueError(
+                raise InvalidValue(
                     f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
                 )
         if self.conv_stem and 2 ** len(self.conv_stem) != self.patch_size:
-            raise ValueError(
+            raise InvalidValue(
                 f"conv_stem {self.conv_stem} has {len(self.conv_stem)} stride-2 layers, a stride of "
                 f"{2 ** len(self.conv_stem)}; patch_size is {self.patch_size}"
             )

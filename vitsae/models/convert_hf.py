@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.vit import HookedViT
 
@@ -30,7 +31,7 @@ _ACTIVATIONS = {
 
 def _activation(name: str) -> str:
     if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
+        raise InvalidValue(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]
 
 
@@ -40,9 +41,9 @@ def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 def _copy(dst: nn.Parameter | None, src: torch.Tensor) -> None:
     if dst is None:
-        raise ValueError("the reference has a weight that this HookedViT config has no place for")
+        raise InvalidValue("the reference has a weight that this HookedViT config has no place for")
     if dst.shape != src.shape:
-        raise ValueError(
+        raise InvalidValue(
             f"shape mismatch copying weights: target {tuple(dst.shape)}, source {tuple(src.shape)}"
         )
     with torch.no_grad():
@@ -88,9 +89,9 @@ def _from_vit(ref: nn.Module) -> HookedViT:
     classifier = getattr(ref, "classifier", None)
     has_pooler = base.pooler is not None and classifier is None
     if has_pooler and hf.pooler_act != "tanh":
-        raise ValueError(f"unsupported ViT pooler activation {hf.pooler_act!r}; supported: 'tanh'")
+        raise InvalidValue(f"unsupported ViT pooler activation {hf.pooler_act!r}; supported: 'tanh'")
     if has_pooler and hf.pooler_output_size != hf.hidden_size:
-        raise ValueError("a ViT pooler whose output size differs from hidden_size is not supported")
+        raise InvalidValue("a ViT pooler whose output size differs from hidden_size is not supported")
     cfg = HookedViTConfig(
         d_model=hf.hidden_size, n_layers=hf.num_hidden_layers, n_heads=hf.num_attention_heads,
         d_mlp=hf.intermediate_size, image_size=_pair(hf.image_size), patch_size=hf.patch_size,
@@ -248,7 +249,7 @@ def hooked_vit_from_hf(ref: nn.Module, preprocess: Preprocess | None = None) -> 
     """A HookedViT computing what the Hugging Face model `ref` computes (in eval mode), in `ref`'s dtype."""
     name = type(ref).__name__
     if name not in CONVERTERS:
-        raise ValueError(f"no HookedViT converter for {name}; supported: {', '.join(sorted(CONVERTERS))}")
+        raise InvalidValue(f"no HookedViT converter for {name}; supported: {', '.join(sorted(CONVERTERS))}")
     dtype = next(ref.parameters()).dtype
     model = CONVERTERS[name](ref).to(dtype)
     model.preprocess = preprocess or model.preprocess

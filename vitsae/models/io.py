@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.vit import HookedViT
@@ -40,7 +41,7 @@ def load_hooked_vit(directory: str | Path) -> HookedViT:
     directory = Path(directory)
     meta = read_json(directory / CONFIG_FILE)
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ValueError(
+        raise InvalidValue(
             f"{directory / CONFIG_FILE} is format {meta.get('format')!r} version {meta.get('version')!r}; "
             f"expected {FORMAT!r} version {VERSION}"
         )

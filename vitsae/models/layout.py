@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
+from vitsae.errors import InvalidValue
+
 
 def as_tokens(acts: torch.Tensor) -> torch.Tensor:
     """Activations in token form (B, T, D).
@@ -25,7 +27,7 @@ def as_tokens(acts: torch.Tensor) -> torch.Tensor:
         return acts
     if acts.ndim == 4:
         return acts.flatten(2).transpose(1, 2)
-    raise ValueError(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
+    raise InvalidValue(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
 
 
 def from_tokens(tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -41,7 +43,7 @@ def from_tokens(tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size) -
     if len(shape) == 4:
         batch, channels, height, width = shape
         return tokens_BTD.transpose(1, 2).reshape(batch, channels, height, width)
-    raise ValueError(f"cannot write tokens back into activations of shape {shape}")
+    raise InvalidValue(f"cannot write tokens back into activations of shape {shape}")
 
 
 def check_names(requested: Iterable[str], valid: list[str]) -> None:
@@ -54,4 +56,4 @@ def check_names(requested: Iterable[str], valid: list[str]) -> None:
     for name in unknown:
         close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         hints.append(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
-    raise ValueError(f"unknown hook name(s) {'; '.join(hints)}. Valid hook names: {', '.join(valid)}")
+    raise InvalidValue(f"unknown hook name(s) {'; '.join(hints)}. Valid hook names: {', '.join(valid)}")

@@ -23,6 +23,7 @@ from torch import nn
 
 import vitsae
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import PICKLE_SUFFIXES, read_json
 from vitsae.models.convert_hf import CONVERTERS, hooked_vit_from_hf
 from vitsae.models.hf_preprocess import preprocess_from_hf
@@ -49,7 +50,7 @@ def load(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = tor
     """The hooked model named by `spec`, in eval mode on `device` in `dtype`."""
     scheme, sep, target = spec.partition(":")
     if not sep or scheme not in SCHEMES or not target:
-        raise ValueError(
+        raise InvalidValue(
             f"unknown model spec {spec!r}; use one of: hf:<local dir or cached hub id>, timm:<dir>, "
             f"vitsae:<shipped name>, module:<python.path:factory>"
         )
@@ -75,7 +76,7 @@ def shipped_names() -> list[str]:
 def load_shipped(name: str) -> HookedModel:
     names = shipped_names()
     if name not in names:
-        raise ValueError(
+        raise InvalidValue(
             f"no shipped model {name!r} in {checkpoints_dir()}; shipped: {', '.join(names) or '(none)'}"
         )
     directory = checkpoints_dir() / name
@@ -89,11 +90,11 @@ def _refuse_pickle_only(directory: Path) -> None:
         return
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
-        raise ValueError(
+        raise InvalidValue(
             f"{directory} holds only pickle weights ({', '.join(pickles)}); vitsae loads safetensors only "
             "(convert with `save_pretrained(..., safe_serialization=True)`)"
         )
-    raise ValueError(f"{directory} holds no model.safetensors")
+    raise InvalidValue(f"{directory} holds no model.safetensors")
 
 
 def _hf_file(target: str, filename: str) -> str | None:
@@ -125,7 +126,7 @@ def _hf_class(config: Any) -> tuple[type[nn.Module], bool]:
         cls = getattr(transformers, str(mapping.get(config.model_type)), None)
         if cls is not None and getattr(cls, "main_input_name", None) == "pixel_values":
             return cls, False
-    raise ValueError(
+    raise InvalidValue(
         f"unsupported architecture {architectures or config.model_type!r}: not a vision model that takes "
         f"pixel_values; supported: {', '.join(sorted(CONVERTERS))}, and any transformers vision model "
         "(ResNet, ConvNeXt, ...) through the generic wrapper"
@@ -143,22 +144,32 @@ def _drop_or_refuse_missing(ref: Any, target: str, missing: set[str]) -> None:
         ref.pooler = None
         missing = missing - pooler
     if missing:
-        raise ValueError(
+        raise InvalidValue(
             f"{target!r} lacks weights for {sorted(missing)}: transformers would initialise them at random; "
             "load the checkpoint with the architecture it was saved from"
         )
 
 
+def _looks_like_path(target: str) -> bool:
+    """Whether an hf: target is meant as a folder rather than a hub id `org/name` (which has one `/`)."""
+    return target.startswith(("/", ".", "~")) or target.count("/") > 1 or Path(target.split("/")[0]).is_dir()
+
+
 def load_hf(target: str) -> HookedModel:
     from transformers import AutoConfig
 
-    local = Path(target)
+    local = Path(target).expanduser()
     if local.is_dir():
         _refuse_pickle_only(local)
+    elif _looks_like_path(target):
+        raise MissingFile(
+            f"hf:{target}: no such directory {local}; give a folder saved with save_pretrained, or a hub id "
+            "(org/name) already in the Hugging Face cache"
+        )
     try:
         config = AutoConfig.from_pretrained(target, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise InvalidValue(
             f"cannot load a Hugging Face config from {target!r} (a local directory or a hub id already in "
             f"the cache; downloads are off): {err}"
         ) from err
@@ -173,7 +184,7 @@ def load_hf(target: str) -> HookedModel:
             target, local_files_only=True, use_safetensors=True, output_loading_info=True, **kwargs
         )
     except OSError as err:
-        raise ValueError(f"cannot load safetensors weights for {target!r}: {err}") from err
+        raise InvalidValue(f"cannot load safetensors weights for {target!r}: {err}") from err
     _drop_or_refuse_missing(ref.eval(), target, set(info["missing_keys"]))
     vision = getattr(config, "vision_config", config)
     size = getattr(vision, "image_size", 224)
@@ -192,7 +203,7 @@ def load_timm(target: str) -> HookedModel:
     try:
         import timm
     except ImportError as err:
-        raise ValueError(
+        raise InvalidValue(
             f"timm:{target} needs the optional `timm` package, which is not installed; `pip install timm` "
             "(or save the model with transformers and use hf:)"
         ) from err
@@ -200,7 +211,7 @@ def load_timm(target: str) -> HookedModel:
 
     directory = Path(target)
     if not (directory / "config.json").is_file():
-        raise ValueError(f"timm:{target} must be a directory with config.json and model.safetensors")
+        raise InvalidValue(f"timm:{target} must be a directory with config.json and model.safetensors")
     _refuse_pickle_only(directory)
     meta = read_json(directory / "config.json")
     model = timm.create_model(
@@ -224,16 +235,16 @@ def load_timm(target: str) -> HookedModel:
 def load_module(target: str) -> HookedModel:
     module_path, sep, factory_name = target.partition(":")
     if not sep or not module_path or not factory_name:
-        raise ValueError(f"module spec must be module:<python.path:factory>, got module:{target}")
+        raise InvalidValue(f"module spec must be module:<python.path:factory>, got module:{target}")
     try:
         factory = getattr(importlib.import_module(module_path), factory_name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot find factory {factory_name!r} in module {module_path!r}: {err}") from err
+        raise InvalidValue(f"cannot find factory {factory_name!r} in module {module_path!r}: {err}") from err
     model = factory()
     if isinstance(model, (HookedViT, HookedModule)):
         return model
     if not isinstance(model, nn.Module):
-        raise ValueError(f"{target} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise InvalidValue(f"{target} returned a {type(model).__name__}, not a torch.nn.Module")
     preprocess = getattr(model, "preprocess", None)
     if not isinstance(preprocess, Preprocess):
         preprocess = default_preprocess()

@@ -28,6 +28,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue
 from vitsae.fileio import weights_hash
 from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
@@ -166,13 +167,13 @@ class HookedViT(SharedHookMethods, StackedWeights, HookedRootModule):
     def grid_for(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         p = self.cfg.patch_size
         if image_hw[0] % p or image_hw[1] % p:
-            raise ValueError(f"image size {tuple(image_hw)} is not a multiple of the patch size {p}")
+            raise InvalidValue(f"image size {tuple(image_hw)} is not a multiple of the patch size {p}")
         return (image_hw[0] // p, image_hw[1] // p)
 
     def embed_tokens(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
         """Pixels -> the residual stream entering block 0: [CLS?][registers][patches] (+ pre-norm)."""
         if pixels_BCHW.ndim != 4 or pixels_BCHW.shape[1] != self.cfg.n_channels:
-            raise ValueError(
+            raise InvalidValue(
                 f"expected pixels of shape (B, {self.cfg.n_channels}, H, W), got {tuple(pixels_BCHW.shape)}"
             )
         grid_hw = self.grid_for(tuple(pixels_BCHW.shape[-2:]))

@@ -21,6 +21,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue
 from vitsae.fileio import weights_hash
 from vitsae.models.layout import as_tokens, check_names, from_tokens
 from vitsae.models.protocol import SharedHookMethods
@@ -145,7 +146,7 @@ class HookedModule(SharedHookMethods, HookedRootModule):
             return TokenLayout(shape[1], 0, None, shape[2])
         if len(shape) == 2:
             return TokenLayout(1, 0, None, shape[1])
-        raise ValueError(f"hook {hook_name!r} has shape {shape}, which cannot be read as tokens")
+        raise InvalidValue(f"hook {hook_name!r} has shape {shape}, which cannot be read as tokens")
 
     def to_tokens(self, hook_name: str, acts: torch.Tensor) -> torch.Tensor:
         """A hook's activations as (B, T, D) tokens: (B, C, H, W) maps row-major, vectors as one token."""

@@ -34,9 +34,10 @@ from PIL import Image
 
 from vitsae.analysis.logits import LogitEffects
 from vitsae.analysis.stats import FeatureStats
-from vitsae.config import config_to_dict
+from vitsae.config import check_choices, content_fields
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageRecord, ImageSource
+from vitsae.errors import InvalidValue
 from vitsae.fileio import write_json_atomic
 from vitsae.report.render import blend_heatmap, crop_patch, dimmed_thumbnail, mark_patch, save_jpeg
 
@@ -47,7 +48,28 @@ ASSETS = ("style.css", "index.js", "feature.js")
 
 @dataclass(frozen=True)
 class BrowserConfig:
-    """How the browser is drawn."""
+    """How the browser is drawn, and (run-only, for `vitsae browse`) from which inputs.
+
+    Python callers pass the statistics, images and logit effects to `write_browser` directly.
+    """
+
+    stats: Path | None = field(
+        default=None,
+        metadata={"help": "directory written by `vitsae stats`", "run_only": True, "required": True},
+    )
+    out: Path | None = field(
+        default=None,
+        metadata={"help": "browser directory to write (replaced)", "run_only": True, "required": True},
+    )
+    labels: Path | None = field(
+        default=None, metadata={"help": 'JSON {"<feature id>": "concept label"}', "run_only": True}
+    )
+    features: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "only these features get pages (default: all)", "run_only": True}
+    )
+    no_images: bool = field(
+        default=False, metadata={"help": "write numbers only, without the images", "run_only": True}
+    )
 
     title: str = field(default="vitsae feature browser", metadata={"help": "page title"})
     thumb_size: int = field(default=144, metadata={"help": "pixel size of image thumbnails"})
@@ -69,14 +91,15 @@ class BrowserConfig:
     )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if min(self.thumb_size, self.patch_size) < 8:
-            raise ValueError(
+            raise InvalidValue(
                 f"thumb_size and patch_size must be >= 8 px, got {self.thumb_size}, {self.patch_size}"
             )
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise InvalidValue(f"workers must be >= 1, got {self.workers}")
         if any(not 0 <= q <= 1 for q in self.quantiles):
-            raise ValueError(f"quantiles must lie in [0, 1], got {list(self.quantiles)}")
+            raise InvalidValue(f"quantiles must lie in [0, 1], got {list(self.quantiles)}")
 
 
 def bucket(feature: int) -> str:
@@ -361,13 +384,13 @@ def write_browser(
             f"{out_dir} exists and is not a vitsae browser (no {MARKER}); choose an empty or new directory"
         )
     if logits is not None and logits.up_class_Fk.shape[0] != stats.n_features:
-        raise ValueError(
+        raise InvalidValue(
             f"logit effects cover {logits.up_class_Fk.shape[0]} features, the statistics {stats.n_features}"
         )
     chosen = range(stats.n_features) if features is None else sorted(set(int(f) for f in features))
     bad = [f for f in chosen if not 0 <= f < stats.n_features]
     if bad:
-        raise ValueError(f"features {bad[:10]} are outside the dictionary of {stats.n_features} features")
+        raise InvalidValue(f"features {bad[:10]} are outside the dictionary of {stats.n_features} features")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -390,7 +413,7 @@ def write_browser(
             {
                 "format": "vitsae.browser",
                 "format_version": BROWSER_FORMAT_VERSION,
-                "config": config_to_dict(config),
+                "config": content_fields(config),
                 "n_features": stats.n_features,
                 "pages": len(chosen),
                 "stats_meta": stats.meta,

@@ -1,14 +1,14 @@
 """`vitsae browse`: write the static feature browser for a statistics directory made by `vitsae stats`.
 
-The images and their preprocessing come from what the statistics recorded; the logit effects from the
-`logit_effects.safetensors` that `vitsae stats` saved beside them (absent, with a note, when the model had
-no linear classification head). The browser only renders these files: it loads no model and no SAE.
+Every option is a field of `BrowserConfig`. The images and their preprocessing come from what the
+statistics recorded; the logit effects from the `logit_effects.safetensors` that `vitsae stats` saved beside
+them (absent, with a note, when the model had no linear classification head). The browser only renders
+these files: it loads no model and no SAE.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,12 @@ from vitsae.config import add_config_arguments, config_from_args, config_from_di
 from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource
+from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
 from vitsae.report.browser import BrowserConfig, write_browser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stats", type=Path, required=True, help="directory written by `vitsae stats`")
-    parser.add_argument("--out", type=Path, required=True, help="browser directory to write (replaced)")
-    parser.add_argument("--labels", type=Path, default=None, help='JSON {"<feature id>": "concept label"}')
-    parser.add_argument("--features", type=int, nargs="+", default=None, help="only these features get pages")
-    parser.add_argument("--no-images", action="store_true", help="write numbers only, without the images")
     add_config_arguments(parser, BrowserConfig)
 
 
@@ -37,46 +33,50 @@ def _images(stats: FeatureStats, no_images: bool) -> tuple[ImageSource | None, P
         return None, None
     description = stats.meta.get("source")
     if not description:
-        raise ValueError("the statistics record no image source; pass --no-images to write numbers only")
+        raise InvalidValue("the statistics record no image source; pass --no-images to write numbers only")
     try:
         source = source_from_description(description)
     except ValueError as err:
-        raise ValueError(f"{err}; pass --no-images to write numbers only") from err
+        raise InvalidValue(f"{err}; pass --no-images to write numbers only") from err
     recorded = stats.meta.get("preprocess")
     return source, None if recorded is None else config_from_dict(Preprocess, recorded)
 
 
-def run(args: argparse.Namespace) -> int:
+def _labels(path: Path) -> dict[int, str]:
+    """The feature labels of a `--labels` file: JSON {"<feature id>": "label"}."""
     try:
-        config = config_from_args(BrowserConfig, args)
-        stats = FeatureStats.load(args.stats)
-        source, preprocess = _images(stats, args.no_images)
-        labels: dict[int, str] = {}
-        if args.labels is not None:
-            raw: dict[str, Any] = read_json(args.labels)
-            labels = {int(key): str(value) for key, value in raw.items()}
-        effects = LogitEffects.load(args.stats)
-        if effects is None:
-            print(
-                f"vitsae browse: no logit effects: {args.stats} holds no {LOGIT_EFFECTS_FILE} "
-                "(`vitsae stats` writes it when the model has a linear classification head)",
-                file=sys.stderr,
-            )
-        class_names = None if source is None else source.describe().get("classes")
-        index = write_browser(
-            stats,
-            args.out,
-            source=source,
-            preprocess=preprocess,
-            class_names=class_names,
-            logits=effects,
-            feature_labels=labels,
-            features=args.features,
-            config=config,
-            description=str(stats.meta.get("hook", "")),
+        raw: Any = read_json(path)
+        return {int(key): str(value) for key, value in raw.items()}
+    except (ValueError, AttributeError) as err:  # not JSON, not an object, or a key that is not a number
+        raise InvalidValue(
+            f'--labels {path} is not a JSON object of feature ids to labels, e.g. {{"12": "stripes"}} ({err})'
+        ) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(BrowserConfig, args)
+    stats = FeatureStats.load(config.stats)
+    source, preprocess = _images(stats, config.no_images)
+    labels = {} if config.labels is None else _labels(config.labels)
+    effects = LogitEffects.load(config.stats)
+    if effects is None:
+        print(
+            f"vitsae browse: no logit effects: {config.stats} holds no {LOGIT_EFFECTS_FILE} "
+            "(`vitsae stats` writes it when the model has a linear classification head)",
+            file=sys.stderr,
         )
-    except (ValueError, FileNotFoundError, FileExistsError, json.JSONDecodeError) as err:
-        print(f"vitsae browse: error: {err}", file=sys.stderr)
-        return 2
+    class_names = None if source is None else source.describe().get("classes")
+    index = write_browser(
+        stats,
+        config.out,
+        source=source,
+        preprocess=preprocess,
+        class_names=class_names,
+        logits=effects,
+        feature_labels=labels,
+        features=config.features,
+        config=config,
+        description=str(stats.meta.get("hook", "")),
+    )
     print(index)
     return 0

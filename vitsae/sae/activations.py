@@ -1,4 +1,7 @@
-"""Activation functions of the SAE architectures, including the JumpReLU straight-through estimators.
+"""The training-only parts of the SAE activations: JumpReLU's straight-through estimators and BatchTopK's
+batch-wide selection (with the smallest kept value for its inference threshold, and across ranks).
+
+ReLU and TopK, and the inference forms, are defined once in `vitsae.kernels.reference.activate`.
 
 JumpReLU (Rajamanoharan et al. 2024): f(z) = z * H(z - theta). The step H has zero gradient almost
 everywhere, so the threshold learns through a pseudo-derivative: d H(z - theta) / d theta is replaced by
@@ -55,12 +58,6 @@ def jumprelu(pre_BF: torch.Tensor, threshold_F: torch.Tensor, bandwidth: float) 
 def step(pre_BF: torch.Tensor, threshold_F: torch.Tensor, bandwidth: float) -> torch.Tensor:
     """H(z - theta) as a float mask; its straight-through gradient reaches only theta (for the L0 penalty)."""
     return _Step.apply(pre_BF, threshold_F, bandwidth)
-
-
-def topk_relu(pre_BF: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest pre-activations of each row, ReLU'd: (values_BK, indices_BK int64)."""
-    values_BK, indices_BK = pre_BF.topk(k, dim=-1, sorted=False)
-    return values_BK.relu(), indices_BK
 
 
 def batch_topk_relu(pre_BF: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

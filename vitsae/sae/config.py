@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
+
+from vitsae.config import check_choices
+from vitsae.errors import InvalidValue
+from vitsae.kernels.api import Backend, resolve_backend
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
-ARCHITECTURES: tuple[str, ...] = ("relu", "topk", "batchtopk", "jumprelu")
-Backend = Literal["dense", "sparse", "auto"]
-BACKENDS: tuple[str, ...] = ("dense", "sparse", "auto")
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+BDecInit = Literal["geometric_median", "mean", "zeros"]
 UNIT_NORM_DECODER: frozenset[str] = frozenset({"topk", "batchtopk", "jumprelu"})
 
 
@@ -31,7 +35,7 @@ class SAEConfig:
         default=None,
         metadata={"help": "initial decoder row norm (default: 0.1 for relu, 1 for unit-norm decoders)"},
     )
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(
+    b_dec_init: BDecInit = field(
         default="geometric_median", metadata={"help": "how b_dec is set from a sample of activations"}
     )
     backend: Backend = field(
@@ -46,14 +50,37 @@ class SAEConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; valid: {list(ARCHITECTURES)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; valid: {list(BACKENDS)}")
+        check_choices(self)
         if self.d_in <= 0 or self.expansion_factor <= 0:
-            raise ValueError(f"d_in ({self.d_in}) and expansion_factor ({self.expansion_factor}) must be > 0")
+            raise InvalidValue(
+                f"d_in ({self.d_in}) and expansion_factor ({self.expansion_factor}) must be > 0"
+            )
         if self.architecture in ("topk", "batchtopk") and not 0 < self.k <= self.d_sae:
-            raise ValueError(f"k must be in [1, d_sae={self.d_sae}], got {self.k}")
+            raise InvalidValue(f"k must be in [1, d_sae={self.d_sae}], got {self.k}")
+
+    @property
+    def resolved_backend(self) -> Literal["dense", "sparse"]:
+        """The path this SAE's `forward` takes: `backend`, with "auto" dense unless the SAE is TopK with
+        codes sparse enough for the sparse kernels to win (`vitsae.kernels.resolve_backend`)."""
+        if self.backend != "auto":
+            return self.backend
+        if self.architecture != "topk":
+            return "dense"
+        return resolve_backend("auto", "topk", self.k, self.d_sae)
+
+    def trains_sparse(self, training: bool, world_size: int) -> bool:
+        """Whether a training forward pass runs through the sparse kernels (no B x F gradient).
+
+        TopK and ReLU always can; BatchTopK only in one process in training mode (the kernels select the
+        top k * B of the local rows, not the cut-off over every rank's rows); JumpReLU never (its
+        threshold's straight-through gradient needs pre-activations just below the threshold, which codes
+        do not hold).
+        """
+        if self.resolved_backend != "sparse":
+            return False
+        if self.architecture == "batchtopk":
+            return training and world_size == 1
+        return self.architecture in ("topk", "relu")
 
     @property
     def d_sae(self) -> int:

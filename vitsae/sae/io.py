@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
+from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import PICKLE_SUFFIXES, read_json, save_tensors_atomic, write_json_atomic
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
@@ -41,7 +42,7 @@ def save_sae(sae: SparseAutoencoder, directory: str | Path, training_summary: di
 
 def _resolve_directory(path: Path) -> Path:
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ValueError(
+        raise InvalidValue(
             f"{path}: refusing to load a {path.suffix} file; vitsae loads SAEs only from safetensors "
             f"({WEIGHTS_FILE} + {CONFIG_FILE}), since pickle files can run arbitrary code"
         )
@@ -49,16 +50,16 @@ def _resolve_directory(path: Path) -> Path:
         return path
     if path.name in (WEIGHTS_FILE, CONFIG_FILE):
         return path.parent
-    raise FileNotFoundError(f"{path}: expected a folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
+    raise MissingFile(f"{path}: expected a folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
 
 
 def read_sae_metadata(path: str | Path) -> dict[str, Any]:
     """The `sae.json` of a saved SAE (format, config, training summary)."""
     meta = read_json(_resolve_directory(Path(path)) / CONFIG_FILE)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a vitsae SAE (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise InvalidValue(f"{path}: not a vitsae SAE (format {meta.get('format')!r}, expected {FORMAT!r})")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
+        raise InvalidValue(
             f"{path}: SAE format version {meta['format_version']} is newer than this vitsae reads "
             f"({FORMAT_VERSION})"
         )
@@ -75,6 +76,8 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
-        raise ValueError(f"{directory / WEIGHTS_FILE}: tensors {found} do not match the config's {expected}")
+        raise InvalidValue(
+            f"{directory / WEIGHTS_FILE}: tensors {found} do not match the config's {expected}"
+        )
     sae.load_state_dict(tensors)
     return sae.to(device).eval()

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from vitsae import kernels
+from vitsae.errors import InvalidValue
+from vitsae.kernels import reference
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae import activations
-from vitsae.sae.backend import resolve_backend, sparse_decode, trains_sparse
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.init import geometric_median, random_rows_at_norm
 
@@ -69,7 +70,7 @@ class SparseAutoencoder(nn.Module):
 
     def _check_width(self, x_BD: torch.Tensor) -> None:
         if x_BD.shape[-1] != self.cfg.d_in:
-            raise ValueError(
+            raise InvalidValue(
                 f"activations have width {x_BD.shape[-1]} (shape {tuple(x_BD.shape)}) but the SAE "
                 f"expects d_in={self.cfg.d_in}"
             )
@@ -86,14 +87,13 @@ class SparseAutoencoder(nn.Module):
         return self.log_threshold.exp()
 
     def _activate(self, pre_BF: torch.Tensor, world_size: int = 1) -> torch.Tensor:
+        """The dense codes: ReLU and TopK as `vitsae.kernels.reference` defines them; JumpReLU with its
+        straight-through threshold gradient and BatchTopK with its threshold from `sae/activations.py`."""
         arch = self.cfg.architecture
-        if arch == "relu":
-            return pre_BF.relu()
+        if arch in ("relu", "topk"):
+            return reference.activate(pre_BF, arch, self.cfg.k)
         if arch == "jumprelu":
             return activations.jumprelu(pre_BF, self.jumprelu_threshold, self.cfg.jumprelu_bandwidth)
-        if arch == "topk":
-            values_BK, indices_BK = activations.topk_relu(pre_BF, self.cfg.k)
-            return torch.zeros_like(pre_BF).scatter(-1, indices_BK, values_BK)
         if self.training and world_size > 1:
             codes_BF, smallest = activations.batch_topk_relu_distributed(pre_BF, self.cfg.k, world_size)
             self._update_threshold(smallest)
@@ -148,11 +148,11 @@ class SparseAutoencoder(nn.Module):
 
     def decode_sparse(self, codes: SparseCodes, raw: bool = False) -> torch.Tensor:
         """The same as `decode` of the dense codes, as a gather of the active decoder rows."""
-        return self._scale_out(sparse_decode(codes, self.W_dec) + self.b_dec, raw)
+        return self._scale_out(kernels.decode(codes, self.W_dec, self.b_dec, backend="sparse"), raw)
 
     def forward(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
         """The reconstruction x_hat, through the path `cfg.backend` selects."""
-        if resolve_backend(self.cfg) == "sparse":
+        if self.cfg.resolved_backend == "sparse":
             return self.decode_sparse(self.encode_sparse(x_BD, raw), raw)
         return self.decode(self.encode(x_BD, raw), raw)
 
@@ -160,11 +160,11 @@ class SparseAutoencoder(nn.Module):
         """Reconstruction plus what the losses and statistics need (normalised units).
 
         ReLU's penalty is the decoder-norm-weighted L1, JumpReLU's the L0 through the straight-through
-        estimator; TopK and BatchTopK have none. When `trains_sparse` holds, the fused kernels encode and
+        estimator; TopK and BatchTopK have none. When `cfg.trains_sparse` holds, the fused kernels encode and
         decode and the backward touches only active (row, feature) pairs. Under data parallelism
         `world_size` > 1 makes BatchTopK select over every rank's rows together (on the dense path).
         """
-        if trains_sparse(self.cfg, self.training, world_size):
+        if self.cfg.trains_sparse(self.training, world_size):
             return self._forward_train_sparse(x_BD)
         arch = self.cfg.architecture
         pre_BF = self.pre_activations(x_BD)
@@ -195,8 +195,7 @@ class SparseAutoencoder(nn.Module):
         )
         codes = encoded.codes
         if arch == "batchtopk":
-            used_BK = torch.arange(codes.k, device=codes.counts_B.device) < codes.counts_B[:, None]
-            kept = codes.values_BK.detach()[used_BK]
+            kept = codes.values_BK.detach()[codes.used_BK]
             self._update_threshold(kept.min() if kept.numel() else kept.new_zeros(()))
         recon_BD = kernels.decode(codes, self.W_dec, self.b_dec, backend="sparse")
         abs_sum = codes.values_BK.detach().abs().sum()
@@ -237,6 +236,6 @@ class SparseAutoencoder(nn.Module):
             self.cfg.d_sae,
             self.cfg.architecture,
         ):
-            raise ValueError("with_config cannot change d_in, expansion_factor or architecture")
+            raise InvalidValue("with_config cannot change d_in, expansion_factor or architecture")
         self.cfg = new_cfg
         return self

@@ -7,11 +7,10 @@ own block of shards and rank 0 writes the manifests.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vitsae.config import add_config_arguments, config_from_args
+from vitsae.fileio import check_output_folder
 from vitsae.store.config import HarvestConfig
-from vitsae.store.format import StoreError
 from vitsae.store.harvest import harvest
 
 
@@ -20,12 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(HarvestConfig, args)
-        stores = harvest(config)
-    except (StoreError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae harvest: error: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(HarvestConfig, args)
+    check_output_folder(config.out)
+    stores = harvest(config)
     for hook, directory in stores.items():
         print(f"{hook}: {directory}")
     return 0

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from vitsae.store.format import DTYPES
-from vitsae.tokens import TOKEN_SELECTIONS
-
-# Fields that only say how to run, not what is stored: a rerun may change them and still resume.
-RUN_ONLY_FIELDS = ("out", "device", "num_workers", "progress")
+from vitsae.config import check_choices
+from vitsae.errors import InvalidValue
+from vitsae.tokens import TokenSelection
 
 
 @dataclass(frozen=True)
@@ -27,8 +25,10 @@ class HarvestConfig:
         }
     )
     hooks: tuple[str, ...] = field(metadata={"help": "hook names to harvest, e.g. blocks.5.hook_resid_post"})
-    out: Path = field(metadata={"help": "output directory; one store per hook in <out>/<hook>/"})
-    tokens: Literal["all", "cls", "patches"] = field(
+    out: Path = field(
+        metadata={"help": "output directory; one store per hook in <out>/<hook>/", "run_only": True}
+    )
+    tokens: TokenSelection = field(
         default="all", metadata={"help": "which tokens to keep per image (CNN maps: every position)"}
     )
     include_registers: bool = field(
@@ -41,31 +41,20 @@ class HarvestConfig:
     shard_rows: int = field(
         default=65536, metadata={"help": "target rows per shard; shards hold whole batches of images"}
     )
-    device: str = field(default="cpu", metadata={"help": "torch device for the forward pass"})
-    num_workers: int = field(default=0, metadata={"help": "image-loading worker processes"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    device: str = field(
+        default="cpu", metadata={"help": "torch device for the forward pass", "run_only": True}
+    )
+    num_workers: int = field(default=0, metadata={"help": "image-loading worker processes", "run_only": True})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not self.hooks:
-            raise ValueError("HarvestConfig needs at least one hook name")
+            raise InvalidValue("HarvestConfig needs at least one hook name")
         if len(set(self.hooks)) != len(self.hooks):
-            raise ValueError(f"hook names repeat: {list(self.hooks)}")
-        if self.tokens not in TOKEN_SELECTIONS:
-            raise ValueError(f"unknown token selection {self.tokens!r}; valid: {list(TOKEN_SELECTIONS)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {list(DTYPES)}")
+            raise InvalidValue(f"hook names repeat: {list(self.hooks)}")
         if self.batch_size < 1 or self.shard_rows < 1 or self.num_workers < 0:
-            raise ValueError(
+            raise InvalidValue(
                 "batch_size and shard_rows must be >= 1 and num_workers >= 0; got "
                 f"{self.batch_size}, {self.shard_rows}, {self.num_workers}"
             )
-
-
-def content_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Names of fields that change what a store contains, with both values, where they differ."""
-    keys = sorted((set(saved) | set(wanted)) - set(RUN_ONLY_FIELDS))
-    return [
-        f"{k}: store has {saved.get(k)!r}, requested {wanted.get(k)!r}"
-        for k in keys
-        if saved.get(k) != wanted.get(k)
-    ]

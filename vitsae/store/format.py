@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
+from vitsae.errors import VitsaeError
 from vitsae.fileio import read_json
 
 FORMAT_NAME = "vitsae-activation-store"
@@ -39,8 +40,11 @@ NUMPY_OF_CODE: dict[str, np.dtype] = {
 }
 
 
-class StoreError(Exception):
+class StoreError(VitsaeError):
     """A store that cannot be used as asked: missing, corrupt, or made by a different configuration."""
+
+
+RERUN_HARVEST = "rerun the harvest command that made the store (same options and --out) to recompute it"
 
 
 def shard_name(index: int) -> str:
@@ -66,11 +70,13 @@ def read_shard_header(path: Path) -> dict[str, TensorEntry]:
         with open(path, "rb") as fh:
             prefix = fh.read(8)
             if len(prefix) < 8:
-                raise StoreError(f"shard {path} is truncated: shorter than a safetensors header")
+                raise StoreError(
+                    f"shard {path} is truncated: shorter than a safetensors header; {RERUN_HARVEST}"
+                )
             (header_len,) = struct.unpack("<Q", prefix)
             raw = fh.read(header_len)
     except FileNotFoundError as exc:
-        raise StoreError(f"shard {path} is missing") from exc
+        raise StoreError(f"shard {path} is missing; {RERUN_HARVEST}") from exc
     if len(raw) < header_len:
         raise StoreError(f"shard {path} is truncated inside its safetensors header")
     try:

@@ -25,13 +25,14 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from vitsae.config import config_to_dict
+from vitsae.config import config_to_dict, content_fields, describe_differences
 from vitsae.data.loader import ImageLoader
 from vitsae.data.open import open_source
 from vitsae.data.sources import ImageSource
 from vitsae.distributed import barrier, init_if_torchrun, local_device, rank_world
+from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
-from vitsae.store.config import RUN_ONLY_FIELDS, HarvestConfig, content_differences
+from vitsae.store.config import HarvestConfig
 from vitsae.store.format import (
     DTYPES,
     FORMAT_NAME,
@@ -107,7 +108,7 @@ def _plan_hooks(model: HookedModel, config: HarvestConfig) -> list[_HookPlan]:
         layout = model.token_layout(hook)
         tokens = select_tokens(layout, config.tokens, config.include_registers)
         if len(tokens) == 0:
-            raise ValueError(
+            raise InvalidValue(
                 f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout {layout}"
             )
         plans.append(
@@ -123,31 +124,23 @@ def images_per_shard(config: HarvestConfig, max_rows_per_image: int) -> int:
     return config.batch_size * max(1, config.shard_rows // (max_rows_per_image * config.batch_size))
 
 
-def _recorded_config(config: HarvestConfig) -> dict[str, Any]:
-    """The fields of the config that define the store's contents (not `out`, `device`, `num_workers`,
-    `progress`: a store may be moved, and a resumed run may load images or compute differently)."""
-    return {k: v for k, v in config_to_dict(config).items() if k not in RUN_ONLY_FIELDS}
-
-
 def _run_record(
     config: HarvestConfig, model: HookedModel, source: ImageSource, per_shard: int
 ) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "config": _recorded_config(config),
+        "config": content_fields(config),
         "model_hash": model.weights_hash(),
         "source": source.describe(),
         "images_per_shard": per_shard,
     }
 
 
-def _record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[str]:
-    diffs = content_differences(saved.get("config", {}), record["config"])
-    for key in ("model_hash", "source", "format_version", "images_per_shard"):
-        if saved.get(key) != record[key]:
-            diffs.append(f"{key}: store has {saved.get(key)!r}, requested {record[key]!r}")
-    return diffs
+def _record_differences(saved: dict[str, Any], record: dict[str, Any], holder: str = "store") -> list[str]:
+    """What differs between a recorded harvest and this one (the config's content fields, the model's
+    weights, the source, the format and the shard size), one line each."""
+    return describe_differences(saved, record, holder)
 
 
 def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: int, world: int) -> None:
@@ -157,11 +150,11 @@ def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: 
         records: list[Any] = [None] * world
         dist.all_gather_object(records, record)
         for other, theirs in enumerate(records[1:], start=1):
-            diffs = _record_differences(records[0], theirs)
+            diffs = _record_differences(records[0], theirs, holder="rank 0")
             if diffs:
                 raise StoreError(
                     f"rank {other} loaded a different model, source or options than rank 0:\n  "
-                    + "\n  ".join(diffs).replace("store has", "rank 0 has")
+                    + "\n  ".join(diffs)
                 )
     path = config.out / RUN_RECORD
     if path.exists():
@@ -319,7 +312,7 @@ def _finish(
             "token_layout": plan.layout.to_dict(),
             "width": plan.width,
             "dtype": config.dtype,
-            "harvest": {**_recorded_config(config), "images_per_shard": per_shard},
+            "harvest": {**content_fields(config), "images_per_shard": per_shard},
             "counts": {
                 "images": len(source),
                 "images_skipped": len(skipped),

@@ -24,10 +24,12 @@ from vitsae.config import config_from_dict
 from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource
+from vitsae.errors import InvalidValue, MissingKey
 from vitsae.fileio import sha256_file
 from vitsae.store.format import (
     DTYPES,
     NUMPY_OF_CODE,
+    RERUN_HARVEST,
     StoreError,
     read_manifest,
     read_shard_header,
@@ -37,7 +39,7 @@ from vitsae.tokens import TokenLayout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
 _INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
-_REPAIR = "delete it and rerun the harvest command that made the store to recompute it"
+_REPAIR = f"delete it and {RERUN_HARVEST}"
 
 
 @dataclass
@@ -101,7 +103,7 @@ class ActivationStore:
         """Open a store directory. `verify`: 'size' checks every shard's byte size (cheap), 'lazy' also
         checks each shard's sha256 the first time it is read, 'full' checks every sha256 now."""
         if verify not in ("size", "lazy", "full"):
-            raise ValueError(f"unknown verify mode {verify!r}; valid: ['size', 'lazy', 'full']")
+            raise InvalidValue(f"unknown verify mode {verify!r}; valid: ['size', 'lazy', 'full']")
         path = Path(path)
         return cls(path, read_manifest(path), normalize, verify)
 
@@ -119,11 +121,11 @@ class ActivationStore:
         try:
             actual = shard.path.stat().st_size
         except FileNotFoundError as exc:
-            raise StoreError(f"shard {shard.path} is missing; {_REPAIR}") from exc
+            raise StoreError(f"shard {shard.path} is missing; {RERUN_HARVEST}") from exc
         if actual != shard.nbytes:
             raise StoreError(
                 f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
-                f"truncated or replaced; {_REPAIR}"
+                f"truncated or replaced; {RERUN_HARVEST}"
             )
 
     def _check_sha(self, index: int) -> None:
@@ -265,7 +267,7 @@ class ActivationStore:
     ) -> int:
         """The row holding (image, token) or (image, patch (row, col)); KeyError if not stored."""
         if (token_index is None) == (patch is None):
-            raise ValueError("give exactly one of token_index and patch=(row, col)")
+            raise InvalidValue("give exactly one of token_index and patch=(row, col)")
         if patch is not None:
             token_index = int(patch_to_token(self.layout, patch[0], patch[1]))
         index = bisect.bisect_right(self._image_starts, image_index) - 1
@@ -274,7 +276,7 @@ class ActivationStore:
             hit = find_row(maps["image_index"], maps["token_index"], image_index, token_index)
             if hit is not None:
                 return self._shards[index].row_start + hit
-        raise KeyError(
+        raise MissingKey(
             f"(image {image_index}, token {token_index}) is not stored in {self.path} "
             "(skipped image, token not selected, or out of range)"
         )

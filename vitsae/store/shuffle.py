@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vitsae.errors import InvalidValue
+
 Span = tuple[int, int]  # [start, stop) of global rows
 
 
@@ -125,13 +127,13 @@ class ShuffledBatches:
         prefetch: int,
     ) -> None:
         if batch_size < 1 or prefetch < 1:
-            raise ValueError(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
+            raise InvalidValue(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
         self._order, self._read_span, self._to_tensor = order, read_span, to_tensor
         self.batch_size, self.drop_last, self.epochs, self.prefetch = batch_size, drop_last, epochs, prefetch
         self.batches_per_epoch = n_rows // batch_size if drop_last else -(-n_rows // batch_size)
         epoch, batch = start
         if not 0 <= batch <= self.batches_per_epoch or epoch < 0:
-            raise ValueError(
+            raise InvalidValue(
                 f"start position {start} is outside an epoch of {self.batches_per_epoch} batches"
             )
         self.position = (epoch + 1, 0) if batch == self.batches_per_epoch else (epoch, batch)

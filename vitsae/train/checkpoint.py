@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import read_json, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -66,7 +67,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
         return None
     path = checkpoint_root(out_dir) / read_json(pointer)["name"]
     if not (path / "trainer.json").exists():
-        raise FileNotFoundError(f"{pointer} names {path}, which is missing or incomplete")
+        raise MissingFile(f"{pointer} names {path}, which is missing or incomplete")
     return path
 
 
@@ -104,7 +105,7 @@ def save_checkpoint(out_dir: Path, trainer_state: dict[str, Any], runs: dict[str
 def read_trainer_state(path: Path) -> dict[str, Any]:
     state = read_json(path / "trainer.json")
     if state.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {state['format_version']} is newer than vitsae reads")
+        raise InvalidValue(f"{path}: checkpoint format {state['format_version']} is newer than vitsae reads")
     return state
 
 

@@ -1,49 +1,59 @@
 """`vitsae train`: train one SAE or a sweep of SAEs on a harvested store or an activations file.
 
-Rerunning the same command resumes from the newest checkpoint in --out. Under torchrun the batch is
-split over the ranks (gloo on CPU, NCCL on GPU).
+Every option is a field of `TrainConfig`. Rerunning the same command resumes from the newest checkpoint in
+--out. Under torchrun the batch is split over the ranks (gloo on CPU, NCCL on GPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch.distributed as dist
 
 from vitsae.config import add_config_arguments, config_from_args
 from vitsae.distributed import init_if_torchrun
+from vitsae.errors import InvalidValue
+from vitsae.fileio import check_output_folder
 from vitsae.train.config import TrainConfig
 from vitsae.train.data import StoreBatches, TensorBatches, load_activation_file
-from vitsae.train.trainer import Trainer, TrainingDiverged
+from vitsae.train.trainer import Trainer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--store", help="activation store folder made by `vitsae harvest`")
-    data.add_argument("--activations", help="safetensors file holding an 'activations' [N, D] tensor")
-    parser.add_argument("--out", required=True, help="output folder (one subfolder per SAE, checkpoints/)")
-    parser.add_argument("--hook-name", default="", help="hook name to record (with --activations)")
     add_config_arguments(parser, TrainConfig)
+
+
+def _trainer(cfg: TrainConfig) -> Trainer:
+    """The trainer for the store or activations file `cfg` names, with the dictionary size checked."""
+    if cfg.store is not None:
+        source = StoreBatches(cfg.store, cfg.batch_size, seed=cfg.seed)
+        fields = {"hook_name": source.hook_name, "model_spec": source.model_spec, "store": source.store}
+        norm_scale, d_in = source.norm_scale, source.d_in
+    elif cfg.activations is not None:
+        acts_ND = load_activation_file(cfg.activations)
+        source = TensorBatches(acts_ND, cfg.batch_size, seed=cfg.seed)
+        fields = {"hook_name": cfg.hook_name, "store": str(cfg.activations)}
+        norm_scale, d_in = None, source.d_in
+    else:
+        raise InvalidValue("give the training data: --store DIR or --activations FILE")
+    if cfg.architecture in ("topk", "batchtopk"):
+        smallest = min(cfg.expansion_factor) * d_in
+        if max(cfg.k) > smallest:
+            raise InvalidValue(
+                f"--k {max(cfg.k)} is above the dictionary size {smallest} (expansion factor "
+                f"{min(cfg.expansion_factor)} x width {d_in}); use a smaller --k or a larger "
+                "--expansion-factor"
+            )
+    return Trainer(cfg, source, cfg.out, norm_scale=norm_scale, sae_fields=fields)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)
+    check_output_folder(cfg.out)
     started_group = init_if_torchrun()
     try:
-        if args.store:
-            source = StoreBatches(args.store, cfg.batch_size, seed=cfg.seed)
-            fields = {"hook_name": source.hook_name, "model_spec": source.model_spec, "store": source.store}
-            trainer = Trainer(cfg, source, args.out, norm_scale=source.norm_scale, sae_fields=fields)
-        else:
-            acts_ND = load_activation_file(args.activations)
-            source = TensorBatches(acts_ND, cfg.batch_size, seed=cfg.seed)
-            fields = {"hook_name": args.hook_name, "store": str(args.activations)}
-            trainer = Trainer(cfg, source, args.out, sae_fields=fields)
+        trainer = _trainer(cfg)
         summaries = trainer.fit()
-    except TrainingDiverged as exc:
-        print(f"vitsae train: {exc}", file=sys.stderr)
-        return 1
     finally:
         if started_group:
             dist.destroy_process_group()
@@ -52,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
         for name, summary in summaries.items():
             m = summary["final_metrics"]
             print(f"{name:<40} {m['fvu']:>8.4f} {m['l0']:>8.2f} {m['dead_fraction']:>6.3f}")
-        print(f"saved under {args.out}")
+        print(f"saved under {cfg.out}")
     return 0

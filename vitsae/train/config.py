@@ -1,21 +1,74 @@
-"""Training options, and their expansion into one run per point of a hyperparameter sweep."""
+"""Training options, and their expansion into one run per point of a hyperparameter sweep.
+
+The SAE options a training run shares with `SAEConfig` are declared once, there: `sae_field` copies their
+default and help (as a tuple for the swept `expansion_factor` and `k`), so `vitsae train` and the saved JSON
+keep their flat names while `SAEConfig` stays the one source of truth.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from vitsae.sae.config import Architecture, Backend, SAEConfig
+from vitsae.config import check_choices
+from vitsae.errors import InvalidValue
+from vitsae.sae.config import Architecture, Backend, BDecInit, SAEConfig
+
+# SAEConfig fields that TrainConfig carries as one value for every SAE of a sweep (`expand_sweep` copies
+# them into each run's SAEConfig; `expansion_factor` and `k` are swept).
+SAE_FIELDS = (
+    "architecture",
+    "jumprelu_bandwidth",
+    "jumprelu_init_threshold",
+    "decoder_init_norm",
+    "b_dec_init",
+    "backend",
+)
+
+
+def sae_field(name: str, sweep: bool = False) -> Any:
+    """A TrainConfig field copied from `SAEConfig.<name>` (default and help); `sweep`: a tuple of values."""
+    source = next(f for f in dataclasses.fields(SAEConfig) if f.name == name)
+    help_text = source.metadata.get("help", "")
+    if sweep:
+        return field(default=(source.default,), metadata={"help": f"{help_text}; several = a sweep"})
+    return field(default=source.default, metadata={"help": help_text})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train one SAE, or a sweep of SAEs that share every batch (the tuple-valued fields)."""
+    """How to train one SAE, or a sweep of SAEs that share every batch (the tuple-valued fields).
 
-    architecture: Architecture = field(default="relu", metadata={"help": "relu, topk, batchtopk or jumprelu"})
-    expansion_factor: tuple[int, ...] = field(default=(8,), metadata={"help": "F / D; several = a sweep"})
-    k: tuple[int, ...] = field(default=(32,), metadata={"help": "TopK/BatchTopK k; several = a sweep"})
+    The inputs (`store` or `activations`, `out`, `hook_name`) and how to run (`device`, `progress`, `plot`)
+    are run-only: a rerun may change them and still resume. Python callers pass the data and the output
+    folder to `Trainer` directly and may leave the inputs unset.
+    """
+
+    store: Path | None = field(
+        default=None,
+        metadata={"help": "activation store folder made by `vitsae harvest`", "run_only": True},
+    )
+    activations: Path | None = field(
+        default=None,
+        metadata={"help": "safetensors file holding an 'activations' [N, D] tensor", "run_only": True},
+    )
+    out: Path | None = field(
+        default=None,
+        metadata={
+            "help": "output folder (one subfolder per SAE, checkpoints/)",
+            "run_only": True,
+            "required": True,
+        },
+    )
+    hook_name: str = field(
+        default="", metadata={"help": "hook name to record (with --activations)", "run_only": True}
+    )
+    architecture: Architecture = sae_field("architecture")
+    expansion_factor: tuple[int, ...] = sae_field("expansion_factor", sweep=True)
+    k: tuple[int, ...] = sae_field("k", sweep=True)
     l1_coefficient: tuple[float, ...] = field(
         default=(5.0,), metadata={"help": "L1 (relu) or L0 (jumprelu) penalty coefficient; several = a sweep"}
     )
@@ -46,33 +99,62 @@ class TrainConfig:
     auxk_k: int = field(default=0, metadata={"help": "AuxK features (0: D / 2)"})
     auxk_coefficient: float = field(default=1 / 32, metadata={"help": "AuxK loss coefficient"})
     dense_frequency: float = field(default=0.1, metadata={"help": "firing rate of a dense feature"})
-    decoder_init_norm: float | None = field(default=None, metadata={"help": "see SAEConfig"})
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(
-        default="geometric_median", metadata={"help": "b_dec from the first batch"}
-    )
-    jumprelu_bandwidth: float = field(default=0.05, metadata={"help": "JumpReLU STE bandwidth"})
-    jumprelu_init_threshold: float = field(default=0.1, metadata={"help": "initial JumpReLU threshold"})
-    backend: Backend = field(default="auto", metadata={"help": "dense, sparse or auto (see vitsae.sae)"})
+    decoder_init_norm: float | None = sae_field("decoder_init_norm")
+    b_dec_init: BDecInit = sae_field("b_dec_init")
+    jumprelu_bandwidth: float = sae_field("jumprelu_bandwidth")
+    jumprelu_init_threshold: float = sae_field("jumprelu_init_threshold")
+    backend: Backend = sae_field("backend")
     log_every: int = field(default=50, metadata={"help": "steps between metric records"})
     checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
     keep_checkpoints: int = field(default=2, metadata={"help": "how many recent checkpoints to keep"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and data order"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    plot: bool = field(default=True, metadata={"help": "draw each run's curves to curves.png at the end"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
+    plot: bool = field(
+        default=True, metadata={"help": "draw each run's curves to curves.png at the end", "run_only": True}
+    )
 
     def __post_init__(self) -> None:
+        check_choices(self)
+        if self.store is not None and self.activations is not None:
+            raise InvalidValue("give either store or activations, not both")
         for name in ("expansion_factor", "k", "l1_coefficient", "lr"):
             if not getattr(self, name):
-                raise ValueError(f"{name} needs at least one value")
+                raise InvalidValue(f"{name} needs at least one value")
+        _check_all(self, "expansion_factor", lambda v: v >= 1, ">= 1")
+        _check_all(self, "k", lambda v: v >= 1, ">= 1")
+        _check_all(self, "lr", lambda v: v > 0, "> 0")
+        _check_all(self, "l1_coefficient", lambda v: v >= 0, ">= 0")
         if self.batch_size <= 0 or self.total_tokens < self.batch_size:
-            raise ValueError(f"need 0 < batch_size ({self.batch_size}) <= total_tokens ({self.total_tokens})")
-        if self.log_every <= 0 or self.checkpoint_every <= 0:
-            raise ValueError("log_every and checkpoint_every must be positive")
+            raise InvalidValue(
+                f"need 0 < batch_size ({self.batch_size}) <= total_tokens ({self.total_tokens})"
+            )
+        for name in ("log_every", "checkpoint_every", "keep_checkpoints", "norm_batches", "dead_tokens"):
+            _check_all(self, name, lambda v: v >= 1, ">= 1")
+        _check_all(self, "resample_every", lambda v: v >= 1, ">= 1")
+        for name in ("lr_warmup_steps", "l1_warmup_steps", "auxk_k", "auxk_coefficient", "grad_clip"):
+            _check_all(self, name, lambda v: v >= 0, ">= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            _check_all(self, name, lambda v: 0 <= v < 1, "in [0, 1)")
+        for name in ("lr_decay_start", "lr_min_ratio", "resample_until"):
+            _check_all(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check_all(self, "dense_frequency", lambda v: 0 < v <= 1, "in (0, 1]")
+        _check_all(self, "jumprelu_bandwidth", lambda v: v > 0, "> 0")
+        _check_all(self, "decoder_init_norm", lambda v: v > 0, "> 0")
 
     @property
     def total_steps(self) -> int:
         return self.total_tokens // self.batch_size
+
+
+def _check_all(cfg: TrainConfig, name: str, ok: Any, wanted: str) -> None:
+    """Refuse a field (or any value of a swept field) for which `ok` is false, naming the field's flag;
+    None (a value derived later, from the run) passes."""
+    value = getattr(cfg, name)
+    for v in value if isinstance(value, tuple) else (value,):
+        if v is not None and not ok(v):
+            flag = "--" + name.replace("_", "-")
+            raise InvalidValue(f"{name} ({flag}) must be {wanted}, got {v}")
 
 
 @dataclass(frozen=True)
@@ -104,17 +186,7 @@ def expand_sweep(cfg: TrainConfig, d_in: int, **sae_fields) -> list[RunSpec]:
         parts += [f"k{k}"] if uses_k else []
         parts += [f"l1_{_fmt(l1)}"] if uses_l1 else []
         parts.append(f"lr{_fmt(lr)}")
-        sae_cfg = SAEConfig(
-            d_in=d_in,
-            expansion_factor=ef,
-            architecture=cfg.architecture,
-            k=k,
-            jumprelu_bandwidth=cfg.jumprelu_bandwidth,
-            jumprelu_init_threshold=cfg.jumprelu_init_threshold,
-            decoder_init_norm=cfg.decoder_init_norm,
-            b_dec_init=cfg.b_dec_init,
-            backend=cfg.backend,
-            **sae_fields,
-        )
+        shared = {name: getattr(cfg, name) for name in SAE_FIELDS}
+        sae_cfg = SAEConfig(d_in=d_in, expansion_factor=ef, k=k, **shared, **sae_fields)
         runs.append(RunSpec("_".join(parts), sae_cfg, lr, l1))
     return runs

@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from safetensors import safe_open
 
+from vitsae.errors import InvalidValue, MissingKey
+
 
 @runtime_checkable
 class BatchSource(Protocol):
@@ -27,9 +29,9 @@ class TensorBatches:
 
     def __init__(self, acts_ND: torch.Tensor, batch_size: int, seed: int = 0, shuffle: bool = True) -> None:
         if acts_ND.dim() != 2:
-            raise ValueError(f"activations must be [N, D], got shape {tuple(acts_ND.shape)}")
+            raise InvalidValue(f"activations must be [N, D], got shape {tuple(acts_ND.shape)}")
         if acts_ND.shape[0] < batch_size:
-            raise ValueError(f"{acts_ND.shape[0]} activation rows are fewer than one batch ({batch_size})")
+            raise InvalidValue(f"{acts_ND.shape[0]} activation rows are fewer than one batch ({batch_size})")
         self.acts_ND = acts_ND
         self.batch_size = batch_size
         self.seed = seed
@@ -80,14 +82,14 @@ def load_activation_file(path: str | Path, key: str = "activations") -> torch.Te
     """The `[N, D]` tensor stored under `key` in a safetensors file."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: activations must be a .safetensors file holding {key!r} [N, D]")
+        raise InvalidValue(f"{path}: activations must be a .safetensors file holding {key!r} [N, D]")
     with safe_open(str(path), framework="pt") as fh:
         keys = list(fh.keys())
         if key not in keys:
-            raise KeyError(f"{path} has no tensor {key!r}; it holds {keys}")
+            raise MissingKey(f"{path} has no tensor {key!r}; it holds {keys}")
         acts_ND = fh.get_tensor(key)
     if acts_ND.dim() != 2:
-        raise ValueError(f"{path}: {key!r} must be [N, D], got shape {tuple(acts_ND.shape)}")
+        raise InvalidValue(f"{path}: {key!r} must be [N, D], got shape {tuple(acts_ND.shape)}")
     return acts_ND
 
 
@@ -110,7 +112,9 @@ class StoreBatches:
         self.model_spec = str(self.reader.manifest.get("model", {}).get("spec", ""))
         self.store = str(Path(path).resolve())
         if len(self.reader) < batch_size:
-            raise ValueError(f"{path}: {len(self.reader)} stored rows are fewer than a batch ({batch_size})")
+            raise InvalidValue(
+                f"{path}: {len(self.reader)} stored rows are fewer than a batch ({batch_size})"
+            )
 
     def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]:
         return iter(

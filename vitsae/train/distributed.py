@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from vitsae.errors import InvalidValue
+
 
 def local_slice(acts_BD: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """This rank's equal share of the rows of a batch."""
     if acts_BD.shape[0] % world_size:
-        raise ValueError(
+        raise InvalidValue(
             f"batch of {acts_BD.shape[0]} rows does not split evenly over {world_size} ranks; "
             "choose a batch size divisible by the number of processes"
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from vitsae.errors import InvalidValue
+
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, decay: str, decay_start: float, floor: float):
     """Multiplier of the base learning rate at `step`: linear warm-up, flat, then decay to `floor`."""
@@ -20,7 +22,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, decay: str, decay_
     elif decay == "cosine":
         shape = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
-        raise ValueError(f"unknown lr decay {decay!r}; valid: ['constant', 'linear', 'cosine']")
+        raise InvalidValue(f"unknown lr decay {decay!r}; valid: ['constant', 'linear', 'cosine']")
     return floor + (1.0 - floor) * shape
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vitsae.config import config_from_dict, config_to_dict
+from vitsae.config import config_from_dict, config_to_dict, describe_differences
 from vitsae.distributed import barrier, local_device, rank_world
+from vitsae.errors import InvalidValue, VitsaeError
 from vitsae.fileio import write_json_atomic
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.io import save_sae
@@ -37,7 +38,7 @@ from vitsae.train.schedules import lr_factor, penalty_factor
 _STAT_NAMES = ("rows", "sq_err", "x_sq", "l0", "l1", "loss", "sparsity", "auxk")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(VitsaeError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -121,7 +122,7 @@ class Trainer:
         epoch0 = iter(self.source.batches(0, 0))
         taken = list(itertools.islice(epoch0, n))
         if not taken:
-            raise ValueError("the activation source yielded no batches")
+            raise InvalidValue("the activation source yielded no batches")
         return taken, itertools.chain(taken, epoch0)
 
     def _build_runs(self, specs: list[RunSpec]) -> None:
@@ -148,7 +149,7 @@ class Trainer:
         else:
             mean_norm = float(torch.cat(sample).norm(dim=-1).mean())
             if not math.isfinite(mean_norm):
-                raise ValueError(
+                raise InvalidValue(
                     f"the first {len(sample)} activation batches contain NaN or inf values; "
                     "cannot estimate the normalisation"
                 )
@@ -162,12 +163,10 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = ckpt.read_trainer_state(path)
-        saved_cfg = {k: v for k, v in state["config"].items() if k not in ("progress", "plot")}
-        now_cfg = {k: v for k, v in config_to_dict(self.cfg).items() if k not in ("progress", "plot")}
-        if saved_cfg != now_cfg:
-            changed = sorted(k for k in now_cfg if saved_cfg.get(k) != now_cfg[k])
-            raise ValueError(
-                f"{self.out_dir} holds a run with a different configuration (fields {changed}); "
+        changed = describe_differences(state["config"], self.cfg, "the checkpoint")
+        if changed:
+            raise InvalidValue(
+                f"{self.out_dir} holds a run with a different configuration: {'; '.join(changed)}; "
                 "rerun with the same options or choose a new output folder"
             )
         specs = [
@@ -263,7 +262,7 @@ class Trainer:
     def _check_width(self, acts_BD: torch.Tensor) -> None:
         d_in = self.runs[0].spec.sae.d_in
         if acts_BD.dim() != 2 or acts_BD.shape[1] != d_in:
-            raise ValueError(
+            raise InvalidValue(
                 f"activation batch has shape {tuple(acts_BD.shape)} (width {acts_BD.shape[-1]}) but the "
                 f"SAEs were built for width d_in={d_in}"
                 + (f" (checkpoint {self.last_checkpoint})" if self.last_checkpoint else "")
