@@ -22,15 +22,22 @@ from vitsae.models.load import HookedModel
 
 
 def spatial_hooks(model: HookedModel, image_hw: tuple[int, int]) -> list[str]:
-    """The hooks whose token layout has a patch grid, in forward order."""
-    return [name for name in model.hook_names() if model.token_layout(name, image_hw).grid_hw is not None]
+    """The hooks whose token layout has a patch grid of more than one patch, in forward order (a CNN's
+    pooled (B, C, 1, 1) output has a grid, but a map of one value locates nothing)."""
+    names = []
+    for name in model.hook_names():
+        grid_hw = model.token_layout(name, image_hw).grid_hw
+        if grid_hw is not None and grid_hw[0] * grid_hw[1] > 1:
+            names.append(name)
+    return names
 
 
 def check_spatial_hook(model: HookedModel, hook: str, image_hw: tuple[int, int]) -> None:
     """A one-line error for a hook that is unknown or has no patch grid, listing those that have one."""
     grid_hooks = spatial_hooks(model, image_hw)
     if hook not in grid_hooks:
-        what = "is not a hook of this model" if hook not in model.hook_names() else "has no patch grid"
+        known = hook in model.hook_names()
+        what = "has no patch grid of more than one patch" if known else "is not a hook of this model"
         raise TargetError(
             f"Grad-CAM hook {hook!r} {what}; hooks with a spatial layout: {', '.join(grid_hooks) or '(none)'}"
         )

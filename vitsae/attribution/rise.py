@@ -30,7 +30,7 @@ def rise_masks(
     rows = (shift_y.view(-1, 1) + torch.arange(height)).view(n_masks, height, 1)
     cols = (shift_x.view(-1, 1) + torch.arange(width)).view(n_masks, 1, width)
     batch = torch.arange(n_masks).view(-1, 1, 1)
-    return up_N1hw[:, 0][batch, rows, cols].unsqueeze(1)
+    return up_N1hw[:, 0][batch, rows, cols].unsqueeze(1).clamp_(0.0, 1.0)  # bilinear may overshoot by an ulp
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from vitsae.models.vit import HookedViT
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DROP_HOOK = "blocks.0.hook_resid_pre"
+_HEAD = ("pooler_W", "pooler_b", "W_U", "b_U")  # HookedViT's top-level head parameters
 _BEFORE_DROP = ("hook_embed", "hook_pos_embed", "ln_pre.hook_normalized")
 
 
@@ -189,13 +190,23 @@ def mass_inside(maps_BHW: torch.Tensor, masks_BHW: torch.Tensor) -> torch.Tensor
 def layer_groups(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
     """The model's parameters grouped into layers, from the input to the output.
 
-    A group is the name up to its first numbered part (`blocks.3`, `resnet.encoder.stages.2`) or else the
-    module path cut to two parts (`ln_final`, `resnet.embedder`); top-level parameters next to each other
-    (`W_U`, `b_U`) form one group.
+    Past the path every parameter shares (a wrapper's `model.`), a group is the name up to its first
+    numbered part (`blocks.3`, `resnet.encoder.stages.2`) or else the module path cut to two parts
+    (`ln_final`, `resnet.embedder`); top-level parameters next to each other (`W_U`, `b_U`) form one group.
+    Groups follow the order of registration, which is the forward order for HookedViT (head moved last)
+    and for the usual `nn.Module`s.
     """
+    names = [name for name, _ in model.named_parameters()]
+    # a HookedViT registers its head's top-level parameters before its modules; the head runs last
+    names = [n for n in names if n not in _HEAD] + [n for n in names if n in _HEAD]
+    shared = 0
+    while len({tuple(n.split(".")[: shared + 1]) for n in names}) == 1 and all(
+        n.count(".") > shared for n in names
+    ):
+        shared += 1
     groups: list[tuple[str, list[str]]] = []
-    for name, _ in model.named_parameters():
-        parts = name.split(".")
+    for name in names:
+        parts = name.split(".")[shared:]
         numbered = next((i for i, part in enumerate(parts[:-1]) if part.isdigit()), None)
         if numbered is not None:
             key = ".".join(parts[: numbered + 1])
@@ -203,11 +214,13 @@ def layer_groups(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
             key = ".".join(parts[:-1][:2])
         else:
             key = "+"
-        if groups and (groups[-1][0] == key or (key == "+" and groups[-1][0].startswith("+"))):
+        if groups and groups[-1][0] == key:
             groups[-1][1].append(name)
         else:
             groups.append((key, [name]))
-    return [("+".join(names) if key == "+" else key, names) for key, names in groups]
+    return [
+        ("+".join(n.split(".")[-1] for n in params) if key == "+" else key, params) for key, params in groups
+    ]
 
 
 @torch.no_grad()

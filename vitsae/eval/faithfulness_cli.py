@@ -195,6 +195,7 @@ def evaluate(setup: Setup, cfg: AttributeConfig, method_cfg: MethodConfig, faith
         for method, per in curves.items()
     }
     return {
+        "rows": rows,
         "columns": wanted,
         "table": table,
         "standard_error": sem,
@@ -274,7 +275,8 @@ def markdown_table(result: dict) -> str:
     names = list(result["columns"])
     header = ["method", *(f"{c} {'↓' if result['columns'][c] == 'lower' else '↑'}" for c in names), "s/img"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, row in result["table"].items():
+    for method in result["rows"]:
+        row = result["table"][method]
         cells = [f"{row[c]:.3f} ± {result['standard_error'][method][c]:.3f}" for c in names]
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {row['seconds_per_image']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""`vitsae attribute` and `vitsae faithfulness` end to end on the shipped shapes ViT (two images)."""
+
+import json
+
+from safetensors.torch import load_file
+
+from vitsae.cli import main
+
+
+def test_attribute_writes_versioned_json_heatmaps_grid_and_overlays(tmp_path):
+    out = tmp_path / "attr"
+    argv = [
+        "attribute",
+        "--model",
+        "vitsae:shapes-vit",
+        "--source",
+        "shapes:2:1000",
+        "--target",
+        "class:label",
+    ]
+    argv += [
+        "--methods",
+        "saliency",
+        "gradcam",
+        "--out",
+        str(out),
+        "--n-overlays",
+        "1",
+        "--progress",
+        "false",
+    ]
+    assert main(argv) == 0
+    meta = json.loads((out / "attribution.json").read_text())
+    assert (meta["format"], meta["version"]) == ("vitsae.attribution", 1)
+    assert meta["target"] == "class:label" and [im["index"] for im in meta["images"]] == [0, 1]
+    assert set(meta["methods"]) == {"saliency", "gradcam"}
+    tensors = load_file(str(out / "heatmaps.safetensors"))
+    assert tensors["map/saliency"].shape == (2, 64, 64) and tensors["indices"].tolist() == [0, 1]
+    assert (out / "grid.png").stat().st_size > 0
+    assert len(list((out / "overlays" / "gradcam").glob("*.png"))) == 1
+
+
+def test_faithfulness_writes_a_table_with_a_random_row(tmp_path):
+    out = tmp_path / "faith"
+    argv = ["faithfulness", "--model", "vitsae:shapes-vit", "--source", "shapes:2:1000"]
+    argv += ["--target", "class:label", "--methods", "saliency", "--substrates", "zero", "--steps", "2"]
+    argv += ["--randomisation-images", "1", "--randomisation-methods", "saliency", "--out", str(out)]
+    argv += ["--progress", "false", "--n-overlays", "1"]
+    assert main(argv) == 0
+    result = json.loads((out / "faithfulness.json").read_text())
+    assert (result["format"], result["version"]) == ("vitsae.faithfulness", 1)
+    assert result["rows"] == ["saliency", "random"] and set(result["table"]) == {"saliency", "random"}
+    assert {"deletion_auc[zero]", "aopc[patch]", "pointing_game", "mass_inside"} <= set(result["columns"])
+    check = result["randomisation"]
+    assert check["layers_randomised_cumulatively"][0] == "W_U+b_U"
+    assert len(check["methods"]["saliency"]["spearman"]) == len(check["layers_randomised_cumulatively"])
+    assert "| random |" in (out / "table.md").read_text()
+
+
+def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):
+    argv = [
+        "attribute",
+        "--model",
+        "vitsae:shapes-vit",
+        "--source",
+        "shapes:2:1000",
+        "--target",
+        "class:wolf",
+    ]
+    assert main([*argv, "--out", str(tmp_path), "--progress", "false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
+    assert err.startswith(
+        "vitsae attribute: error: target 'class:wolf': no class 'wolf'; classes: round-warm"
+    )
+    argv = [
+        "faithfulness",
+        "--model",
+        "vitsae:shapes-cnn",
+        "--source",
+        "shapes:2:1000",
+        "--target",
+        "class:0",
+    ]
+    argv += [
+        "--methods",
+        "gradcam",
+        "--gradcam-hook",
+        "hook_logits",
+        "--out",
+        str(tmp_path),
+        "--progress",
+        "false",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
+    assert err.startswith("vitsae faithfulness: error: Grad-CAM hook 'hook_logits' has no patch grid")
+    assert "hooks with a spatial layout: resnet.embedder" in err and "resnet.pooler" not in err
