@@ -118,3 +118,23 @@ def test_rise_masks_are_smooth_and_in_range():
     assert masks.shape == (50, 1, 16, 12)
     assert masks.min() >= 0 and masks.max() <= 1
     assert 0.3 < float(masks.mean()) < 0.7
+
+
+def test_grad_cam_on_cnn_maps_equals_the_hand_computed_map():
+    torch.manual_seed(0)
+    model = smooth_cnn()
+    fn = TargetFunction(model, Target.parse("class:1"))
+    pixels, classes = torch.randn(2, 3, 8, 8), torch.tensor([1, 1])
+    saved = {}
+
+    def keep(acts, hook):
+        acts.retain_grad()
+        saved["acts"] = acts
+        return acts
+
+    with model.hooks(fwd_hooks=[("1", keep)]):  # the Tanh's (B, 4, 8, 8) maps
+        fn(pixels, classes).sum().backward()
+    acts, grads = saved["acts"], saved["acts"].grad
+    expected = torch.relu((acts * grads.mean(dim=(2, 3), keepdim=True)).sum(dim=1))
+    got = attribute(fn, "gradcam", pixels, classes, MethodConfig()).maps_BHW  # default: the last grid hook
+    torch.testing.assert_close(got, expected.detach(), atol=1e-6, rtol=1e-5)

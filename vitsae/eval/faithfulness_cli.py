@@ -196,6 +196,7 @@ def evaluate(setup: Setup, cfg: AttributeConfig, method_cfg: MethodConfig, faith
     }
     return {
         "rows": rows,
+        "column_order": list(wanted),  # JSON objects are written with sorted keys
         "columns": wanted,
         "table": table,
         "standard_error": sem,
