@@ -80,10 +80,10 @@ def run_one(model_name: str, method: str, n_images: int, threads: int, settings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--shapes-images", type=int, default=16)
+    parser.add_argument("--shapes-images", type=int, default=8)
     parser.add_argument("--vitb-images", type=int, default=2)
     parser.add_argument("--ig-steps", type=int, default=32)
-    parser.add_argument("--vitb-rise-masks", type=int, default=200)
+    parser.add_argument("--rise-masks", type=int, default=250)
     parser.add_argument("--models", nargs="+", default=["shapes-vit", "vitb-224"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,9 +95,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for model_name in args.models:
         n_images = args.shapes_images if model_name == "shapes-vit" else args.vitb_images
-        base = {"ig_steps": args.ig_steps, "smoothgrad_samples": 16}
-        if model_name != "shapes-vit":
-            base["rise_masks"] = args.vitb_rise_masks
+        base = {"ig_steps": args.ig_steps, "smoothgrad_samples": 16, "rise_masks": args.rise_masks}
         rows = [("forward", {})] + [
             (m, {"ig_internal_batch_size": 64} if m == "ig" else {}) for m in SHAPES_METHODS
         ]

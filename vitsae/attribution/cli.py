@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vitsae attribute: error: {err}", file=sys.stderr)
         return 2
     write_outputs(setup, cfg, method_cfg, result)
-    print(f"wrote {cfg.out}/attribution.json, heatmaps.safetensors and grid.png")
+    pictures = " and grid.png" if cfg.n_overlays else ""
+    print(f"wrote {cfg.out}/attribution.json, heatmaps.safetensors{pictures}")
     for name, timing in result["timings"].items():
         extra = timing.get("completeness")
         note = f", completeness error {extra['mean_abs_relative_error']:.3f} (relative)" if extra else ""
