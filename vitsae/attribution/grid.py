@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vitsae.attribution.targets import TargetError
-from vitsae.models.load import HookedModel
+from vitsae.models.protocol import HookedModel
 
 
 def spatial_hooks(model: HookedModel, image_hw: tuple[int, int]) -> list[str]:

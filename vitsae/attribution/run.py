@@ -12,9 +12,11 @@ import torch
 
 from vitsae.attribution.targets import Target, TargetFunction
 from vitsae.data.loader import ImageBatch, ImageLoader
-from vitsae.data.sources import ImageSource, open_source
+from vitsae.data.open import open_source
+from vitsae.data.sources import ImageSource
 from vitsae.errors import VitsaeError
-from vitsae.models.load import HookedModel, load
+from vitsae.models.load import load
+from vitsae.models.protocol import HookedModel
 from vitsae.sae.io import load_sae
 
 

@@ -23,10 +23,10 @@ from typing import Literal
 import torch
 
 from vitsae.errors import VitsaeError
-from vitsae.models.layout import TokenLayout
-from vitsae.models.load import HookedModel
+from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 from vitsae.sae.model import SparseAutoencoder
+from vitsae.tokens import TokenLayout
 
 TargetKind = Literal["class", "prob", "feature", "neuron"]
 TARGET_SPECS = ("class:<name|index|label|pred>", "prob:<...>", "feature:<F>[@R,C]", "neuron:<hook>:<U>[@R,C]")

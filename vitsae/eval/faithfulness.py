@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vitsae.errors import VitsaeError
-from vitsae.models.load import HookedModel
+from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
