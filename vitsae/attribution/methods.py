@@ -114,9 +114,9 @@ def attribute(
     if base == "gradcam":
         hook = gradcam_hook(fn, cfg)
         with grid_view(fn.model, hook, fn.image_hw) as view:
-            method_ = LayerGradCam(fn, view)
+            layer_method = LayerGradCam(fn, view)
             kwargs = {"additional_forward_args": (classes_B,), "relu_attributions": True}
-            attr = _maybe_smoothed(method_, smooth, pixels_BCHW, cfg, kwargs)
+            attr = _maybe_smoothed(layer_method, smooth, pixels_BCHW, cfg, kwargs)
         maps = LayerAttribution.interpolate(attr, fn.image_hw, interpolate_mode="bilinear")
         return Attribution(maps[:, 0].detach())
     kwargs = {"additional_forward_args": (classes_B,)}
