@@ -83,10 +83,12 @@ def attribute(
         raise TargetError(
             f"images are {tuple(pixels_BCHW.shape[-2:])}, but the target was set up for {fn.image_hw}"
         )
-    generator = torch.Generator().manual_seed(cfg.seed)
-    baseline_BCHW = substrate(cfg.baseline, pixels_BCHW, fn.model.preprocess, generator)
     smooth = method.startswith("smoothgrad:")
     base = method.removeprefix("smoothgrad:")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    baseline_BCHW = substrate(cfg.baseline, pixels_BCHW.detach(), fn.model.preprocess, generator)
+    # gradient methods differentiate with respect to the pixels (Captum warns when asked to switch this on)
+    pixels_BCHW = pixels_BCHW.detach().requires_grad_(base not in ("occlusion", "rise"))
     if base == "rise":
         maps = rise(
             fn,
@@ -143,7 +145,7 @@ def _maybe_smoothed(method, smooth: bool, pixels_BCHW: torch.Tensor, cfg: Method
     """`method.attribute(pixels, **kwargs)`, averaged over noisy copies of the input when `smooth`."""
     if not smooth:
         return method.attribute(pixels_BCHW, **kwargs)
-    spread = float(pixels_BCHW.max() - pixels_BCHW.min())
+    spread = float(pixels_BCHW.detach().max() - pixels_BCHW.detach().min())
     with torch.random.fork_rng(devices=[]):  # NoiseTunnel draws from the global generator
         torch.manual_seed(cfg.seed)
         return NoiseTunnel(method).attribute(
