@@ -95,3 +95,27 @@ def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
     assert err.startswith("vitsae faithfulness: error: Grad-CAM hook 'hook_logits' has no patch grid")
     assert "hooks with a spatial layout: resnet.embedder" in err and "resnet.pooler" not in err
+
+
+def test_attribute_explains_an_sae_feature_given_its_run_directory(tmp_path):
+    from vitsae.sae import SAEConfig, SparseAutoencoder, save_sae
+
+    hook = "blocks.1.hook_resid_post"
+    sae = SparseAutoencoder(SAEConfig(d_in=96, expansion_factor=2, architecture="relu", hook_name=hook))
+    save_sae(sae, tmp_path / "sae")
+    out = tmp_path / "attr"
+    argv = ["attribute", "--model", "vitsae:shapes-vit", "--sae", str(tmp_path / "sae"), "--source"]
+    argv += [
+        "shapes:1:1000",
+        "--target",
+        "feature:3@2,5",
+        "--methods",
+        "saliency",
+        "gradcam",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--n-overlays", "0", "--progress", "false"]) == 0
+    meta = json.loads((out / "attribution.json").read_text())
+    assert meta["target"] == "feature:3@2,5" and meta["target_hook"] == hook
+    assert load_file(str(out / "heatmaps.safetensors"))["map/gradcam"].shape == (1, 64, 64)
