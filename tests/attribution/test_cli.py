@@ -55,6 +55,10 @@ def test_faithfulness_writes_a_table_with_a_random_row(tmp_path):
     assert check["layers_randomised_cumulatively"][0] == "W_U+b_U"
     assert len(check["methods"]["saliency"]["spearman"]) == len(check["layers_randomised_cumulatively"])
     assert "| random |" in (out / "table.md").read_text()
+    per_image = load_file(str(out / "faithfulness.safetensors"))
+    assert per_image["saliency/pointing_game"].shape == (2,)
+    mean = float(per_image["random/aopc[zero]"].double().mean())
+    assert abs(mean - result["table"]["random"]["aopc[zero]"]) < 1e-5
 
 
 def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):

@@ -3,7 +3,8 @@
 Takes every flag of `vitsae attribute` (model, source, target, methods, method options) and those of
 `FaithfulnessConfig`. Writes into `--out`: `faithfulness.json` (format `vitsae.faithfulness` version 1: the
 configs, the table of means with standard errors, the mean curves and the randomisation check per layer;
-see docs/attribution.md), `table.md`, `curves.png`, `randomisation.png` and the attribution `grid.png`.
+see docs/attribution.md), `faithfulness.safetensors` (every per-image value, `<method>/<metric>`),
+`table.md`, `curves.png`, `randomisation.png` and the attribution `grid.png`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from vitsae.config import add_config_arguments, config_from_args, config_to_dict
 from vitsae.data.shapes import ShapesDataset
 from vitsae.errors import VitsaeError
 from vitsae.eval import faithfulness as fm
-from vitsae.fileio import write_bytes_atomic, write_json_atomic
+from vitsae.fileio import save_tensors_atomic, write_bytes_atomic, write_json_atomic
 
 FORMAT = "vitsae.faithfulness"
 VERSION = 1
@@ -180,11 +181,12 @@ def evaluate(setup: Setup, cfg: AttributeConfig, method_cfg: MethodConfig, faith
                 values[method]["mass_inside"].append(fm.mass_inside(maps, masks))
         bar.update(len(indices))
     bar.close()
-    table, sem = {}, {}
+    table, sem, per_image_values = {}, {}, {}
     for method in rows:
         table[method], sem[method] = {}, {}
         for column in wanted:
             per_image = torch.cat(values[method][column]).double()
+            per_image_values[f"{method}/{column}"] = per_image.float()
             table[method][column] = float(per_image.mean())
             sem[method][column] = (
                 float(per_image.std() / max(1, len(per_image)) ** 0.5) if len(per_image) > 1 else 0.0
@@ -203,6 +205,7 @@ def evaluate(setup: Setup, cfg: AttributeConfig, method_cfg: MethodConfig, faith
         "curves": mean_curves,
         "patch_fractions": patch_fractions,
         "shown": {m: torch.cat(parts)[: cfg.n_overlays] for m, parts in shown.items() if parts},
+        "per_image": per_image_values,
     }
 
 
@@ -289,6 +292,7 @@ def write_outputs(
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     shown = result.pop("shown")
+    save_tensors_atomic(out / "faithfulness.safetensors", result.pop("per_image"))
     n_shown = min((len(v) for v in shown.values()), default=0)
     if n_shown:
         indices = list(range(setup.start, setup.start + n_shown))
