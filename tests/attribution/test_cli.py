@@ -123,3 +123,14 @@ def test_attribute_explains_an_sae_feature_given_its_run_directory(tmp_path):
     meta = json.loads((out / "attribution.json").read_text())
     assert meta["target"] == "feature:3@2,5" and meta["target_hook"] == hook
     assert load_file(str(out / "heatmaps.safetensors"))["map/gradcam"].shape == (1, 64, 64)
+
+
+def test_an_unknown_method_lists_the_methods(tmp_path, capsys):
+    argv = ["attribute", "--model", "vitsae:shapes-vit", "--source", "shapes:1", "--target", "class:0"]
+    assert main([*argv, "--methods", "lime", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "vitsae attribute: error: unknown attribution method 'lime'; valid: saliency, gradxinput, ig, "
+        "gradcam, occlusion, rise, smoothgrad:saliency, smoothgrad:gradxinput, smoothgrad:ig, "
+        "smoothgrad:gradcam"
+    )
