@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vitsae.train.cli", "train an SAE, or a sweep of SAEs in one pass, on stored activations"),
     "stats": ("vitsae.analysis.cli", "per-feature statistics of an SAE over a store: top images, histograms"),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
+    "attribute": ("vitsae.attribution.cli", "heatmaps of a class, SAE feature or unit by several methods"),
+    "faithfulness": (
+        "vitsae.eval.faithfulness_cli",
+        "insertion/deletion, AOPC, ground-truth and randomisation checks of attribution methods",
+    ),
     "demo": ("vitsae.demo", "harvest -> train -> stats -> browse on the shipped shapes ViT, in minutes"),
 }
 
