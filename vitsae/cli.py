@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vitsae.analysis.dissection_cli",
         "score SAE features against concept masks (Network Dissection)",
     ),
+    "report-card": (
+        "vitsae.analysis.report_card_cli",
+        "score an SAE or a sweep of SAEs for interpretability, each measure beside a random SAE",
+    ),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
     "demo": ("vitsae.demo", "harvest -> train -> stats -> browse on the shipped shapes ViT, in minutes"),
 }

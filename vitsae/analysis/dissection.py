@@ -134,7 +134,7 @@ class SAEBasis(Basis):
         indices_PK, values_PK = prepared[0][b], prepared[1][b]
         patch_PK = torch.arange(indices_PK.shape[0])[:, None].expand_as(indices_PK)
         firing = values_PK > 0
-        units_a, slot_E = torch.unique(indices_PK[firing], return_inverse=True)
+        units_a, slot_E = torch.unique(indices_PK[firing].long(), return_inverse=True)
         maps_aP = torch.zeros(units_a.numel(), indices_PK.shape[0])
         maps_aP.index_put_((slot_E, patch_PK[firing]), values_PK[firing], accumulate=True)
         return units_a, maps_aP

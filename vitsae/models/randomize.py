@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vitsae.models.vit import HookedViT
+from vitsae.models.wrap import HookedModule
 
 
 @torch.no_grad()
@@ -23,6 +24,13 @@ def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
     that has one (convolutions, linear layers and norms, whose running statistics reset too). A parameter
     that no module resets keeps its value, so such a model is refused, naming the parameters.
     """
+    if isinstance(model, HookedModule):
+        inner = copy.deepcopy(model.model)
+        for module in inner.modules():  # the copied forward hooks still feed the original's hook points
+            module._forward_hooks.clear()
+        inner = randomized(inner, seed)
+        config = {**model.config, "randomized_seed": seed}
+        return HookedModule(inner, model.preprocess, hook_modules=list(model._site_paths), config=config)
     copied = copy.deepcopy(model)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
