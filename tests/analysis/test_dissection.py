@@ -352,3 +352,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys) -> None:
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("vitsae dissect: error:") and "\n" not in err
+
+
+def test_randomized_wrapped_module_hooks_its_own_copy() -> None:
+    from vitsae.models.wrap import HookedModule
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    model = HookedModule(net, Preprocess(size=(8, 8)))
+    pixels = torch.randn(2, 3, 8, 8)
+    before = model.collect(pixels, ["0"])["0"]
+    copy = randomized(model, seed=1)  # seed 0 would redraw the very weights the autouse seed drew
+    assert copy.hook_names() == model.hook_names()
+    assert not torch.allclose(copy.collect(pixels, ["0"])["0"], before)
+    assert torch.equal(model.collect(pixels, ["0"])["0"], before)  # the original is untouched

@@ -11,9 +11,12 @@ from vitsae.analysis.report_card import (
     ReportCardConfig,
     auc,
     dictionary_health,
+    fit_logistic,
     format_card,
+    image_task_labels,
     morans_i,
     probe_auc,
+    probe_tasks,
     random_sae_like,
     sparse_probing,
 )
@@ -113,8 +116,46 @@ def test_format_card_prints_trained_and_random_side_by_side() -> None:
     }
     card = {
         "saes": {"x8": {"trained": entry, "random": entry}},
-        "concepts_probed": ["a"],
+        "tasks_probed": ["a"],
         "raw_probe_auc": 0.7,
     }
     text = format_card(card, (0.2,))
     assert "0.500/0.500" in text and "3/3" in text and "0.700" in text
+
+
+def test_logistic_fit_matches_scikit_learn() -> None:
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 4)) * [1.0, 3.0, 0.5, 2.0] + 1.0
+    y = (x @ [1.0, -0.5, 2.0, 0.0] + rng.normal(size=300)) > 1.0
+    l2 = 1e-2
+    mean, weights = fit_logistic(x, y, l2=l2)
+    std = x.std(0)
+    # the same objective in sklearn's form: C = 1 / (2 * n * l2) on standardised columns
+    reference = linear_model.LogisticRegression(C=1 / (2 * len(y) * l2), tol=1e-10, max_iter=1000)
+    reference.fit((x - mean) / std, y)
+    assert np.allclose(weights[:-1] * std, reference.coef_[0], atol=1e-4)
+    assert weights[-1] == pytest.approx(reference.intercept_[0], abs=1e-4)
+
+
+def test_probe_tasks_add_large_object_attributes_on_shapes() -> None:
+    from vitsae.data.shapes import CONCEPTS, ShapesDataset
+
+    tasks = probe_tasks(list(CONCEPTS))
+    assert len(tasks) == 25 + 16 and ("large:shape:star", "shape:star") in tasks
+    sample = ShapesDataset(n_images=3).sample(0)
+    labels = image_task_labels(sample.masks, tasks)
+    (main,) = [obj for obj in sample.objects if obj.size == "large"]
+    names = [name for name, _ in tasks]
+    assert (
+        labels[names.index(f"large:shape:{main.shape}")]
+        and labels[names.index(f"large:colour:{main.colour}")]
+    )
+    assert (
+        sum(
+            labels[names.index(f"large:shape:{s}")]
+            for s in ("circle", "square", "triangle", "cross", "star", "ring")
+        )
+        == 1
+    )
+    assert probe_tasks(["sky", "tree"]) == [("sky", None), ("tree", None)]
