@@ -197,3 +197,25 @@ def test_unwrap_removes_the_hook_points(resnet, pixels):
     resnet(pixels)
     assert seen == ["resnet.encoder.stages.0"]
     assert all(not module._forward_hooks for module in resnet.modules())
+
+
+def test_to_tokens_and_from_tokens_are_inverse_at_every_hook(wrapped, pixels):
+    _, cache = wrapped.run_with_cache(pixels)
+    for name, acts in cache.items():
+        tokens = wrapped.to_tokens(name, acts)
+        assert tokens.ndim == 3
+        torch.testing.assert_close(wrapped.from_tokens(name, tokens, acts.shape), acts, rtol=0, atol=0)
+
+
+def test_capture_keeps_gradients_and_equals_collect(resnet, wrapped, pixels):
+    names = ["resnet.encoder.stages.1", "resnet.embedder"]
+    pixels = pixels.clone().requires_grad_(True)
+    got = wrapped.capture(pixels, names)
+    for name, tokens in wrapped.collect(pixels, names).items():
+        torch.testing.assert_close(got[name], tokens, rtol=0, atol=0)
+    got["resnet.encoder.stages.1"].pow(2).sum().backward()
+    reference = pixels.detach().clone().requires_grad_(True)
+    stages = resnet.resnet.encoder.stages
+    stages[1](stages[0](resnet.resnet.embedder(reference))).pow(2).sum().backward()
+    assert pixels.grad.abs().sum() > 0
+    torch.testing.assert_close(pixels.grad, reference.grad)

@@ -228,3 +228,24 @@ def test_conv_stem_stride_must_equal_the_patch_size():
                                          r"patch_size is 8"):  # fmt: skip
         HookedViTConfig(d_model=16, n_layers=1, n_heads=2, d_mlp=8, image_size=(16, 16), patch_size=8,
                         conv_stem=(8, 16))  # fmt: skip
+
+
+def test_to_tokens_and_from_tokens_are_inverse_at_every_hook(model, pixels):
+    _, cache = model.run_with_cache(pixels)
+    for name, acts in cache.items():
+        tokens = model.to_tokens(name, acts)
+        assert tokens.shape[-1] == model.token_layout(name).width
+        torch.testing.assert_close(model.from_tokens(name, tokens, acts.shape), acts, rtol=0, atol=0)
+
+
+def test_capture_keeps_gradients_and_equals_collect(model, pixels):
+    names = ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_post"]
+    pixels = pixels.clone().requires_grad_(True)
+    got = model.capture(pixels, names)
+    for name, tokens in model.collect(pixels, names).items():
+        torch.testing.assert_close(got[name], tokens, rtol=0, atol=0)
+    got["blocks.0.hook_resid_post"].pow(2).sum().backward()
+    reference = pixels.detach().clone().requires_grad_(True)
+    model(reference, stop_at_layer=1).pow(2).sum().backward()
+    assert pixels.grad.abs().sum() > 0
+    torch.testing.assert_close(pixels.grad, reference.grad)

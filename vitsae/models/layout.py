@@ -57,6 +57,22 @@ def as_tokens(acts: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
 
 
+def from_tokens(tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """The inverse of `as_tokens`: tokens (B, T, D) back to a hook's own `shape`.
+
+    Used to write edited activations back into a forward pass: `from_tokens(as_tokens(x), x.shape)` is `x`.
+    """
+    shape = tuple(shape)
+    if len(shape) == 2:
+        return tokens_BTD.squeeze(1)
+    if len(shape) == 3:
+        return tokens_BTD
+    if len(shape) == 4:
+        batch, channels, height, width = shape
+        return tokens_BTD.transpose(1, 2).reshape(batch, channels, height, width)
+    raise ValueError(f"cannot write tokens back into activations of shape {shape}")
+
+
 def check_names(requested: Iterable[str], valid: list[str]) -> None:
     """Raise a ValueError naming each unknown hook with its closest valid matches, then all valid names."""
     valid_set = set(valid)

@@ -31,7 +31,7 @@ from vitsae.data.preprocess import Preprocess
 from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.hashing import weights_hash
-from vitsae.models.layout import TokenLayout, as_tokens, check_names
+from vitsae.models.layout import TokenLayout, as_tokens, check_names, from_tokens
 from vitsae.models.weights import StackedWeights
 
 _PER_HEAD = ("hook_q", "hook_k", "hook_v", "hook_z")
@@ -273,26 +273,49 @@ class HookedViT(StackedWeights, HookedRootModule):
                 return None
         return needed
 
-    @torch.no_grad()
-    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
-        """One forward that stops after the deepest requested hook; each hook's activations as (B, T, D).
+    def to_tokens(self, hook_name: str, acts: torch.Tensor) -> torch.Tensor:
+        """A hook's activations as (B, T, D) tokens.
 
         Per-head tensors [B, T, H, E] become [B, T, H*E]; attention scores/patterns [B, H, Tq, Tk]
         become [B, Tq, H*Tk] (head-major); pooled vectors become one token.
         """
+        leaf = hook_name.rsplit(".", 1)[-1]
+        if leaf in _PER_HEAD:
+            acts = acts.flatten(2)
+        elif leaf in _PATTERNS:
+            acts = acts.transpose(1, 2).flatten(2)
+        return as_tokens(acts)
+
+    def from_tokens(self, hook_name: str, tokens_BTD: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The inverse of `to_tokens`: tokens back to the hook's own `shape`."""
+        leaf = hook_name.rsplit(".", 1)[-1]
+        if leaf in _PER_HEAD:
+            return tokens_BTD.reshape(shape)
+        if leaf in _PATTERNS:
+            batch, heads, n_query, n_key = shape
+            return tokens_BTD.reshape(batch, n_query, heads, n_key).transpose(1, 2)
+        return from_tokens(tokens_BTD, shape)
+
+    def capture(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
+        """One forward that stops after the deepest requested hook; each hook's activations as (B, T, D).
+
+        The autograd graph is kept, so gradients flow from the returned tokens back to the pixels and the
+        weights (feature visualisation, attribution). `collect` is the same pass without gradients.
+        """
         self.check_hook_names(hook_names)
-        stop = self.layers_needed(hook_names)
-        _, cache = self.run_with_cache(pixels_BCHW, names_filter=list(hook_names), stop_at_layer=stop)
-        out = {}
-        for name in hook_names:
-            acts = cache[name]
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in _PER_HEAD:
-                acts = acts.flatten(2)
-            elif leaf in _PATTERNS:
-                acts = acts.transpose(1, 2).flatten(2)
-            out[name] = as_tokens(acts)
-        return out
+        seen: dict[str, torch.Tensor] = {}
+
+        def save(acts: torch.Tensor, hook: HookPoint) -> None:
+            seen[hook.name] = acts
+
+        with self.hooks(fwd_hooks=[(name, save) for name in set(hook_names)]):
+            self(pixels_BCHW, stop_at_layer=self.layers_needed(hook_names))
+        return {name: self.to_tokens(name, seen[name]) for name in hook_names}
+
+    @torch.no_grad()
+    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
+        """`capture` without gradients: each requested hook's activations as (B, T, D) tokens."""
+        return self.capture(pixels_BCHW, hook_names)
 
     def weights_hash(self) -> str:
         return weights_hash(self, {"HookedViT": dataclasses.asdict(self.cfg)})

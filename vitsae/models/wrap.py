@@ -22,7 +22,7 @@ from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
 from vitsae.models.hashing import weights_hash
-from vitsae.models.layout import TokenLayout, as_tokens, check_names
+from vitsae.models.layout import TokenLayout, as_tokens, check_names, from_tokens
 
 
 class _StopForward(Exception):
@@ -152,16 +152,27 @@ class HookedModule(HookedRootModule):
             return TokenLayout(1, 0, None, shape[1])
         raise ValueError(f"hook {hook_name!r} has shape {shape}, which cannot be read as tokens")
 
-    @torch.no_grad()
-    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
-        """One forward, stopped as soon as every requested hook has fired; each as (B, T, D) tokens."""
+    def to_tokens(self, hook_name: str, acts: torch.Tensor) -> torch.Tensor:
+        """A hook's activations as (B, T, D) tokens: (B, C, H, W) maps row-major, vectors as one token."""
+        return as_tokens(acts)
+
+    def from_tokens(self, hook_name: str, tokens_BTD: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The inverse of `to_tokens`: tokens back to the hook's own `shape`."""
+        return from_tokens(tokens_BTD, shape)
+
+    def capture(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
+        """One forward, stopped as soon as every requested hook has fired; each as (B, T, D) tokens.
+
+        The autograd graph is kept, so gradients flow from the returned tokens back to the pixels and the
+        weights. `collect` is the same pass without gradients.
+        """
         self.check_hook_names(hook_names)
         wanted = set(hook_names)
-        out: dict[str, torch.Tensor] = {}
+        seen: dict[str, torch.Tensor] = {}
 
         def save(acts: torch.Tensor, hook: HookPoint) -> None:
-            out[hook.name] = as_tokens(acts.detach()).clone(memory_format=torch.contiguous_format)
-            if len(out) == len(wanted):
+            seen[hook.name] = acts.clone(memory_format=torch.contiguous_format)
+            if len(seen) == len(wanted):
                 raise _StopForward
 
         try:
@@ -169,7 +180,12 @@ class HookedModule(HookedRootModule):
                 self(pixels_BCHW)
         except _StopForward:
             pass
-        return {name: out[name] for name in hook_names}
+        return {name: self.to_tokens(name, seen[name]) for name in hook_names}
+
+    @torch.no_grad()
+    def collect(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
+        """`capture` without gradients: each requested hook's activations as (B, T, D) tokens."""
+        return self.capture(pixels_BCHW, hook_names)
 
     def weights_hash(self) -> str:
         described = {"HookedModule": type(self.model).__name__, "config": self.config}
