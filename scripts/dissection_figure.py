@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from vitsae.analysis.dissection import SAEBasis, maps_to_masks  # noqa: E402
-from vitsae.data.sources import source_from_description  # noqa: E402
+from vitsae.data.open import source_from_description  # noqa: E402
 from vitsae.fileio import read_json  # noqa: E402
 from vitsae.models import load  # noqa: E402
 from vitsae.sae.io import load_sae  # noqa: E402

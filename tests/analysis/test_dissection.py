@@ -33,10 +33,10 @@ from vitsae.data.concepts import ConceptMaskError, MaskFolderSource, open_concep
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.shapes import ShapesDataset
 from vitsae.models import HookedViT, HookedViTConfig
-from vitsae.models.layout import TokenLayout
 from vitsae.models.randomize import randomized
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
+from vitsae.tokens import TokenLayout
 
 # --- a model whose two units are the red and green channels, averaged over 4x4 patches of 16x16 images ---
 

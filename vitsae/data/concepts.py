@@ -24,7 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from vitsae.data.sources import FolderSource, ImageRecord, ImageSource, open_source
+from vitsae.data.open import open_source
+from vitsae.data.sources import FolderSource, ImageRecord, ImageSource
 from vitsae.errors import VitsaeError
 
 
