@@ -143,7 +143,9 @@ def probe_auc(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_te
 def welch_t(x_NU: np.ndarray, y_N: np.ndarray) -> np.ndarray:
     """Welch's t statistic of each column between the positive and negative images (0 where undefined)."""
     pos, neg = x_NU[y_N], x_NU[~y_N]
-    var = pos.var(0, ddof=1) / max(len(pos), 1) + neg.var(0, ddof=1) / max(len(neg), 1)
+    if len(pos) < 2 or len(neg) < 2:
+        return np.zeros(x_NU.shape[1])
+    var = pos.var(0, ddof=1) / len(pos) + neg.var(0, ddof=1) / len(neg)
     diff = pos.mean(0) - neg.mean(0)
     return np.where(var > 0, diff / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
 
