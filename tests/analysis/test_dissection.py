@@ -365,3 +365,21 @@ def test_randomized_wrapped_module_hooks_its_own_copy() -> None:
     assert copy.hook_names() == model.hook_names()
     assert not torch.allclose(copy.collect(pixels, ["0"])["0"], before)
     assert torch.equal(model.collect(pixels, ["0"])["0"], before)  # the original is untouched
+
+
+def test_thresholds_from_stats_agree_with_the_exact_first_pass_quantile() -> None:
+    from vitsae.analysis.dissection import thresholds_from_stats
+    from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
+
+    generator = torch.Generator().manual_seed(0)
+    n_images, n_tokens = 40, 16
+    indices = torch.randint(0, 3, (n_images * n_tokens, 2), generator=generator)
+    values = torch.exp(torch.randn(n_images * n_tokens, 2, generator=generator))  # log-normal activations
+    indices[:, 1] = (indices[:, 0] + 1) % 3  # two distinct features per token
+    acc = FeatureStatsAccumulator(3, TokenLayout(0, 0, (4, 4), 2), StatsConfig(hist_bins=192))
+    image = torch.arange(n_images).repeat_interleave(n_tokens)
+    acc.update(indices, values, image, torch.arange(n_tokens).repeat(n_images), torch.full_like(image, -1))
+    thresholds, nonzero, rate = thresholds_from_stats(acc.finish({}), 0.5)
+    exact, counts = quantile_of_nonzero(indices.reshape(-1), values.reshape(-1), 3, 0.5)
+    assert torch.allclose(thresholds, exact, rtol=0.06)  # 192 bins over 6 decades: 7.5% wide
+    assert (nonzero == -1).all() and torch.allclose(rate.double(), counts.double() / (n_images * n_tokens))
