@@ -25,6 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "harvest": ("vitsae.store.cli", "save a model's activations at chosen hooks over an image set to disk"),
     "train": ("vitsae.train.cli", "train an SAE, or a sweep of SAEs in one pass, on stored activations"),
     "stats": ("vitsae.analysis.cli", "per-feature statistics of an SAE over a store: top images, histograms"),
+    "dissect": (
+        "vitsae.analysis.dissection_cli",
+        "score SAE features against concept masks (Network Dissection)",
+    ),
+    "report-card": (
+        "vitsae.analysis.report_card_cli",
+        "score an SAE or a sweep of SAEs for interpretability, each measure beside a random SAE",
+    ),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
     "attribute": ("vitsae.attribution.cli", "heatmaps of a class, SAE feature or unit by several methods"),
     "faithfulness": (

@@ -229,7 +229,8 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
 
 
 class ShapesDataset:
-    """The shapes dataset as an image source (`len`, `[i] -> ImageRecord`, `describe`); masks via `sample`."""
+    """The shapes dataset as an image source (`len`, `[i] -> ImageRecord`, `describe`) and a concept source
+    (`concepts`, `masks(i)`); everything about an image via `sample`."""
 
     class_names = CLASS_NAMES
     concepts = CONCEPTS
@@ -250,6 +251,10 @@ class ShapesDataset:
 
     def key(self, index: int) -> str:
         return f"shapes-seed{self.config.seed}-{self._check_index(index):07d}"
+
+    def masks(self, index: int) -> dict[str, np.ndarray]:
+        """The concept masks of image `index` (the `ConceptSource` protocol of `vitsae.data.concepts`)."""
+        return self.sample(index).masks
 
     def describe(self) -> dict:
         return {

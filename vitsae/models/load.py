@@ -7,6 +7,8 @@
 - `vitsae:<name>`: a model shipped under `checkpoints/<name>/` (or `$VITSAE_CHECKPOINTS/<name>/`), either
   the native HookedViT format or a Hugging Face `save_pretrained` directory.
 - `module:<python.path:factory>`: `factory()` returns your nn.Module (optionally with a `preprocess`).
+- `random:<spec>`: the model of `spec` with its weights redrawn (seed 0; `vitsae.models.randomize`), for
+  the randomised-model sanity check.
 
 Weights are read from safetensors only; pickle checkpoints are refused.
 """
@@ -32,7 +34,7 @@ from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 from vitsae.models.wrap import HookedModule, default_preprocess
 
-SCHEMES = ("hf", "timm", "vitsae", "module")
+SCHEMES = ("hf", "timm", "vitsae", "module", "random")
 
 # model_type of a Hugging Face config -> the class to load when its `architectures` names none we convert
 _VIT_DEFAULTS = {
@@ -52,8 +54,12 @@ def load(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = tor
     if not sep or scheme not in SCHEMES or not target:
         raise InvalidValue(
             f"unknown model spec {spec!r}; use one of: hf:<local dir or cached hub id>, timm:<dir>, "
-            f"vitsae:<shipped name>, module:<python.path:factory>"
+            f"vitsae:<shipped name>, module:<python.path:factory>, random:<one of these>"
         )
+    if scheme == "random":
+        from vitsae.models.randomize import randomized
+
+        return randomized(load(target, device, dtype)).eval()
     loaders = {"hf": load_hf, "timm": load_timm, "vitsae": load_shipped, "module": load_module}
     model = loaders[scheme](target)
     return model.to(device=device, dtype=dtype).eval()

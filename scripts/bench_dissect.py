@@ -1,0 +1,104 @@
+"""Benchmark `vitsae dissect` against one `vitsae stats` pass over the same images.
+
+Both sides run the shipped shapes CNN's middle stage (`resnet.encoder.stages.1`, an 8x8 grid of width 64)
+and the same TopK SAE (untrained, seeded: cost depends on F and k, not on what the features mean). The
+baseline is the statistics pass a user runs anyway: `compute_feature_stats` over a store harvested from the
+images (harvest timed separately). Dissection is timed three ways: SAE only with thresholds from the stats
+histograms (one pass), SAE only with its own threshold pass, and with the neuron and rotated baselines.
+
+    .venv/bin/python scripts/bench_dissect.py --images 10000 --features 4096 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vitsae.analysis.compute import compute_feature_stats
+from vitsae.analysis.dissection import (
+    DenseBasis,
+    DissectConfig,
+    Run,
+    SAEBasis,
+    dissect,
+    random_rotation,
+    thresholds_from_stats,
+)
+from vitsae.data.shapes import ShapesDataset
+from vitsae.models import load
+from vitsae.sae.config import SAEConfig
+from vitsae.sae.model import SparseAutoencoder
+from vitsae.store import HarvestConfig, harvest
+
+MODEL, HOOK = "vitsae:shapes-cnn", "resnet.encoder.stages.1"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--features", type=int, default=4096)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--threshold-images", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load(MODEL)
+    width = model.token_layout(HOOK).width
+    cfg = SAEConfig(
+        d_in=width, expansion_factor=args.features // width, architecture="topk", k=args.k, hook_name=HOOK
+    )
+    sae = SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(0)).eval()
+    source = ShapesDataset(n_images=args.images, seed=3)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        config = HarvestConfig(
+            model=MODEL, source=f"shapes:{args.images}:3", hooks=(HOOK,), out=Path(tmp), progress=False
+        )
+        stores = harvest(config, model=model, source=source)
+        rows.append(("harvest (store for stats)", time.perf_counter() - start))
+        start = time.perf_counter()
+        stats = compute_feature_stats(stores[HOOK], sae)
+        stats_time = time.perf_counter() - start
+        rows.append(("vitsae stats pass", stats_time))
+    dcfg = DissectConfig(threshold_images=args.threshold_images)
+    timings = [
+        (
+            "dissect, thresholds from stats",
+            [SAEBasis(sae)],
+            {"sae": thresholds_from_stats(stats, dcfg.quantile)},
+        ),
+        ("dissect, own threshold pass", [SAEBasis(sae)], None),
+        (
+            "dissect + neurons + rotated",
+            [
+                SAEBasis(sae),
+                DenseBasis(width, "neurons"),
+                DenseBasis(width, "rotated", random_rotation(width, 0)),
+            ],
+            None,
+        ),
+    ]
+    for name, bases, thresholds in timings:
+        quantiles = {b.name: dcfg.quantile if b.sparse else dcfg.baseline_quantile for b in bases}
+        start = time.perf_counter()
+        dissect([Run(model, bases, quantiles)], HOOK, source, dcfg, thresholds=thresholds, batch_size=64)
+        rows.append((name, time.perf_counter() - start))
+    print(
+        f"{args.images} shapes images, {MODEL} {HOOK}, TopK SAE F={args.features} k={args.k}, "
+        f"{args.threads} threads, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}"
+    )
+    both = rows[0][1] + stats_time
+    print(f"{'pass':<34}{'seconds':>10}{'x stats':>10}{'x harvest+stats':>17}")
+    for name, seconds in rows:
+        print(f"{name:<34}{seconds:>10.1f}{seconds / stats_time:>10.2f}{seconds / both:>17.2f}")
+
+
+if __name__ == "__main__":
+    main()
