@@ -264,3 +264,15 @@ def test_sae_for_another_hook_is_refused(tmp_path, capsys):
             "--steps", "1", "--out", str(tmp_path / "o"), "--progress", "false"]  # fmt: skip
     assert main(args) == 2
     assert "has no hook 'blocks.7.hook_resid_post'" in capsys.readouterr().err
+
+
+def test_vital_matches_the_patch_distribution_of_real_images(tmp_path, vit_sae_dir):
+    out = tmp_path / "vital"
+    args = ["visualize", "--model", "vitsae:shapes-vit", "--sae", str(vit_sae_dir), "--features", "0,5",
+            "--method", "vital", "--reference-source", "shapes:6", "--steps", "30", "--out", str(out),
+            "--progress", "false"]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((out / "featureviz.json").read_text())
+    for target in record["targets"]:
+        curve = target["curves"][0]  # minus the squared distance to the reference distribution
+        assert all(v <= 0 for v in curve) and sum(curve[-5:]) > sum(curve[:5])

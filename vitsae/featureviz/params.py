@@ -135,7 +135,7 @@ class FourierImage(ImageParam):
         super().__init__(batch, size)
         height, width = size
         freq_HF = _frequencies(height, width).clamp_min(1.0 / max(height, width))
-        self.register_buffer("scale_HF", freq_HF**-decay_power * math.sqrt(height * width) / 4)
+        self.register_buffer("scale_HF", freq_HF**-decay_power / 4)
         self.register_buffer("colour_sqrt_CC", statistics.colour_sqrt_CC.clone())
         self.register_buffer("offset_C", torch.logit(statistics.mean_C.clamp(0.05, 0.95)))
         shape = (batch, 3, height, width // 2 + 1, 2)
