@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vitsae.analysis.report_card_cli",
         "score an SAE or a sweep of SAEs for interpretability, each measure beside a random SAE",
     ),
+    "visualize": ("vitsae.featureviz.cli", "optimise images that make SAE features, units or classes fire"),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
     "attribute": ("vitsae.attribution.cli", "heatmaps of a class, SAE feature or unit by several methods"),
     "faithfulness": (
