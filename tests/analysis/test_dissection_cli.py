@@ -20,7 +20,7 @@ def _sae(path, hook: str = HOOK, model: str = "vitsae:shapes-cnn", seed: int = 0
     save_sae(SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(seed)), path)
 
 
-FAST = ["--threshold-images", "6", "--n-bootstrap", "10", "--progress", "false"]
+FAST = ["--threshold-images", "6", "--n-bootstrap", "10", "--no-progress"]
 
 
 def test_dissect_and_report_card_commands(tmp_path, capsys) -> None:

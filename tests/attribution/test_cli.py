@@ -26,8 +26,7 @@ def test_attribute_writes_versioned_json_heatmaps_grid_and_overlays(tmp_path):
         str(out),
         "--n-overlays",
         "1",
-        "--progress",
-        "false",
+        "--no-progress",
     ]
     assert main(argv) == 0
     meta = json.loads((out / "attribution.json").read_text())
@@ -45,7 +44,7 @@ def test_faithfulness_writes_a_table_with_a_random_row(tmp_path):
     argv = ["faithfulness", "--model", "vitsae:shapes-vit", "--source", "shapes:2:1000"]
     argv += ["--target", "class:label", "--methods", "saliency", "--substrates", "zero", "--steps", "2"]
     argv += ["--randomisation-images", "1", "--randomisation-methods", "saliency", "--out", str(out)]
-    argv += ["--progress", "false", "--n-overlays", "1"]
+    argv += ["--no-progress", "--n-overlays", "1"]
     assert main(argv) == 0
     result = json.loads((out / "faithfulness.json").read_text())
     assert (result["format"], result["version"]) == ("vitsae.faithfulness", 1)
@@ -71,7 +70,7 @@ def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):
         "--target",
         "class:wolf",
     ]
-    assert main([*argv, "--out", str(tmp_path), "--progress", "false"]) == 2
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
     assert err.startswith(
         "vitsae attribute: error: target 'class:wolf': no class 'wolf'; classes: round-warm"
@@ -92,8 +91,7 @@ def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):
         "hook_logits",
         "--out",
         str(tmp_path),
-        "--progress",
-        "false",
+        "--no-progress",
     ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
@@ -119,7 +117,7 @@ def test_attribute_explains_an_sae_feature_given_its_run_directory(tmp_path):
         "--out",
         str(out),
     ]
-    assert main([*argv, "--n-overlays", "0", "--progress", "false"]) == 0
+    assert main([*argv, "--n-overlays", "0", "--no-progress"]) == 0
     meta = json.loads((out / "attribution.json").read_text())
     assert meta["target"] == "feature:3@2,5" and meta["target_hook"] == hook
     assert load_file(str(out / "heatmaps.safetensors"))["map/gradcam"].shape == (1, 64, 64)

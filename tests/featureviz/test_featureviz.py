@@ -28,8 +28,9 @@ from vitsae.featureviz import (
 )
 from vitsae.featureviz.objectives import ObjectiveError, diversity_B
 from vitsae.featureviz.params import ImageStatisticsError
-from vitsae.models import HookedViT, HookedViTConfig, TokenLayout
+from vitsae.models import HookedViT, HookedViTConfig
 from vitsae.sae import SAEConfig, SparseAutoencoder, save_sae
+from vitsae.tokens import TokenLayout
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -217,7 +218,7 @@ def test_visualize_command_writes_images_curves_and_ratios(tmp_path, vit_sae_dir
     out = tmp_path / "viz"
     args = ["visualize", "--model", "vitsae:shapes-vit", "--sae", str(vit_sae_dir), "--features", "top:2",
             "--reference-source", "shapes:8:3", "--steps", "4", "--samples", "2", "--diversity", "0.1",
-            "--method", "maco", "--out", str(out), "--progress", "false"]  # fmt: skip
+            "--method", "maco", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     record = json.loads((out / "featureviz.json").read_text())
     assert record["format"] == "vitsae.featureviz" and record["format_version"] == 1
@@ -234,7 +235,7 @@ def test_class_targets_by_name(tmp_path):
     out = tmp_path / "classes"
     args = ["visualize", "--model", "vitsae:shapes-vit", "--target", "class", "--features", "round-warm,3",
             "--reference-source", "shapes:4", "--steps", "2", "--out", str(out),
-            "--progress", "false"]  # fmt: skip
+            "--no-progress"]  # fmt: skip
     assert main(args) == 0
     record = json.loads((out / "featureviz.json").read_text())
     assert [t["name"] for t in record["targets"]] == ["round-warm", "square-cool"]
@@ -252,7 +253,7 @@ def test_class_targets_by_name(tmp_path):
 )
 def test_bad_requests_are_one_line_errors(tmp_path, vit_sae_dir, capsys, extra, message):
     args = ["visualize", "--model", "vitsae:shapes-vit", "--sae", str(vit_sae_dir), "--steps", "1",
-            "--out", str(tmp_path / "o"), "--progress", "false", *extra]  # fmt: skip
+            "--out", str(tmp_path / "o"), "--no-progress", *extra]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
@@ -261,7 +262,7 @@ def test_bad_requests_are_one_line_errors(tmp_path, vit_sae_dir, capsys, extra, 
 def test_sae_for_another_hook_is_refused(tmp_path, capsys):
     sae_dir = save_sae(tiny_sae(d_in=96, hook="blocks.7.hook_resid_post"), tmp_path / "sae")
     args = ["visualize", "--model", "vitsae:shapes-vit", "--sae", str(sae_dir), "--features", "0",
-            "--steps", "1", "--out", str(tmp_path / "o"), "--progress", "false"]  # fmt: skip
+            "--steps", "1", "--out", str(tmp_path / "o"), "--no-progress"]  # fmt: skip
     assert main(args) == 2
     assert "has no hook 'blocks.7.hook_resid_post'" in capsys.readouterr().err
 
@@ -270,7 +271,7 @@ def test_vital_matches_the_patch_distribution_of_real_images(tmp_path, vit_sae_d
     out = tmp_path / "vital"
     args = ["visualize", "--model", "vitsae:shapes-vit", "--sae", str(vit_sae_dir), "--features", "0,5",
             "--method", "vital", "--reference-source", "shapes:6", "--steps", "30", "--out", str(out),
-            "--progress", "false"]  # fmt: skip
+            "--no-progress"]  # fmt: skip
     assert main(args) == 0
     record = json.loads((out / "featureviz.json").read_text())
     for target in record["targets"]:

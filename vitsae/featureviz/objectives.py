@@ -20,8 +20,8 @@ from typing import Literal, Protocol
 import torch
 
 from vitsae.errors import VitsaeError
-from vitsae.models.layout import TokenLayout
 from vitsae.sae import SparseAutoencoder
+from vitsae.tokens import TokenLayout
 
 Reduce = Literal["mean", "max", "cls", "patch"]
 REDUCTIONS: tuple[str, ...] = ("mean", "max", "cls", "patch")

@@ -16,7 +16,7 @@ import torch
 from vitsae.featureviz.augment import Augment, to_model_input
 from vitsae.featureviz.objectives import Objective, diversity_B
 from vitsae.featureviz.params import ImageParam, MacoImage
-from vitsae.models.layout import TokenLayout
+from vitsae.tokens import TokenLayout
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
-from vitsae.data.sources import ImageSource, open_source
+from vitsae.data.open import open_source
+from vitsae.data.sources import ImageSource
 from vitsae.errors import VitsaeError
 from vitsae.featureviz.augment import Augment
 from vitsae.featureviz.config import VisualizeConfig
