@@ -153,7 +153,8 @@ def _resolve_site(model, site: SpliceSite) -> tuple[str, TokenLayout, frozenset[
     layout = model.token_layout(hook)
     if layout.width != sae.cfg.d_in:
         raise SpliceError(
-            f"SAE width d_in={sae.cfg.d_in} does not match hook {hook!r} of width {layout.width} on this model"
+            f"SAE width d_in={sae.cfg.d_in} does not match hook {hook!r} of width {layout.width} "
+            "on this model"
         )
     trained = trained_kinds(sae)
     if site.tokens is None:
