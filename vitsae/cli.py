@@ -16,6 +16,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "harvest": ("vitsae.store.cli", "save a model's activations at chosen hooks over an image set to disk"),
     "train": ("vitsae.train.cli", "train an SAE, or a sweep of SAEs in one pass, on stored activations"),
     "stats": ("vitsae.analysis.cli", "per-feature statistics of an SAE over a store: top images, histograms"),
+    "edit": (
+        "vitsae.edit.cli",
+        "ablate, clamp, steer or patch SAE features and measure the change, or --explain a class",
+    ),
+    "eval": (
+        "vitsae.eval.cli",
+        "how well SAEs stand in for their layer: FVU, L0, spliced accuracy, KL, recovered",
+    ),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
     "demo": ("vitsae.demo", "harvest -> train -> stats -> browse on the shipped shapes ViT, in minutes"),
 }

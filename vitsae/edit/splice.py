@@ -199,6 +199,14 @@ def _build_site(
                 f"edit {edit.op} on tokens {edit.where.tokens!r}, but the SAE at {hook!r} is spliced on "
                 f"{kinds_name(kinds)!r} only (the kinds it was trained on)"
             )
+        if (
+            edit.where.tokens is not None
+            and not token_kind_mask(layout, layout.n_tokens, edit.where.kinds).any()
+        ):
+            raise SelectionError(
+                f"edit {edit.op} on tokens {edit.where.tokens!r} selects no token of hook {hook!r} "
+                f"({layout.n_cls} class, {layout.n_registers} register tokens, patch grid {layout.grid_hw})"
+            )
         out_of_range = [f for f in edit.features if f >= n_features]
         if out_of_range:
             raise EditError(f"feature(s) {out_of_range} out of range: the SAE at {hook!r} has {n_features}")
