@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_sae
+from edit_fixtures import make_sae
 
 from vitsae.cli import main
 from vitsae.edit.edits import edits_from_json

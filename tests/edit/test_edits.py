@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import VIT_HOOKS, make_sae
+from edit_fixtures import VIT_HOOKS, make_sae
 from safetensors.torch import save_file
 
 from vitsae.edit import FeatureEdit, SpliceSite, Where, spliced

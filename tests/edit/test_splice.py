@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CNN_HOOK, VIT_HOOKS, make_cnn, make_sae, make_vit
+from edit_fixtures import CNN_HOOK, VIT_HOOKS, make_cnn, make_sae, make_vit
 
 from vitsae.edit import FeatureEdit, SpliceError, SpliceSite, spliced
 from vitsae.edit.edits import EditError

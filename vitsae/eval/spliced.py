@@ -74,14 +74,16 @@ class SiteTally:
     n_tokens: int = 0
 
 
-def _replace_tokens(model, hook: str, mask_of: Callable[[int], torch.Tensor], value: torch.Tensor | None):
+def _replace_tokens(
+    model, hook_name: str, mask_of: Callable[[int], torch.Tensor], value: torch.Tensor | None
+):
     """A hook setting the selected tokens to `value` [D] (None: zero)."""
 
-    def replace(acts: torch.Tensor, hook_point) -> torch.Tensor:
-        tokens_BTD = model.to_tokens(hook, acts).clone()
+    def replace(acts: torch.Tensor, hook) -> torch.Tensor:
+        tokens_BTD = model.to_tokens(hook_name, acts).clone()
         mask_T = mask_of(tokens_BTD.shape[1]).to(tokens_BTD.device)
         tokens_BTD[:, mask_T] = 0.0 if value is None else value.to(tokens_BTD)
-        return model.from_tokens(hook, tokens_BTD, tuple(acts.shape))
+        return model.from_tokens(hook_name, tokens_BTD, tuple(acts.shape))
 
     return replace
 
