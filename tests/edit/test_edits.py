@@ -34,8 +34,10 @@ def _hook_output(vit, pixels, sae, edits, **kwargs):
     return logits, cache[HOOK], splice
 
 
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_edits_of_a_silent_feature_change_nothing_bit_for_bit(vit, pixels, sae, grad):
+def test_edits_of_a_silent_feature_change_nothing_bit_for_bit(vit, pixels, sae, grad, backend):
+    sae.with_config(backend=backend)
     _, codes = _codes(vit, sae, pixels)
     silent = int((codes != 0).sum((0, 1)).argmin())
     assert (codes[..., silent] == 0).all()
@@ -58,7 +60,9 @@ def test_edits_of_a_silent_feature_change_nothing_bit_for_bit(vit, pixels, sae, 
         assert splice.changed_B().any()
 
 
-def test_ablation_writes_x_plus_the_decoded_difference(vit, pixels, sae):
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_ablation_writes_x_plus_the_decoded_difference(vit, pixels, sae, backend):
+    sae.with_config(backend=backend)
     x_BTD, codes = _codes(vit, sae, pixels)
     feature = int((codes != 0).sum((0, 1)).argmax())
     edited = codes.clone()

@@ -14,8 +14,8 @@ tokens pass unchanged. Each site adds three hook points, listed in `model.hook_d
 - `<hook>.hook_sae_recons`: the reconstruction [B, T_sel, D] (after edits);
 - `<hook>.hook_sae_error`: the detached error term [B, T_sel, D] (only with `error_term`).
 
-Codes are dense only when something needs them (gradients enabled, or a hook on `hook_sae_acts`);
-otherwise the SAE's sparse encode/decode runs and edits are added as a delta
+Codes are dense when something needs them (gradients enabled, a hook on `hook_sae_acts`) or the SAE's
+backend resolves to dense; otherwise the SAE's sparse encode/decode runs and edits are added as a delta
 (new - old) @ W_dec[E] over the edited features E only.
 """
 
@@ -36,6 +36,7 @@ from vitsae.errors import VitsaeError
 from vitsae.fileio import read_json
 from vitsae.kernels.codes import SparseCodes
 from vitsae.models.layout import TokenLayout
+from vitsae.sae.backend import resolve_backend
 from vitsae.sae.model import SparseAutoencoder
 
 SAE_HOOKS = ("hook_sae_acts", "hook_sae_recons", "hook_sae_error")
@@ -355,7 +356,11 @@ def _splice_hook(model, site: ActiveSite, error_term: bool, state: dict):
         x_ND = x_BSD.reshape(-1, width)
         image_hw = state["image_hw"] or tuple(model.preprocess.size)
         edits = bool(site.edits)
-        dense = torch.is_grad_enabled() or points["hook_sae_acts"].has_hooks(dir="fwd")
+        dense = (
+            torch.is_grad_enabled()
+            or points["hook_sae_acts"].has_hooks(dir="fwd")
+            or resolve_backend(sae.cfg) == "dense"
+        )
         old_NE = new_NE = None
         if dense:
             codes_NF = sae.encode(x_ND, raw=True)
