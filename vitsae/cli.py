@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vitsae.eval.cli",
         "how well SAEs stand in for their layer: FVU, L0, spliced accuracy, KL, recovered",
     ),
+    "ablation": (
+        "vitsae.analysis.ablation_cli",
+        "ablate each feature on its top images; the effect goes to the stats folder",
+    ),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
     "demo": ("vitsae.demo", "harvest -> train -> stats -> browse on the shipped shapes ViT, in minutes"),
 }
