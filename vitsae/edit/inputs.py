@@ -61,25 +61,62 @@ def image_batches(
     batch_size: int,
     only_label: int | None = None,
 ) -> Callable[[], Iterator[ImageBatch]]:
-    """A re-iterable selection of the first `n_images` images (of label `only_label` when given)."""
+    """A re-iterable selection of the first `n_images` images (of label `only_label` when given).
+
+    The first complete pass keeps its batches in memory, so later passes (controls, ablations) replay them
+    instead of decoding and preprocessing the images again.
+    """
+    kept_batches: list[ImageBatch] = []
+    complete = [False]
 
     def batches() -> Iterator[ImageBatch]:
-        kept = 0
+        if complete[0]:
+            yield from kept_batches
+            return
+        kept_batches.clear()
+        for batch in _select():
+            kept_batches.append(batch)
+            yield batch
+        complete[0] = True
+
+    def _select() -> Iterator[ImageBatch]:
+        """The selected images, re-batched to `batch_size` after the class filter."""
+        pending: list[ImageBatch] = []
+        n_pending = kept = 0
         for batch in ImageLoader(source, preprocess, batch_size=batch_size):
             if only_label is not None:
                 keep = batch.labels_B == only_label
-                if not keep.any():
-                    continue
                 batch = ImageBatch(batch.pixels_BCHW[keep], batch.indices_B[keep], batch.labels_B[keep], [])
-            if kept + len(batch.indices_B) > n_images:
-                n = n_images - kept
-                batch = ImageBatch(batch.pixels_BCHW[:n], batch.indices_B[:n], batch.labels_B[:n], [])
-            kept += len(batch.indices_B)
-            yield batch
-            if kept >= n_images:
-                return
+            pending.append(batch)
+            n_pending += len(batch.indices_B)
+            while n_pending >= batch_size or (n_pending and kept + n_pending >= n_images):
+                merged = _concat(pending)
+                take = min(batch_size, n_images - kept)
+                yield _slice(merged, 0, take)
+                kept += take
+                rest = _slice(merged, take, len(merged.indices_B))
+                pending, n_pending = [rest], len(rest.indices_B)
+                if kept >= n_images:
+                    return
+        if n_pending:
+            yield _concat(pending)
 
     return batches
+
+
+def _concat(batches: list[ImageBatch]) -> ImageBatch:
+    return ImageBatch(
+        torch.cat([b.pixels_BCHW for b in batches]),
+        torch.cat([b.indices_B for b in batches]),
+        torch.cat([b.labels_B for b in batches]),
+        [],
+    )
+
+
+def _slice(batch: ImageBatch, start: int, stop: int) -> ImageBatch:
+    return ImageBatch(
+        batch.pixels_BCHW[start:stop], batch.indices_B[start:stop], batch.labels_B[start:stop], []
+    )
 
 
 def output_width(model, preprocess) -> int:
