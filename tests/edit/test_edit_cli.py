@@ -88,3 +88,12 @@ def test_bad_input_is_one_line(sae_dir, tmp_path, capsys, extra, message):
 def test_refuses_to_write_into_the_sae_folder(sae_dir, capsys):
     assert _edit(sae_dir, sae_dir / "out", "--ablate", "1") == 2
     assert "inputs are read-only" in capsys.readouterr().err
+
+
+def test_patch_from_a_donor_in_a_box(sae_dir, tmp_path):
+    args = ["--patch", "1,2,3,4,5", "--donor", "3", "--box", "0", "0", "32", "32", "--controls", "false"]
+    assert _edit(sae_dir, tmp_path / "p", *args) == 0
+    record = json.loads((tmp_path / "p" / "edit.json").read_text())
+    (edit,) = edits_from_json(record["edits"])
+    assert edit.op == "patch" and edit.where.box == (0.0, 0.0, 32.0, 32.0) and record["config"]["donor"] == 3
+    assert set(record["results"]) == {"edit"}
