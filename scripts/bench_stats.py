@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig, TokenGrid
+from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.report.browser import write_browser
+from vitsae.tokens import TokenLayout
 
-GRID = TokenGrid(n_prefix=1, grid_hw=(14, 14))
+GRID = TokenLayout(n_cls=1, n_registers=0, grid_hw=(14, 14), width=768)
 N_TOKENS = 1 + 14 * 14
 
 

@@ -116,7 +116,7 @@ def build_cnn() -> nn.Module:
 def load_saved(kind: str, directory: Path) -> nn.Module:
     """A model this script saved earlier, to continue training it."""
     if kind == "vit":
-        from vitsae.models.checkpoint import load_hooked_vit
+        from vitsae.models.io import load_hooked_vit
 
         return load_hooked_vit(directory)
     from transformers import ResNetForImageClassification
@@ -195,7 +195,7 @@ def train(
 
 def save(cfg: TrainShapesConfig, model: nn.Module, directory: Path) -> None:
     if cfg.model == "vit":
-        from vitsae.models.checkpoint import save_hooked_vit
+        from vitsae.models.io import save_hooked_vit
 
         save_hooked_vit(model, directory)
         return

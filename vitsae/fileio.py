@@ -1,4 +1,4 @@
-"""Atomic file writes, JSON helpers and checksums shared by every stage.
+"""Atomic file writes, JSON helpers, checksums and the pickle refusal shared by every stage.
 
 Every artifact vitsae writes goes through a temporary name and a rename, so an interrupted
 process never leaves a half-written file under the final name.
@@ -13,7 +13,13 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# Suffixes of pickle-based weight files, which can run arbitrary code when loaded: vitsae refuses them.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 @contextlib.contextmanager
@@ -51,13 +57,16 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, Any]) -> None:
-    """Write a dict of tensors as one safetensors file, atomically (CPU, contiguous copies)."""
+def save_tensors_atomic(
+    path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> None:
+    """Write a dict of tensors (and optional string metadata) as one safetensors file, atomically (CPU,
+    contiguous copies)."""
     from safetensors.torch import save_file  # here: importing torch would slow every `vitsae` command
 
     cpu = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(cpu, str(tmp))
+        save_file(cpu, str(tmp), metadata=metadata)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -70,4 +79,21 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk_bytes):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_hash(module: nn.Module, config: dict[str, Any]) -> str:
+    """sha256 over the JSON config and every state-dict tensor (name, dtype, shape, bytes), in name order.
+
+    A stable fingerprint of a model or an SAE (a store's manifest records the model's; a statistics
+    checkpoint the SAE's).
+    """
+    import torch  # here: importing torch would slow every `vitsae` command
+
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    state = module.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

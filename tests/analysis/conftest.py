@@ -1,10 +1,10 @@
-"""Fixtures for analysis tests: a real small store (see analysis_fixtures)."""
+"""Fixtures for analysis tests: a real small store (tests/helpers.py)."""
 
 from __future__ import annotations
 
 import pytest
-from analysis_fixtures import harvest_small_store
 
+from tests.helpers import harvest_small_store
 from vitsae.store import ActivationStore
 
 

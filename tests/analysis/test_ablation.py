@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import torch
-from analysis_fixtures import harvest_small_store, shapes, tiny_sae, tiny_vit
 
+from tests.helpers import harvest_small_store, shapes, tiny_sae, tiny_vit
 from vitsae.analysis.compute import compute_feature_stats
 from vitsae.analysis.stats import StatsConfig
 from vitsae.cli import main
@@ -21,7 +21,7 @@ def test_ablation_effects_match_a_direct_ablation(tmp_path, capsys):
     stats = compute_feature_stats(store, sae, StatsConfig(k_images=4))
     stats.meta["sae"] = str(tmp_path / "sae")
     stats.save(tmp_path / "stats")
-    args = ["ablation", "--stats", str(tmp_path / "stats"), "--model", "module:analysis_fixtures:tiny_vit"]
+    args = ["ablation", "--stats", str(tmp_path / "stats"), "--model", "module:tests.helpers:tiny_vit"]
     assert main([*args, "--images-per-feature", "3", "--progress", "false"]) == 0
     record = json.loads((tmp_path / "stats" / "ablation_effects.json").read_text())
     assert record["format"] == "vitsae.ablation_effects" and record["images_per_feature"] == 3

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from analysis_fixtures import HOOK, N_IMAGES, shapes, tiny_sae, tiny_vit
 
+from tests.helpers import HOOK, N_IMAGES, shapes, tiny_sae, tiny_vit
 from vitsae.analysis.compute import compute_feature_stats, compute_feature_stats_from_images
 from vitsae.analysis.stats import StatsConfig
 
@@ -31,7 +31,7 @@ def test_store_statistics_equal_brute_force_over_dense_codes(small_store, batch_
     is_patch = token >= 1
 
     assert stats.n_tokens == len(small_store) == N_IMAGES * 17 and stats.n_images == N_IMAGES
-    assert stats.grid.n_prefix == 1 and stats.grid.grid_hw == (4, 4)
+    assert stats.layout.n_prefix == 1 and stats.layout.grid_hw == (4, 4)
     assert stats.fire_count_F.tolist() == (codes > 0).sum(0).tolist()
     np.testing.assert_allclose(stats.act_sum_F.numpy(), codes.sum(0), rtol=1e-5)
     np.testing.assert_allclose(stats.max_activation_F().numpy(), codes.max(0), rtol=1e-5)
@@ -117,7 +117,7 @@ def test_cnn_features_map_onto_the_spatial_grid(tmp_path):
     )
     source = shapes()
     stats = compute_feature_stats_from_images(model, hook, sae, source, CONFIG, batch_size=6)
-    assert stats.grid.n_prefix == 0 and stats.grid.grid_hw == (4, 4)
+    assert stats.layout.n_prefix == 0 and stats.layout.grid_hw == (4, 4)
 
     pixels = torch.stack([model.preprocess(source[i].image) for i in range(N_IMAGES)])
     with torch.no_grad():

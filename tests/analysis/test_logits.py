@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from analysis_fixtures import tiny_vit
+from safetensors.torch import save_file
 
-from vitsae.analysis.logits import logit_effects, unembedding
+from tests.helpers import tiny_vit
+from vitsae.analysis.logits import (
+    LOGIT_EFFECTS_FILE,
+    LogitEffects,
+    logit_effects,
+    model_logit_effects,
+    unembedding,
+)
 from vitsae.models import HookedViT, HookedViTConfig
 
 
@@ -49,3 +56,25 @@ def test_models_without_a_linear_head_are_refused():
         unembedding(headless)
     with pytest.raises(ValueError, match=r"width 8 \(W_dec \(4, 8\)\).*expects 6 \(W_U \(6, 3\)\)"):
         logit_effects(torch.zeros(4, 8), torch.zeros(6, 3))
+
+
+def test_saved_effects_load_back_identically_and_a_foreign_file_is_refused(tmp_path):
+    effects = logit_effects(torch.randn(9, 8), torch.randn(8, 4), k=3)
+    assert LogitEffects.load(tmp_path) is None
+    effects.save(tmp_path)
+    loaded = LogitEffects.load(tmp_path)
+    for name in ("up_class_Fk", "up_value_Fk", "down_class_Fk", "down_value_Fk"):
+        assert torch.equal(getattr(loaded, name), getattr(effects, name)), name
+    save_file({"x": torch.zeros(1)}, str(tmp_path / LOGIT_EFFECTS_FILE), metadata={"format": "other"})
+    with pytest.raises(ValueError, match="format 'other'.*rerun `vitsae stats`"):
+        LogitEffects.load(tmp_path)
+
+
+def test_model_logit_effects_gives_the_reason_when_there_are_none():
+    W_dec_FD = torch.randn(6, 32)
+    effects, why_not = model_logit_effects("module:tests.helpers:tiny_vit", W_dec_FD, k=2)
+    assert why_not == "" and effects.up_class_Fk.shape == (6, 2)
+    effects, why_not = model_logit_effects("module:nowhere:nothing", W_dec_FD, explicit=False)
+    assert effects is None and "could not be loaded" in why_not
+    with pytest.raises(ValueError, match="cannot find factory"):
+        model_logit_effects("module:nowhere:nothing", W_dec_FD)

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from vitsae.analysis.stats import FeatureStats, FeatureStatsAccumulator, StatsConfig, TokenGrid
+from vitsae.analysis.stats import FeatureStats, FeatureStatsAccumulator, StatsConfig
+from vitsae.fileio import read_json, write_json_atomic
+from vitsae.tokens import TokenLayout
 
-GRID = TokenGrid(n_prefix=1, grid_hw=(3, 4))
+GRID = TokenLayout(n_cls=1, n_registers=0, grid_hw=(3, 4), width=8)
 
 
 def generated_codes(n_images=23, n_features=9, k_active=3, seed=0):
@@ -148,9 +150,24 @@ def test_save_and_load_round_trip(tmp_path):
     stats = accumulate(codes, 9, StatsConfig(k_images=3), images_per_batch=7)
     stats.meta["sae"] = "somewhere"
     loaded = FeatureStats.load(stats.save(tmp_path / "stats"))
-    assert loaded.config == stats.config and loaded.grid == stats.grid and loaded.meta == {"sae": "somewhere"}
+    assert (
+        loaded.config == stats.config
+        and loaded.layout == stats.layout
+        and loaded.meta == {"sae": "somewhere"}
+    )
     for name in ("fire_count_F", "top_image_map_FkP", "sample_token_FS", "hist_edges"):
         assert torch.equal(getattr(loaded, name), getattr(stats, name))
+
+
+def test_statistics_saved_before_token_layout_was_recorded_still_load(tmp_path):
+    stats = accumulate(generated_codes(), 9, StatsConfig(k_images=3), images_per_batch=7)
+    stats.meta["sae_config"] = {"d_in": 8}
+    directory = stats.save(tmp_path / "stats")
+    info = read_json(directory / "feature_stats.json")
+    assert (info["n_prefix_tokens"], info["grid_hw"]) == (1, [3, 4])
+    del info["token_layout"], info["width"]
+    write_json_atomic(directory / "feature_stats.json", info)
+    assert FeatureStats.load(directory).layout == GRID
 
 
 def test_load_rejects_a_directory_without_statistics_or_with_missing_tensors(tmp_path):

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analysis_fixtures import harvest_small_store, tiny_sae
 from safetensors.torch import load_file
 
+from tests.helpers import harvest_small_store, tiny_sae
 from vitsae.analysis.checkpoint import CHECKPOINT_META, CheckpointMismatch
 from vitsae.analysis.cli import PARTIAL_DIR
 from vitsae.analysis.compute import _encode, compute_feature_stats
@@ -25,12 +25,12 @@ from vitsae.analysis.stats import (
     FeatureStats,
     FeatureStatsAccumulator,
     StatsConfig,
-    TokenGrid,
 )
 from vitsae.cli import main
 from vitsae.fileio import read_json, save_tensors_atomic
 from vitsae.sae.io import save_sae
 from vitsae.store import ActivationStore
+from vitsae.tokens import TokenLayout
 
 REPO = Path(__file__).resolve().parents[2]
 # n_samples below most firing counts, so the random sample is a real draw and the generator state matters
@@ -42,11 +42,11 @@ ROWS_PER_IMAGE = 17
 
 def assert_same_stats(got: FeatureStats, want: FeatureStats) -> None:
     """Integers (counts, top-k images, patches, sample picks) exactly; float sums and scores to rounding."""
-    assert (got.n_tokens, got.n_images, got.config, got.grid) == (
+    assert (got.n_tokens, got.n_images, got.config, got.layout) == (
         want.n_tokens,
         want.n_images,
         want.config,
-        want.grid,
+        want.layout,
     )
     for name in _TENSOR_FIELDS:
         a, b = getattr(got, name), getattr(want, name)
@@ -68,14 +68,14 @@ def codes_of_images(store: ActivationStore, sae, first: int, stop: int) -> tuple
 
 def test_state_dict_round_trip_continues_identically(small_store, tmp_path):
     sae = tiny_sae()
-    grid = TokenGrid(1, (4, 4))
-    straight = FeatureStatsAccumulator(sae.cfg.d_sae, grid, CONFIG)
+    layout = TokenLayout(1, 0, (4, 4), 32)
+    straight = FeatureStatsAccumulator(sae.cfg.d_sae, layout, CONFIG)
     straight.update(*codes_of_images(small_store, sae, 0, 6))
     save_tensors_atomic(tmp_path / "state.safetensors", straight.state_dict())  # a snapshot, on disk
     rest = codes_of_images(small_store, sae, 6, 14)
     straight.update(*rest)  # the straight pass goes on; the saved snapshot must not move with it
 
-    resumed = FeatureStatsAccumulator(sae.cfg.d_sae, grid, CONFIG)
+    resumed = FeatureStatsAccumulator(sae.cfg.d_sae, layout, CONFIG)
     resumed.load_state_dict(load_file(str(tmp_path / "state.safetensors")))
     assert (resumed.n_images, resumed.n_tokens, resumed._last_image) == (6, 6 * ROWS_PER_IMAGE, 5)
     with pytest.raises(ValueError, match="image 3 arrives after image 5"):
@@ -90,10 +90,10 @@ def test_state_dict_round_trip_continues_identically(small_store, tmp_path):
 
 def test_a_state_of_another_shape_is_refused_unchanged(small_store):
     sae = tiny_sae()
-    grid = TokenGrid(1, (4, 4))
-    source = FeatureStatsAccumulator(sae.cfg.d_sae, grid, CONFIG)
+    layout = TokenLayout(1, 0, (4, 4), 32)
+    source = FeatureStatsAccumulator(sae.cfg.d_sae, layout, CONFIG)
     source.update(*codes_of_images(small_store, sae, 0, 3))
-    other = FeatureStatsAccumulator(sae.cfg.d_sae, grid, dataclasses.replace(CONFIG, k_images=3))
+    other = FeatureStatsAccumulator(sae.cfg.d_sae, layout, dataclasses.replace(CONFIG, k_images=3))
     before = other.state_dict()
     wrong = (
         r"state is of another dictionary size or configuration: "
@@ -107,7 +107,7 @@ def test_a_state_of_another_shape_is_refused_unchanged(small_store):
     state = source.state_dict()
     del state["generator_state"]
     with pytest.raises(ValueError, match=r"lacks tensors \['generator_state'\]"):
-        FeatureStatsAccumulator(sae.cfg.d_sae, grid, CONFIG).load_state_dict(state)
+        FeatureStatsAccumulator(sae.cfg.d_sae, layout, CONFIG).load_state_dict(state)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from edit_fixtures import make_sae
 
+from tests.helpers import random_sae
 from vitsae.cli import main
 from vitsae.edit.edits import edits_from_json
 from vitsae.sae.io import save_sae
@@ -17,7 +17,7 @@ HOOK = "blocks.2.hook_resid_post"
 @pytest.fixture(scope="module")
 def sae_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sae")
-    save_sae(make_sae(96, HOOK, k=8), directory)
+    save_sae(random_sae(96, HOOK, k=8), directory)
     return directory
 
 

@@ -6,26 +6,27 @@ import json
 
 import pytest
 import torch
-from edit_fixtures import VIT_HOOKS, make_sae
 from safetensors.torch import save_file
 
+from tests.edit.conftest import VIT_HOOKS
+from tests.helpers import random_sae
 from vitsae.edit import FeatureEdit, SpliceSite, Where, spliced
 from vitsae.edit.edits import EditError, edits_from_json, edits_to_json
 from vitsae.edit.where import SelectionError, box_patch_mask
 from vitsae.fileio import write_json_atomic
-from vitsae.models.layout import TokenLayout
+from vitsae.tokens import TokenLayout
 
 HOOK = VIT_HOOKS[0]
 
 
 @pytest.fixture
 def sae():
-    return make_sae(16, HOOK)
+    return random_sae(32, HOOK)
 
 
 def _codes(vit, sae, pixels):
     x_BTD = vit.collect(pixels, [HOOK])[HOOK]
-    return x_BTD, sae.encode(x_BTD.reshape(-1, 16), raw=True).reshape(*x_BTD.shape[:2], -1)
+    return x_BTD, sae.encode(x_BTD.reshape(-1, 32), raw=True).reshape(*x_BTD.shape[:2], -1)
 
 
 def _hook_output(vit, pixels, sae, edits, **kwargs):
@@ -84,10 +85,10 @@ def test_steer_adds_the_decoder_row_where_asked(vit, pixels, sae):
 
 def test_box_and_mask_select_the_same_patches(vit, pixels, sae):
     layout = vit.token_layout(HOOK)
-    box_mask = box_patch_mask(layout, (4.0, 0.0, 12.0, 5.0), (16, 16))  # centres x in {6, 10}, y in {2}
+    box_mask = box_patch_mask(layout, (8.0, 0.0, 24.0, 10.0), (32, 32))  # centres x in {12, 20}, y in {4}
     assert box_mask.nonzero().tolist() == [[0, 1], [0, 2]]
     mask = tuple(tuple(bool(v) for v in row) for row in box_mask.tolist())
-    by_box = FeatureEdit("clamp", (3, 4), value=1.5, where={"tokens": "patches", "box": (4, 0, 12, 5)})
+    by_box = FeatureEdit("clamp", (3, 4), value=1.5, where={"tokens": "patches", "box": (8, 0, 24, 10)})
     by_mask = FeatureEdit("clamp", (3, 4), value=1.5, where={"tokens": "patches", "patch_mask": mask})
     x_BTD, _ = _codes(vit, sae, pixels)
     _, out_box, _ = _hook_output(vit, pixels, sae, [by_box])
@@ -116,7 +117,7 @@ def test_clamp_only_where_firing(vit, pixels, sae):
 
 
 def test_patch_takes_the_donor_value(vit, pixels, sae):
-    donor = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    donor = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     _, donor_codes = _codes(vit, sae, donor)
     _, codes = _codes(vit, sae, pixels)
     feature = int((donor_codes != 0).sum((0, 1)).argmax())
@@ -131,7 +132,7 @@ def test_patch_takes_the_donor_value(vit, pixels, sae):
     ):
         vit.run_with_hooks(pixels, fwd_hooks=[(f"{HOOK}.hook_sae_acts", keep)])
     torch.testing.assert_close(seen["acts"][..., feature], donor_codes[..., feature].expand(3, -1))
-    other = (feature + 1) % 64
+    other = (feature + 1) % 128
     torch.testing.assert_close(seen["acts"][..., other], codes[..., other])
 
 
@@ -166,7 +167,7 @@ def test_units_from_statistics(vit, pixels, sae, tmp_path):
         with spliced(vit, [sae], edits=[FeatureEdit("clamp", (1,), value=1.0, unit="max")]):
             pass
     write_json_atomic(tmp_path / "feature_stats.json", {"format": "vitsae.feature_stats", "n_features": 3})
-    with pytest.raises(EditError, match="statistics of 3 features, but the SAE has 64"):
+    with pytest.raises(EditError, match="statistics of 3 features, but the SAE has 128"):
         with spliced(
             vit, [SpliceSite(sae, stats_dir=tmp_path)], edits=[FeatureEdit("clamp", (1,), unit="max")]
         ):

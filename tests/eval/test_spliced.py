@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "edit"))
-from edit_fixtures import make_sae, make_vit  # noqa: E402
-
-from vitsae.cli import main  # noqa: E402
-from vitsae.data.loader import ImageBatch  # noqa: E402
-from vitsae.edit import SpliceSite, spliced  # noqa: E402
-from vitsae.eval.spliced import evaluate_spliced  # noqa: E402
-from vitsae.sae.io import save_sae  # noqa: E402
+from tests.edit.conftest import edit_vit
+from tests.helpers import random_sae
+from vitsae.cli import main
+from vitsae.data.loader import ImageBatch
+from vitsae.edit import SpliceSite, spliced
+from vitsae.eval.spliced import evaluate_spliced
+from vitsae.sae.io import save_sae
 
 HOOK = "blocks.0.hook_resid_post"  # patches after the last block do not reach the CLS head
 
@@ -27,9 +25,9 @@ def _kl(p_logits, q_logits):
 
 
 def test_metrics_equal_a_brute_force_recomputation():
-    model = make_vit()
-    sae = make_sae(16, HOOK)
-    pixels = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    model = edit_vit()
+    sae = random_sae(32, HOOK)
+    pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
 
     def batches():
@@ -44,7 +42,7 @@ def test_metrics_equal_a_brute_force_recomputation():
         with spliced(model, [site], error_term=False):
             spliced_out = model(pixels)
         x_BTD = model.collect(pixels, [HOOK])[HOOK]
-        mean_D = x_BTD[:, 3:].reshape(-1, 16).double().mean(0).float()
+        mean_D = x_BTD[:, 3:].reshape(-1, 32).double().mean(0).float()
 
         def setter(value):
             def hook(acts, hook):
@@ -68,7 +66,7 @@ def test_metrics_equal_a_brute_force_recomputation():
         assert row[name]["accuracy"] == pytest.approx(float((out.argmax(1) == labels).double().mean()))
     kl_s, kl_z = row["spliced"]["kl"], row["zero_ablation"]["kl"]
     assert row["recovered"]["kl_zero_ablation"] == pytest.approx((kl_s - kl_z) / (0 - kl_z))
-    x_ND = x_BTD[:, 3:].reshape(-1, 16).double()
+    x_ND = x_BTD[:, 3:].reshape(-1, 32).double()
     recon = sae(x_ND.float(), raw=True).detach().double()
     fvu = float((x_ND - recon).square().sum() / (x_ND - x_ND.mean(0)).square().sum())
     assert row["reconstruction"]["fvu"] == pytest.approx(fvu, rel=1e-5)
@@ -79,7 +77,7 @@ def test_metrics_equal_a_brute_force_recomputation():
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     for i, k in enumerate((4, 8)):
-        save_sae(make_sae(96, "blocks.2.hook_resid_post", k=k, seed=i), root / f"run{k}")
+        save_sae(random_sae(96, "blocks.2.hook_resid_post", k=k, seed=i), root / f"run{k}")
     return root
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from kernel_steps import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.kernels.kernel_steps import assert_step_close, dense_reference_step, make_sae_tensors, step_outputs
 from vitsae.kernels import SparseCodes, api, sparse_torch
 
 

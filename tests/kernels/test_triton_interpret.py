@@ -7,14 +7,14 @@ is slow; fp32 and fp16 (the interpreter has no bf16, so the bf16 case needs a GP
 
 import pytest
 import torch
-from kernel_steps import (
+
+from tests.kernels.kernel_steps import (
     TRITON_DEVICE,
     assert_step_close,
     dense_reference_step,
     make_sae_tensors,
     step_outputs,
 )
-
 from vitsae.kernels import SparseCodes, reference, sparse_torch
 from vitsae.kernels.functions import SparseDecode, SparseEncode
 

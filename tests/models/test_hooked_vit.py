@@ -190,7 +190,7 @@ def test_unpooled_model_outputs_tokens():
 
 
 def test_conv_stem_matches_a_torch_nn_reference_and_round_trips(tmp_path):
-    from vitsae.models.checkpoint import load_hooked_vit, save_hooked_vit
+    from vitsae.models.io import load_hooked_vit, save_hooked_vit
 
     torch.manual_seed(0)
     cfg = HookedViTConfig(d_model=16, n_layers=1, n_heads=2, d_mlp=32, image_size=(16, 16), patch_size=4,

@@ -1,4 +1,4 @@
-"""Index maths of TokenLayout and the token view of activations (property tests)."""
+"""The token view of activations and the hook-name check (property tests)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vitsae.models.layout import TokenLayout, as_tokens, check_names
-
-
-@settings(deadline=None, max_examples=50)
-@given(
-    n_cls=st.integers(0, 2),
-    n_registers=st.integers(0, 4),
-    grid_h=st.integers(1, 9),
-    grid_w=st.integers(1, 9),
-    data=st.data(),
-)
-def test_patch_of_inverts_row_major_order(n_cls, n_registers, grid_h, grid_w, data):
-    layout = TokenLayout(n_cls, n_registers, (grid_h, grid_w), 8)
-    assert layout.n_tokens == n_cls + n_registers + grid_h * grid_w
-    row, col = data.draw(st.integers(0, grid_h - 1)), data.draw(st.integers(0, grid_w - 1))
-    assert layout.patch_of(layout.n_prefix + row * grid_w + col) == (row, col)
-    if layout.n_prefix:
-        assert layout.patch_of(data.draw(st.integers(0, layout.n_prefix - 1))) is None
-    with pytest.raises(IndexError, match="out of range"):
-        layout.patch_of(layout.n_tokens)
+from vitsae.models.layout import as_tokens, check_names
 
 
 @settings(deadline=None, max_examples=30)
@@ -46,11 +27,6 @@ def test_vectors_and_sequences_as_tokens():
     assert as_tokens(sequence) is sequence
     with pytest.raises(ValueError, match=r"cannot read activations of shape \(2, 3, 4, 5, 6\) as tokens"):
         as_tokens(torch.zeros(2, 3, 4, 5, 6))
-
-
-def test_summary_layout_has_no_patches():
-    layout = TokenLayout(1, 0, None, 10)
-    assert layout.n_tokens == 1 and layout.patch_of(0) is None
 
 
 def test_check_names_reports_every_unknown_name():

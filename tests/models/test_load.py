@@ -15,6 +15,7 @@ import transformers as hf
 from torch import nn
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.fileio import PICKLE_SUFFIXES
 from vitsae.models import HookedModule, HookedViT, load, load_hooked_vit, save_hooked_vit
 from vitsae.models.convert_hf import hooked_vit_from_hf
 from vitsae.models.hf_preprocess import preprocess_from_hf
@@ -89,6 +90,13 @@ def test_hf_refuses_pickle_weights(tmp_path, resnet_dir):
     (path / "model.safetensors").rename(path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="only pickle weights .*pytorch_model.bin.*safetensors only"):
         load(f"hf:{path}")
+
+
+@pytest.mark.parametrize("suffix", PICKLE_SUFFIXES)
+def test_a_folder_of_only_pickle_weights_is_refused(tmp_path, suffix):
+    (tmp_path / f"weights{suffix}").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ValueError, match=rf"only pickle weights \(weights\{suffix}\)"):
+        load(f"hf:{tmp_path}")
 
 
 def test_hf_missing_model_and_unsupported_architecture(tmp_path):

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "analysis"))
-
-from analysis_fixtures import harvest_small_store, shapes, tiny_sae, tiny_vit  # noqa: E402
-from report_fixtures import CHROMIUM, CHROMIUM_ARGS, HOSTILE_LABEL  # noqa: E402
-
-from vitsae.analysis.compute import compute_feature_stats  # noqa: E402
-from vitsae.analysis.logits import logit_effects, unembedding  # noqa: E402
-from vitsae.analysis.stats import FeatureStats, StatsConfig  # noqa: E402
-from vitsae.report.browser import BrowserConfig, write_browser  # noqa: E402
+from tests.helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    HOSTILE_LABEL,
+    harvest_small_store,
+    shapes,
+    tiny_sae,
+    tiny_vit,
+)
+from vitsae.analysis.compute import compute_feature_stats
+from vitsae.analysis.logits import logit_effects, unembedding
+from vitsae.analysis.stats import FeatureStats, StatsConfig
+from vitsae.report.browser import BrowserConfig, write_browser
 
 
 @pytest.fixture(scope="session")

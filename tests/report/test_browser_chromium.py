@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import torch
-from report_fixtures import HOSTILE_LABEL
 
-from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig, TokenGrid
+from tests.helpers import HOSTILE_LABEL
+from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.report.browser import write_browser
+from vitsae.tokens import TokenLayout
 
 
 def open_index(page, site):
@@ -106,7 +107,9 @@ def test_fifty_thousand_features_load_and_search(page, tmp_path):
     n_features, n_images, n_tokens, k = 50_000, 300, 5, 16
     gen = torch.Generator().manual_seed(0)
     acc = FeatureStatsAccumulator(
-        n_features, TokenGrid(1, (2, 2)), StatsConfig(k_images=2, k_patches=2, n_samples=2, hist_bins=8)
+        n_features,
+        TokenLayout(1, 0, (2, 2), 8),
+        StatsConfig(k_images=2, k_patches=2, n_samples=2, hist_bins=8),
     )
     n_rows = n_images * n_tokens
     acc.update(

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from report_fixtures import HOSTILE_LABEL
 
+from tests.helpers import HOSTILE_LABEL
 from vitsae.analysis.logits import LogitEffects
 from vitsae.report.browser import MARKER, bucket, write_browser
 
@@ -78,8 +78,7 @@ def test_bad_feature_ids_and_mismatched_logits_are_refused(tmp_path, small_stats
 
 
 def test_forked_page_workers_write_the_same_site(tmp_path, small_stats):
-    from analysis_fixtures import shapes
-
+    from tests.helpers import shapes
     from vitsae.data.preprocess import Preprocess
     from vitsae.report.browser import BrowserConfig
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from vitsae.fileio import PICKLE_SUFFIXES
 from vitsae.sae import ARCHITECTURES, SAEConfig, SparseAutoencoder, export_saelens, load_sae, save_sae
 from vitsae.sae.io import read_sae_metadata
 
@@ -43,7 +44,7 @@ def test_save_load_round_trip(tmp_path, architecture):
     assert meta["config"]["hook_name"] == "blocks.1.hook_resid_post"
 
 
-@pytest.mark.parametrize("suffix", [".pt", ".pth", ".pkl", ".bin", ".ckpt"])
+@pytest.mark.parametrize("suffix", PICKLE_SUFFIXES)
 def test_pickle_files_are_refused(tmp_path, suffix):
     path = tmp_path / f"sae{suffix}"
     path.write_bytes(b"\x80\x04not really a pickle")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from store_worker import N_IMAGES, config, harvest, one_thread, shapes, tiny_vit  # noqa: E402
+from tests.helpers import shapes, tiny_vit
+from tests.store.store_worker import N_IMAGES, config, harvest, one_thread
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
-"""A tiny seeded ViT and shapes source for store tests, and a script that harvests with them.
+"""The harvest settings of the store tests, and a script that harvests with the tiny ViT of tests/helpers.py.
 
-Run as a script (plain, under torchrun, or to be killed mid-way) it builds the same model in every
-process, so subprocess harvests are comparable byte for byte with in-process ones.
+Run as a script (plain, under torchrun, or to be killed mid-way; with the repository on PYTHONPATH) it builds
+the same model in every process, so subprocess harvests are comparable byte for byte with in-process ones.
 """
 
 from __future__ import annotations
@@ -16,39 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.helpers import shapes, tiny_vit
 from vitsae.data.loader import ImageLoader
-from vitsae.data.preprocess import Preprocess
-from vitsae.data.shapes import ShapesDataset
 from vitsae.data.sources import ImageSource
-from vitsae.models import HookedViT, HookedViTConfig
+from vitsae.models import HookedViT
 from vitsae.store import HarvestConfig, harvest
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 N_IMAGES = 24  # images in the shared harvested store of the fixtures
-
-
-def tiny_vit(seed: int = 0, n_registers: int = 0) -> HookedViT:
-    """A 3-block ViT on 32x32 images (4x4 patches of 8 pixels) with random weights; the test hooks
-    sit in blocks 0 and 1, so `collect` stops before the last block."""
-    cfg = HookedViTConfig(
-        d_model=32,
-        n_layers=3,
-        n_heads=4,
-        d_mlp=64,
-        image_size=(32, 32),
-        patch_size=8,
-        n_registers=n_registers,
-    )
-    model = HookedViT(cfg, Preprocess(size=(32, 32)))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return model.eval()
-
-
-def shapes(n_images: int) -> ShapesDataset:
-    return ShapesDataset(n_images=n_images, image_size=32)
 
 
 class SlowModel:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from tests.helpers import DYING_FEATURES, tiny_train_config
 from vitsae.cli import main
 from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.synthetic import sparse_dictionary_data
@@ -19,23 +20,16 @@ WORLD_SIZE = 2
 
 
 def _config(architecture: str, backend: str) -> TrainConfig:
-    return TrainConfig(
+    return tiny_train_config(
+        **DYING_FEATURES,
         architecture=architecture,
-        expansion_factor=(2,),
-        k=(1,),  # few firings and a strong penalty, so features die and get revived
         l1_coefficient=(8.0,),
-        lr=(3e-3, 1e-3),
-        batch_size=64,
         total_tokens=64 * 24,
         lr_warmup_steps=4,
         dead_handling="resample" if architecture == "relu" else "auxk",
-        dead_tokens=64,
         resample_every=5,
-        resample_until=1.0,
         log_every=6,
         checkpoint_every=8,
-        progress=False,
-        plot=False,
         backend=backend,
     )
 

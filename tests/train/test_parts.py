@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import tiny_train_config
 from vitsae.sae import SAEConfig, SparseAutoencoder
 from vitsae.train import TrainConfig, Trainer, TrainingDiverged, expand_sweep
 from vitsae.train.checkpoint import latest_checkpoint
@@ -102,20 +103,6 @@ def test_density_histogram_bins():
     assert counts == [2, 0, 0, 0, 1, 0, 1, 2]
 
 
-def small_config(**kw) -> TrainConfig:
-    values = dict(
-        expansion_factor=(2,),
-        batch_size=16,
-        total_tokens=16 * 12,
-        log_every=3,
-        checkpoint_every=5,
-        progress=False,
-        plot=False,
-        lr_warmup_steps=1,
-    )
-    return TrainConfig(**{**values, **kw})
-
-
 def test_nan_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_path):
     acts = torch.randn(16 * 12, 4)
     acts[16 * 7 + 3, 2] = float("nan")  # in the batch of step 7 (batches are unshuffled below)
@@ -123,15 +110,15 @@ def test_nan_loss_stops_naming_the_step_and_the_last_checkpoint(tmp_path):
     with pytest.raises(
         TrainingDiverged, match=r"loss became nan at step 7.*Last good checkpoint: .*step_000000005"
     ):
-        Trainer(small_config(normalize="none"), source, tmp_path).fit()
+        Trainer(tiny_train_config(normalize="none"), source, tmp_path).fit()
     assert latest_checkpoint(tmp_path).name == "step_000000005"
     with pytest.raises(ValueError, match="first 8 activation batches contain NaN or inf"):
-        Trainer(small_config(), source, tmp_path / "normalised").fit()
+        Trainer(tiny_train_config(), source, tmp_path / "normalised").fit()
 
 
 def test_plain_list_of_batches_trains_over_several_epochs(tmp_path):
     batches = [torch.randn(16, 4) for _ in range(5)]
-    summaries = Trainer(small_config(), batches, tmp_path).fit()
+    summaries = Trainer(tiny_train_config(), batches, tmp_path).fit()
     (summary,) = summaries.values()
     assert summary["steps"] == 12 and summary["tokens"] == 192
 
@@ -139,7 +126,7 @@ def test_plain_list_of_batches_trains_over_several_epochs(tmp_path):
 def test_a_one_shot_iterator_ends_training_early_with_a_warning(tmp_path):
     batches = (torch.randn(16, 4) for _ in range(7))
     with pytest.warns(UserWarning, match="no batches for epoch 1.*stops at step 7 of 12"):
-        summaries = Trainer(small_config(), batches, tmp_path).fit()
+        summaries = Trainer(tiny_train_config(), batches, tmp_path).fit()
     (summary,) = summaries.values()
     assert summary["steps"] == 7 and summary["final_metrics"]["step"] == 7
     assert latest_checkpoint(tmp_path).name == "step_000000007"
@@ -147,4 +134,4 @@ def test_a_one_shot_iterator_ends_training_early_with_a_warning(tmp_path):
 
 def test_a_source_without_batches_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="yielded no batches"):
-        Trainer(small_config(), [], tmp_path).fit()
+        Trainer(tiny_train_config(), [], tmp_path).fit()

@@ -2,8 +2,9 @@
 
 import pytest
 
+from tests.helpers import tiny_train_config
 from vitsae.sae import load_sae
-from vitsae.train import TensorBatches, TrainConfig, Trainer
+from vitsae.train import TensorBatches, Trainer
 from vitsae.train.synthetic import dictionary_recovery, sparse_dictionary_data
 
 
@@ -12,7 +13,7 @@ from vitsae.train.synthetic import dictionary_recovery, sparse_dictionary_data
 )
 def test_sae_recovers_the_true_dictionary(tmp_path, architecture, l1_coefficient, backend):
     acts, dictionary = sparse_dictionary_data(16384, d=64, n_atoms=256, active=4, noise=0.01, seed=0)
-    cfg = TrainConfig(
+    cfg = tiny_train_config(
         architecture=architecture,
         expansion_factor=(4,),
         k=(4,),
@@ -24,8 +25,6 @@ def test_sae_recovers_the_true_dictionary(tmp_path, architecture, l1_coefficient
         dead_tokens=256 * 50,
         log_every=100,
         checkpoint_every=10_000,
-        progress=False,
-        plot=False,
         backend=backend,
     )
     ((name, summary),) = Trainer(cfg, TensorBatches(acts, 256), tmp_path).fit().items()

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.helpers import DYING_FEATURES, tiny_train_config
 from vitsae.cli import main
 from vitsae.train import TensorBatches, TrainConfig, Trainer
 from vitsae.train.checkpoint import latest_checkpoint
@@ -35,26 +36,19 @@ def crashing(source: TensorBatches, crash_at_step: int):
 
 
 def config(architecture: str, dead_handling: str, backend: str = "auto") -> TrainConfig:
-    return TrainConfig(
+    return tiny_train_config(
+        **DYING_FEATURES,
         architecture=architecture,
-        expansion_factor=(2,),
-        k=(1,),  # few firings and a strong penalty, so features die and get revived
         l1_coefficient=(6.0,),
-        lr=(3e-3, 1e-3),
-        batch_size=64,
         total_tokens=64 * 30,
         lr_warmup_steps=5,
         lr_decay="cosine",
         lr_decay_start=0.5,
         l1_warmup_steps=10,
         dead_handling=dead_handling,
-        dead_tokens=64,
         resample_every=4,
-        resample_until=1.0,
         log_every=4,
         checkpoint_every=10,
-        progress=False,
-        plot=False,
         backend=backend,
     )
 

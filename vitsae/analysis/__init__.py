@@ -4,7 +4,7 @@ direct logit effects of decoder directions."""
 from vitsae.analysis.checkpoint import CheckpointMismatch
 from vitsae.analysis.compute import compute_feature_stats, compute_feature_stats_from_images
 from vitsae.analysis.logits import LogitEffects, logit_effects, unembedding
-from vitsae.analysis.stats import FeatureStats, FeatureStatsAccumulator, StatsConfig, TokenGrid
+from vitsae.analysis.stats import FeatureStats, FeatureStatsAccumulator, StatsConfig
 
 __all__ = [
     "CheckpointMismatch",
@@ -12,7 +12,6 @@ __all__ = [
     "FeatureStatsAccumulator",
     "LogitEffects",
     "StatsConfig",
-    "TokenGrid",
     "compute_feature_stats",
     "compute_feature_stats_from_images",
     "logit_effects",

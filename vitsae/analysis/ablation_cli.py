@@ -13,8 +13,8 @@ import torch
 from vitsae.analysis.ablation import ablation_effects, write_ablation_effects
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
+from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
-from vitsae.data.sources import source_from_description
 from vitsae.edit import SpliceSite
 from vitsae.edit.inputs import class_names, output_width
 from vitsae.errors import VitsaeError

@@ -18,13 +18,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.config import config_to_dict
-from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
-from vitsae.models.hashing import weights_hash
+from vitsae.fileio import read_json, save_tensors_atomic, weights_hash, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
-
-from .stats import FeatureStatsAccumulator, StatsConfig
 
 CHECKPOINT_FORMAT = "vitsae.feature_stats_checkpoint"
 CHECKPOINT_VERSION = 1

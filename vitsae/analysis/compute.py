@@ -10,20 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from vitsae.analysis.checkpoint import clear_stale_files, load_checkpoint, pass_identity, save_checkpoint
+from vitsae.analysis.stats import FeatureStats, FeatureStatsAccumulator, StatsConfig
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
 from vitsae.data.sources import ImageSource
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 
-from .checkpoint import clear_stale_files, load_checkpoint, pass_identity, save_checkpoint
-from .stats import FeatureStats, FeatureStatsAccumulator, StatsConfig, TokenGrid
+if TYPE_CHECKING:
+    from vitsae.models.protocol import HookedModel
 
 
 def _check_sae(sae: SparseAutoencoder, width: int, hook: str) -> None:
@@ -131,8 +133,7 @@ def compute_feature_stats(
     if batch_rows < 1 or merge_rows < 1:
         raise ValueError(f"batch_rows and merge_rows must be >= 1, got {batch_rows} and {merge_rows}")
     _check_sae(sae, store.d_model, store.hook)
-    layout = store.layout
-    acc = FeatureStatsAccumulator(sae.cfg.d_sae, TokenGrid(layout.first_patch, layout.grid_hw), config)
+    acc = FeatureStatsAccumulator(sae.cfg.d_sae, store.layout, config)
     labels_I = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     n_images = int(store.manifest["counts"]["images"])
     if labels_I is not None and labels_I.shape != (n_images,):
@@ -194,7 +195,7 @@ def compute_feature_stats(
 
 
 def compute_feature_stats_from_images(
-    model: Any,
+    model: HookedModel,
     hook_name: str,
     sae: SparseAutoencoder,
     source: ImageSource,
@@ -214,7 +215,7 @@ def compute_feature_stats_from_images(
     if layout.grid_hw is None:
         raise ValueError(f"hook {hook_name!r} has no patch grid (a pooled output): there is nothing to map")
     _check_sae(sae, layout.width, hook_name)
-    acc = FeatureStatsAccumulator(sae.cfg.d_sae, TokenGrid(layout.n_prefix, layout.grid_hw), config)
+    acc = FeatureStatsAccumulator(sae.cfg.d_sae, layout, config)
     model = model.to(device).eval()
     loader = ImageLoader(source, model.preprocess, batch_size=batch_size)
     merger = _MergeBuffer(acc, merge_rows)

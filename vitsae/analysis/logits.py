@@ -4,13 +4,27 @@ The direct effect of adding W_dec[f] to the final residual stream is W_dec[f] ·
 applied without the final norm's normalisation (its elementwise scale γ is folded in). This ignores
 the normalisation's division and everything between the SAE's layer and the head, so it describes the
 direction, not a measured intervention.
+
+`vitsae stats` computes them when the model has such a head and saves them beside the statistics as
+`logit_effects.safetensors` (format `vitsae.logit_effects` version 1: the four [F, k] tensors of
+`LogitEffects`, k = `LOGIT_CLASSES` or the number of classes if fewer, best first); the browser reads that
+file and never loads a model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+
+from vitsae.fileio import save_tensors_atomic
+
+LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
+LOGIT_EFFECTS_FORMAT = "vitsae.logit_effects"
+LOGIT_EFFECTS_VERSION = 1
+LOGIT_CLASSES = 16  # classes kept per feature and direction (the browser lists up to this many)
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,43 @@ class LogitEffects:
     up_value_Fk: torch.Tensor
     down_class_Fk: torch.Tensor
     down_value_Fk: torch.Tensor
+
+    def save(self, stats_dir: str | Path) -> Path:
+        """Write `logit_effects.safetensors` into `stats_dir`."""
+        path = Path(stats_dir) / LOGIT_EFFECTS_FILE
+        # class indices as int32 (half the file; no head has 2**31 classes)
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        tensors = {name: t.int() if "class" in name else t for name, t in tensors.items()}
+        save_tensors_atomic(
+            path,
+            tensors,
+            metadata={"format": LOGIT_EFFECTS_FORMAT, "format_version": str(LOGIT_EFFECTS_VERSION)},
+        )
+        return path
+
+    @classmethod
+    def load(cls, stats_dir: str | Path) -> LogitEffects | None:
+        """The logit effects saved in `stats_dir`, or None when it holds none."""
+        path = Path(stats_dir) / LOGIT_EFFECTS_FILE
+        if not path.is_file():
+            return None
+        with safe_open(str(path), "pt") as file:
+            meta = file.metadata() or {}
+            if (meta.get("format"), meta.get("format_version")) != (
+                LOGIT_EFFECTS_FORMAT,
+                str(LOGIT_EFFECTS_VERSION),
+            ):
+                raise ValueError(
+                    f"{path} is format {meta.get('format')!r} version {meta.get('format_version')!r}; "
+                    f"this vitsae reads {LOGIT_EFFECTS_FORMAT} version {LOGIT_EFFECTS_VERSION}: "
+                    "rerun `vitsae stats`"
+                )
+            names = [f.name for f in fields(cls)]
+            missing = sorted(set(names) - set(file.keys()))
+            if missing:
+                raise ValueError(f"{path} lacks tensors {missing}: rerun `vitsae stats`")
+            tensors = {name: file.get_tensor(name) for name in names}
+        return cls(**{name: t.long() if "class" in name else t for name, t in tensors.items()})
 
 
 def unembedding(model: torch.nn.Module) -> torch.Tensor:
@@ -67,3 +118,26 @@ def logit_effects(
         down = torch.topk(effect_fC, k, dim=1, largest=False)
         parts.append((up.indices, up.values, down.indices, down.values))
     return LogitEffects(*(torch.cat(column) for column in zip(*parts, strict=True)))
+
+
+def model_logit_effects(
+    spec: str, W_dec_FD: torch.Tensor, k: int = LOGIT_CLASSES, *, explicit: bool = True
+) -> tuple[LogitEffects | None, str]:
+    """The logit effects of decoder rows through the head of the model `spec`, or None with the reason.
+
+    A model without a linear head gives the reason. So does one that cannot be loaded, unless `explicit`
+    (the user named it, rather than it being read from a store's manifest): then the error is raised.
+    """
+    from vitsae.models import load  # here: the statistics themselves need no model
+
+    try:
+        model = load(spec)
+    except (ValueError, FileNotFoundError, OSError, ImportError) as err:
+        if explicit:
+            raise
+        return None, f"the recorded model {spec!r} could not be loaded ({err})"
+    try:
+        head = unembedding(model)
+    except ValueError as err:
+        return None, str(err)
+    return logit_effects(W_dec_FD, head, k=k), ""

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from vitsae.analysis.topk import TopKBuffer
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
-
-from .topk import TopKBuffer
+from vitsae.tokens import TokenLayout
 
 STATS_FORMAT_VERSION = 1
 STATS_TENSORS = "feature_stats.safetensors"
@@ -64,18 +64,6 @@ class StatsConfig:
         )
 
 
-@dataclass(frozen=True)
-class TokenGrid:
-    """How a token index maps to a patch: `n_prefix` leading non-patch tokens, then a row-major grid."""
-
-    n_prefix: int
-    grid_hw: tuple[int, int]
-
-    @property
-    def n_patches(self) -> int:
-        return self.grid_hw[0] * self.grid_hw[1]
-
-
 @dataclass
 class FeatureStats:
     """The finished statistics. Per-feature lists are sorted best first; empty slots hold image -1.
@@ -84,7 +72,7 @@ class FeatureStats:
     """
 
     config: StatsConfig
-    grid: TokenGrid
+    layout: TokenLayout
     n_tokens: int
     n_images: int
     fire_count_F: torch.Tensor
@@ -124,7 +112,7 @@ class FeatureStats:
     def image_map(self, feature: int, rank: int) -> torch.Tensor:
         """The activation map [gh, gw] (float32, activation units) of a feature's rank-th top image."""
         scale = self.top_image_score_Fk[feature, rank].clamp(min=0) / 255.0
-        return (self.top_image_map_FkP[feature, rank].float() * scale).reshape(self.grid.grid_hw)
+        return (self.top_image_map_FkP[feature, rank].float() * scale).reshape(self.layout.grid_hw or (0, 0))
 
     def quantile_examples(
         self, feature: int, quantiles: tuple[float, ...]
@@ -155,8 +143,10 @@ class FeatureStats:
                 "format": "vitsae.feature_stats",
                 "format_version": STATS_FORMAT_VERSION,
                 "config": config_to_dict(self.config),
-                "n_prefix_tokens": self.grid.n_prefix,
-                "grid_hw": list(self.grid.grid_hw),
+                "n_prefix_tokens": self.layout.n_prefix,
+                "grid_hw": self.layout.to_dict()["grid_hw"],
+                "token_layout": self.layout.to_dict(),
+                "width": self.layout.width,
                 "n_features": self.n_features,
                 "n_tokens": self.n_tokens,
                 "n_images": self.n_images,
@@ -183,12 +173,22 @@ class FeatureStats:
             raise ValueError(f"{stats_dir / STATS_TENSORS} lacks tensors {missing}: recompute the statistics")
         return cls(
             config=config_from_dict(StatsConfig, info["config"]),
-            grid=TokenGrid(info["n_prefix_tokens"], tuple(info["grid_hw"])),
+            layout=_layout(info),
             n_tokens=info["n_tokens"],
             n_images=info["n_images"],
             meta=info["meta"],
             **{name: tensors[name] for name in _TENSOR_FIELDS},
         )
+
+
+def _layout(info: dict[str, Any]) -> TokenLayout:
+    """The token layout of a stats JSON; files written before `token_layout` was recorded beside
+    `n_prefix_tokens` count every prefix token as a class token, and their width is the SAE's d_in."""
+    if "token_layout" in info:
+        return TokenLayout.from_dict(info["token_layout"], info["width"])
+    width = info["meta"].get("sae_config", {}).get("d_in", 0)
+    legacy = {"n_cls": info["n_prefix_tokens"], "n_registers": 0, "grid_hw": info["grid_hw"]}
+    return TokenLayout.from_dict(legacy, width)
 
 
 _TENSOR_FIELDS = (
@@ -231,11 +231,11 @@ _STATE_TENSORS = (
 class FeatureStatsAccumulator:
     """Streams sparse codes of whole images in and keeps every feature's statistics (see module doc)."""
 
-    def __init__(self, n_features: int, grid: TokenGrid, config: StatsConfig | None = None) -> None:
+    def __init__(self, n_features: int, layout: TokenLayout, config: StatsConfig | None = None) -> None:
         self.config = config = config or StatsConfig()
         self.n_features = n_features
-        self.grid = grid
-        n_patches = grid.n_patches
+        self.layout = layout
+        n_patches = layout.n_patches
         self.n_tokens = 0
         self.n_images = 0
         self._last_image = -1
@@ -318,8 +318,8 @@ class FeatureStatsAccumulator:
 
         self._count(feature_E, value_E, local_image_E, local_images.numel())
         self._update_images(feature_E, value_E, local_image_E, token_E, local_images, label_I)
-        patch_E = token_E - self.grid.n_prefix
-        is_patch_E = (patch_E >= 0) & (patch_E < self.grid.n_patches)
+        patch_E = token_E - self.layout.n_prefix
+        is_patch_E = (patch_E >= 0) & (patch_E < self.layout.n_patches)
         writes = self.patches.update(feature_E[is_patch_E], value_E[is_patch_E])
         self.patch_image_Fk[writes.feature_W, writes.slot_W] = image_E[is_patch_E][writes.candidate_W]
         self.patch_token_Fk[writes.feature_W, writes.slot_W] = token_E[is_patch_E][writes.candidate_W]
@@ -360,8 +360,8 @@ class FeatureStatsAccumulator:
         bounded by the batch, not the store), and so does the lookup from a patch entry to its new slot.
         """
         n_features = self.n_features
-        patch_E = token_E - self.grid.n_prefix
-        is_patch = (patch_E >= 0) & (patch_E < self.grid.n_patches)
+        patch_E = token_E - self.layout.n_prefix
+        is_patch = (patch_E >= 0) & (patch_E < self.layout.n_patches)
         feature_E, value_E, patch_E = feature_E[is_patch], value_E[is_patch], patch_E[is_patch]
         pair_E = local_image_E[is_patch] * n_features + feature_E
         score_IF = torch.zeros(local_images.numel() * n_features, dtype=torch.float32)
@@ -377,7 +377,7 @@ class FeatureStatsAccumulator:
         write_of_pair[pair_W] = torch.arange(pair_W.numel())
         write_E = write_of_pair[pair_E]
         in_map = write_E >= 0
-        maps_WP = torch.zeros((pair_W.numel(), self.grid.n_patches), dtype=torch.float32)
+        maps_WP = torch.zeros((pair_W.numel(), self.layout.n_patches), dtype=torch.float32)
         maps_WP[write_E[in_map], patch_E[in_map]] = value_E[in_map]
         scaled_WP = maps_WP / score_IF[pair_W].clamp(min=torch.finfo(torch.float32).tiny)[:, None]
         self.image_map_FkP[f_W, slot_W] = torch.round(scaled_WP * 255).clamp(0, 255).to(torch.uint8)
@@ -393,7 +393,7 @@ class FeatureStatsAccumulator:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """A snapshot of the pass so far as named CPU tensors (ready for safetensors): every statistic,
         the top-k buffers, the counters and the random generator of the sample's keys. Loading it into an
-        accumulator built with the same features, grid and config continues the pass exactly."""
+        accumulator built with the same features, layout and config continues the pass exactly."""
         state = {name: tensor.clone() for name, tensor in self._state_tensors().items()}
         state["n_tokens"] = torch.tensor(self.n_tokens, dtype=torch.int64)
         state["n_images"] = torch.tensor(self.n_images, dtype=torch.int64)
@@ -402,7 +402,7 @@ class FeatureStatsAccumulator:
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a `state_dict()`; one of another shape (features, grid, config) is refused unchanged."""
+        """Restore a `state_dict()`; one of another shape (features, layout, config) is refused unchanged."""
         targets = self._state_tensors()
         names = ("n_tokens", "n_images", "last_image")
         scalars = {name: torch.zeros((), dtype=torch.int64) for name in names}
@@ -426,7 +426,7 @@ class FeatureStatsAccumulator:
 
         return FeatureStats(
             config=self.config,
-            grid=self.grid,
+            layout=self.layout,
             n_tokens=self.n_tokens,
             n_images=self.n_images,
             fire_count_F=self.fire_count_F.clone(),

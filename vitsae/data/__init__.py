@@ -1,6 +1,7 @@
 """Image sources, preprocessing, batched loading, and the procedural shapes dataset."""
 
 from vitsae.data.loader import NO_LABEL, ImageBatch, ImageLoader, SkippedImage
+from vitsae.data.open import SOURCE_SPECS, open_source, source_from_description
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.rgb import ALPHA_BACKGROUND, BadImageError, open_rgb, to_rgb
 from vitsae.data.shapes import (
@@ -22,8 +23,6 @@ from vitsae.data.sources import (
     HFSource,
     ImageRecord,
     ImageSource,
-    open_source,
-    source_from_description,
 )
 
 __all__ = [
@@ -32,6 +31,7 @@ __all__ = [
     "CONCEPTS",
     "CONCEPT_FAMILIES",
     "NO_LABEL",
+    "SOURCE_SPECS",
     "ArraySource",
     "BadImageError",
     "FolderSource",

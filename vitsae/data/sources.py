@@ -1,8 +1,8 @@
 """Image sources: one interface over image folders, Hugging Face `datasets` and in-memory arrays.
 
 An `ImageSource` has `__len__`, `__getitem__(i) -> ImageRecord` (an RGB PIL image, an optional integer
-label, a stable key) and `describe() -> dict` (JSON-able; `source_from_description` re-creates the
-source from it where the data lives on disk); `open_source(spec)` opens one from a CLI spec string.
+label, a stable key) and `describe() -> dict` (JSON-able; `data/open.py` re-creates the source from it
+where the data lives on disk, and opens one from a CLI spec string).
 The sources here also have `key(i)`, the key without decoding the image, which the loader uses to name
 an image it had to skip. A source raises `BadImageError` for an image it cannot turn into RGB; the
 batched loader skips and reports those.
@@ -218,74 +218,3 @@ class ArraySource:
             "labelled": self.labels_N is not None,
             "n_images": len(self),
         }
-
-
-def source_from_description(description: dict[str, Any]) -> ImageSource:
-    """Re-create a source from its `describe()` output (folder, hf from disk, shapes)."""
-    kind = description.get("kind")
-    if kind == "folder":
-        return FolderSource(
-            description["root"], classes=description["classes"], extensions=tuple(description["extensions"])
-        )
-    if kind == "hf" and description.get("loader") == "load_from_disk":
-        return HFSource.from_disk(
-            description["path"],
-            split=description["split"],
-            image_column=description["image_column"],
-            label_column=description["label_column"],
-        )
-    if kind == "hf" and description.get("loader") == "imagefolder":
-        return HFSource.from_imagefolder(
-            description["path"],
-            split=description["split"],
-            image_column=description["image_column"],
-            label_column=description["label_column"],
-        )
-    if kind == "shapes":
-        from vitsae.config import config_from_dict
-        from vitsae.data.shapes import ShapesConfig, ShapesDataset
-
-        return ShapesDataset(config_from_dict(ShapesConfig, description["config"]))
-    raise ValueError(
-        f"cannot re-create a source of kind {kind!r} (loader {description.get('loader')!r}) from its "
-        "description; re-creatable kinds: folder, hf (load_from_disk / imagefolder), shapes. "
-        "In-memory arrays and datasets must be passed in again."
-    )
-
-
-SOURCE_SPECS = (
-    "shapes:<n>[:<seed>[:<size>]]",
-    "folder:<dir>",
-    "hf:<save_to_disk dir>[@<split>]",
-    "imagefolder:<dir>[@<split>]",
-    "<dir> (a save_to_disk dir, else an image folder)",
-)
-
-
-def open_source(spec: str) -> ImageSource:
-    """The image source named by a spec string (see `SOURCE_SPECS`), as the CLI takes it."""
-    scheme, sep, rest = spec.partition(":")
-    if sep and scheme == "shapes":
-        from vitsae.data.shapes import ShapesDataset
-
-        parts = rest.split(":")
-        try:
-            numbers = [int(p) for p in parts]
-        except ValueError:
-            numbers = []
-        if not 1 <= len(numbers) <= 3:
-            raise ValueError(f"bad shapes spec {spec!r}; expected shapes:<n>[:<seed>[:<size>]]")
-        n_images, seed, size = numbers + [0, 0, 64][len(numbers) :]  # seed 0 and 64x64 unless given
-        return ShapesDataset(n_images=n_images, seed=seed, image_size=size)
-    if sep and scheme in ("folder", "hf", "imagefolder"):
-        path, _, split = rest.partition("@")
-        if scheme == "folder":
-            return FolderSource(path)
-        if scheme == "hf":
-            return HFSource.from_disk(path, split=split or None)
-        return HFSource.from_imagefolder(path, split=split or "train")
-    path = Path(spec)
-    if path.is_dir():
-        saved = any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
-        return HFSource.from_disk(path) if saved else FolderSource(path)
-    raise ValueError(f"unknown image source {spec!r}: not a directory; use one of: {', '.join(SOURCE_SPECS)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
-from vitsae.data.sources import open_source
+from vitsae.data.open import open_source
 from vitsae.edit.config import EditConfig
 from vitsae.edit.edits import EditError, edits_to_json
 from vitsae.edit.finder import explain

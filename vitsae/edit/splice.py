@@ -35,9 +35,9 @@ from vitsae.edit.where import SelectionError, box_patch_mask, kinds_name, parse_
 from vitsae.errors import VitsaeError
 from vitsae.fileio import read_json
 from vitsae.kernels.codes import SparseCodes
-from vitsae.models.layout import TokenLayout
 from vitsae.sae.backend import resolve_backend
 from vitsae.sae.model import SparseAutoencoder
+from vitsae.tokens import TokenLayout
 
 SAE_HOOKS = ("hook_sae_acts", "hook_sae_recons", "hook_sae_error")
 

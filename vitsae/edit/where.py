@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 
 from vitsae.errors import VitsaeError
-from vitsae.models.layout import TokenLayout
+from vitsae.tokens import TokenLayout
 
 TOKEN_KINDS: tuple[str, ...] = ("cls", "registers", "patches")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
-from vitsae.data.sources import open_source
+from vitsae.data.open import open_source
 from vitsae.edit.cli import add_repeatable, check_out, provenance
 from vitsae.edit.inputs import InputError, image_batches, load_sites
 from vitsae.errors import VitsaeError

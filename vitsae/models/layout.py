@@ -1,45 +1,16 @@
-"""How a hook's token axis maps onto the image, and the checks shared by every hooked model.
+"""Activations as tokens and back, and the hook-name check shared by every hooked model.
 
 A ViT's tokens are `[CLS?][registers...][patches row-major]`; a CNN's `(B, C, H, W)` map becomes
 `H*W` patch tokens of width C, row-major; a pooled `(B, D)` vector becomes one summary token
-(counted as `n_cls=1`, no grid).
+(counted as `n_cls=1`, no grid). `TokenLayout` (`vitsae/tokens.py`) describes which token is which.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import torch
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """The token axis of one hook: `n_cls` summary tokens, then registers, then a row-major patch grid."""
-
-    n_cls: int
-    n_registers: int
-    grid_hw: tuple[int, int] | None  # None: no patch tokens (pooled outputs, logits)
-    width: int
-
-    @property
-    def n_prefix(self) -> int:
-        """Tokens before the first patch token."""
-        return self.n_cls + self.n_registers
-
-    @property
-    def n_tokens(self) -> int:
-        grid = 0 if self.grid_hw is None else self.grid_hw[0] * self.grid_hw[1]
-        return self.n_prefix + grid
-
-    def patch_of(self, token: int) -> tuple[int, int] | None:
-        """(row, col) of the patch a token stands for, or None for CLS/register/summary tokens."""
-        if not 0 <= token < self.n_tokens:
-            raise IndexError(f"token {token} out of range for a layout of {self.n_tokens} tokens")
-        if token < self.n_prefix or self.grid_hw is None:
-            return None
-        return divmod(token - self.n_prefix, self.grid_hw[1])
 
 
 def as_tokens(acts: torch.Tensor) -> torch.Tensor:

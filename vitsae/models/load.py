@@ -23,15 +23,15 @@ from torch import nn
 
 import vitsae
 from vitsae.data.preprocess import Preprocess
-from vitsae.fileio import read_json
-from vitsae.models.checkpoint import CONFIG_FILE, load_hooked_vit
+from vitsae.fileio import PICKLE_SUFFIXES, read_json
 from vitsae.models.convert_hf import CONVERTERS, hooked_vit_from_hf
 from vitsae.models.hf_preprocess import preprocess_from_hf
+from vitsae.models.io import CONFIG_FILE, load_hooked_vit
+from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 from vitsae.models.wrap import HookedModule, default_preprocess
 
 SCHEMES = ("hf", "timm", "vitsae", "module")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 # model_type of a Hugging Face config -> the class to load when its `architectures` names none we convert
 _VIT_DEFAULTS = {
@@ -43,8 +43,6 @@ _VIT_DEFAULTS = {
     "siglip": "SiglipVisionModel",
     "siglip_vision_model": "SiglipVisionModel",
 }
-
-HookedModel = HookedViT | HookedModule
 
 
 def load(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> HookedModel:
@@ -89,7 +87,7 @@ def load_shipped(name: str) -> HookedModel:
 def _refuse_pickle_only(directory: Path) -> None:
     if any(directory.glob("*.safetensors")):
         return
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise ValueError(
             f"{directory} holds only pickle weights ({', '.join(pickles)}); vitsae loads safetensors only "

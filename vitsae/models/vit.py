@@ -28,11 +28,13 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.fileio import weights_hash
 from vitsae.models.components import AttentionPool, Block, LayerNorm
 from vitsae.models.config import HookedViTConfig
-from vitsae.models.hashing import weights_hash
-from vitsae.models.layout import TokenLayout, as_tokens, check_names, from_tokens
+from vitsae.models.layout import as_tokens, from_tokens
+from vitsae.models.protocol import HookNames
 from vitsae.models.weights import StackedWeights
+from vitsae.tokens import TokenLayout
 
 _PER_HEAD = ("hook_q", "hook_k", "hook_v", "hook_z")
 _PATTERNS = ("hook_attn_scores", "hook_pattern")
@@ -121,7 +123,7 @@ class PosEmbed(nn.Module):
         return torch.cat([cls_pos, resized.permute(0, 2, 3, 1).reshape(-1, patch_pos.shape[-1])])
 
 
-class HookedViT(StackedWeights, HookedRootModule):
+class HookedViT(HookNames, StackedWeights, HookedRootModule):
     """A vision transformer whose every intermediate tensor is a TransformerLens hook point."""
 
     def __init__(self, cfg: HookedViTConfig, preprocess: Preprocess | None = None):
@@ -223,13 +225,6 @@ class HookedViT(StackedWeights, HookedRootModule):
         return self.hook_logits(pooled)
 
     # -- the stage contract ------------------------------------------------------------------------
-
-    def hook_names(self) -> list[str]:
-        """Every hook point, in the order the forward pass reaches them."""
-        return list(self.hook_dict)
-
-    def check_hook_names(self, names: list[str]) -> None:
-        check_names(names, self.hook_names())
 
     def token_layout(self, hook_name: str, image_hw: tuple[int, int] | None = None) -> TokenLayout:
         """How the token axis of `hook_name` (as `collect` returns it) maps to the image."""

@@ -21,8 +21,10 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from vitsae.data.preprocess import Preprocess
-from vitsae.models.hashing import weights_hash
-from vitsae.models.layout import TokenLayout, as_tokens, check_names, from_tokens
+from vitsae.fileio import weights_hash
+from vitsae.models.layout import as_tokens, check_names, from_tokens
+from vitsae.models.protocol import HookNames
+from vitsae.tokens import TokenLayout
 
 
 class _StopForward(Exception):
@@ -43,7 +45,7 @@ def unwrap_output(out: Any) -> torch.Tensor:
     raise TypeError(f"cannot find an output tensor in a {type(out).__name__}")
 
 
-class HookedModule(HookedRootModule):
+class HookedModule(HookNames, HookedRootModule):
     """Wrap `model` so the outputs of its submodules are TransformerLens hook points.
 
     `hook_modules` picks the submodule paths to hook (default: every submodule that runs once per forward
@@ -129,13 +131,6 @@ class HookedModule(HookedRootModule):
         return self.hook_logits(unwrap_output(self.model(pixels_BCHW)))
 
     # -- the stage contract ------------------------------------------------------------------------
-
-    def hook_names(self) -> list[str]:
-        """Hooked module paths in the order they run, then `hook_logits`."""
-        return list(self.hook_dict)
-
-    def check_hook_names(self, names: list[str]) -> None:
-        check_names(names, self.hook_names())
 
     def token_layout(self, hook_name: str, image_hw: tuple[int, int] | None = None) -> TokenLayout:
         """(C, H, W) maps are H*W patch tokens of width C; vectors are one summary token.

@@ -38,8 +38,7 @@ from vitsae.config import config_to_dict
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageRecord, ImageSource
 from vitsae.fileio import write_json_atomic
-
-from .render import blend_heatmap, crop_patch, dimmed_thumbnail, mark_patch, save_jpeg
+from vitsae.report.render import blend_heatmap, crop_patch, dimmed_thumbnail, mark_patch, save_jpeg
 
 BROWSER_FORMAT_VERSION = 1
 MARKER = "vitsae-browser.json"
@@ -58,7 +57,12 @@ class BrowserConfig:
     quantiles: tuple[float, ...] = field(
         default=(0.05, 0.25, 0.5, 0.75, 0.95), metadata={"help": "activation quantiles to show examples at"}
     )
-    n_logit_classes: int = field(default=6, metadata={"help": "classes listed per direction of logit effect"})
+    n_logit_classes: int = field(
+        default=6,
+        metadata={
+            "help": "classes listed per direction of logit effect (at most the 16 `vitsae stats` saves)"
+        },
+    )
     image_cache: int = field(default=512, metadata={"help": "decoded images kept in memory while rendering"})
     workers: int = field(
         default=1, metadata={"help": "processes that render feature pages (fork; Linux/macOS)"}
@@ -233,7 +237,8 @@ class _Site:
 
     def _pictures(self, f: int, img_dir: Path, data: dict[str, Any]) -> None:
         stats, config = self.stats, self.config
-        grid_hw = stats.grid.grid_hw
+        layout = stats.layout
+        grid_hw = layout.grid_hw
         rel = f"img/{bucket(f)}/{f}"
         vmax = float(stats.top_image_score_Fk[f, 0])
         labels: Counter[str] = Counter()
@@ -263,7 +268,7 @@ class _Site:
             image, token = int(stats.top_patch_image_Fk[f, rank]), int(stats.top_patch_token_Fk[f, rank])
             if image < 0:
                 break
-            row, col = divmod(token - stats.grid.n_prefix, grid_hw[1])
+            row, col = layout.patch_of(token)
             seen, _, key = self.record(image)
             save_jpeg(
                 crop_patch(seen, row, col, grid_hw, config.patch_size), img_dir / f"{f}_patch{rank}.jpg"
@@ -279,8 +284,7 @@ class _Site:
                 }
             )
         for i, (q, image, token, value) in enumerate(stats.quantile_examples(f, config.quantiles)):
-            patch_index = token - stats.grid.n_prefix
-            patch = divmod(patch_index, grid_hw[1]) if 0 <= patch_index < stats.grid.n_patches else None
+            patch = layout.patch_of(token)
             seen, _, key = self.record(image)
             save_jpeg(mark_patch(seen, patch, grid_hw, config.thumb_size), img_dir / f"{f}_q{i}.jpg")
             data["quantiles"].append(

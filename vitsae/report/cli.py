@@ -1,8 +1,8 @@
 """`vitsae browse`: write the static feature browser for a statistics directory made by `vitsae stats`.
 
-The images, their preprocessing, the SAE and the model come from what the statistics recorded, unless
-given here; the model is needed only for the logit effects and is skipped (with a note) when it has no
-linear classification head or cannot be loaded from its recorded spec.
+The images and their preprocessing come from what the statistics recorded; the logit effects from the
+`logit_effects.safetensors` that `vitsae stats` saved beside them (absent, with a note, when the model had
+no linear classification head). The browser only renders these files: it loads no model and no SAE.
 """
 
 from __future__ import annotations
@@ -13,25 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vitsae.analysis.logits import LogitEffects, logit_effects, unembedding
+from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
+from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
-from vitsae.data.sources import ImageSource, source_from_description
+from vitsae.data.sources import ImageSource
 from vitsae.fileio import read_json
-
-from .browser import BrowserConfig, write_browser
+from vitsae.report.browser import BrowserConfig, write_browser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", type=Path, required=True, help="directory written by `vitsae stats`")
     parser.add_argument("--out", type=Path, required=True, help="browser directory to write (replaced)")
-    parser.add_argument("--sae", type=Path, default=None, help="SAE directory (default: the one recorded)")
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="model spec for logit effects (default: the recorded one; 'none' to skip)",
-    )
     parser.add_argument("--labels", type=Path, default=None, help='JSON {"<feature id>": "concept label"}')
     parser.add_argument("--features", type=int, nargs="+", default=None, help="only these features get pages")
     parser.add_argument("--no-images", action="store_true", help="write numbers only, without the images")
@@ -52,31 +46,6 @@ def _images(stats: FeatureStats, no_images: bool) -> tuple[ImageSource | None, P
     return source, None if recorded is None else config_from_dict(Preprocess, recorded)
 
 
-def _logits(stats: FeatureStats, args: argparse.Namespace) -> tuple[LogitEffects | None, str]:
-    """The logit effects, or None with the reason."""
-    explicit = args.model is not None
-    spec = args.model if explicit else (stats.meta.get("model") or {}).get("spec")
-    sae_path = args.sae or stats.meta.get("sae")
-    if spec in (None, "", "none"):
-        return None, "no model spec"
-    if sae_path is None:
-        return None, "no SAE path recorded (pass --sae)"
-    from vitsae.models import load
-    from vitsae.sae.io import load_sae
-
-    try:
-        model = load(spec)
-    except (ValueError, FileNotFoundError, OSError, ImportError) as err:
-        if explicit:
-            raise
-        return None, f"the recorded model {spec!r} could not be loaded ({err})"
-    try:
-        head = unembedding(model)
-    except ValueError as err:
-        return None, str(err)
-    return logit_effects(load_sae(sae_path).W_dec, head, k=args.n_logit_classes), ""
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(BrowserConfig, args)
@@ -86,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
         if args.labels is not None:
             raw: dict[str, Any] = read_json(args.labels)
             labels = {int(key): str(value) for key, value in raw.items()}
-        effects, why_not = _logits(stats, args)
+        effects = LogitEffects.load(args.stats)
         if effects is None:
-            print(f"vitsae browse: no logit effects: {why_not}", file=sys.stderr)
+            print(
+                f"vitsae browse: no logit effects: {args.stats} holds no {LOGIT_EFFECTS_FILE} "
+                "(`vitsae stats` writes it when the model has a linear classification head)",
+                file=sys.stderr,
+            )
         class_names = None if source is None else source.describe().get("classes")
         index = write_browser(
             stats,

@@ -1,7 +1,7 @@
 """Saving and loading SAEs: `sae.safetensors` + `sae.json` (config and training summary) in one folder.
 
-Only safetensors are read: a pickle-based file (.pt, .pth, .pkl, .bin, .ckpt) is refused with an error,
-since loading one can run arbitrary code.
+Only safetensors are read: a pickle-based file (`fileio.PICKLE_SUFFIXES`: .pt, .pth, .pkl, .bin, ...) is
+refused with an error, since loading one can run arbitrary code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
-from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import PICKLE_SUFFIXES, read_json, save_tensors_atomic, write_json_atomic
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
 
@@ -21,7 +21,6 @@ FORMAT = "vitsae.sae"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "sae.json"
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
 def save_sae(sae: SparseAutoencoder, directory: str | Path, training_summary: dict[str, Any] | None = None):

@@ -5,6 +5,5 @@ from vitsae.store.config import HarvestConfig
 from vitsae.store.format import FORMAT_VERSION, StoreError
 from vitsae.store.harvest import harvest
 from vitsae.store.reader import ActivationStore
-from vitsae.store.tokens import Layout
 
-__all__ = ["FORMAT_VERSION", "ActivationStore", "HarvestConfig", "Layout", "StoreError", "harvest"]
+__all__ = ["FORMAT_VERSION", "ActivationStore", "HarvestConfig", "StoreError", "harvest"]

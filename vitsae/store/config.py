@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vitsae.store.format import DTYPES
-from vitsae.store.tokens import TOKEN_SELECTIONS
+from vitsae.tokens import TOKEN_SELECTIONS
 
 # Fields that only say how to run, not what is stored: a rerun may change them and still resume.
 RUN_ONLY_FIELDS = ("out", "device", "num_workers", "progress")

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +27,9 @@ from tqdm.auto import tqdm
 
 from vitsae.config import config_to_dict
 from vitsae.data.loader import ImageLoader
-from vitsae.data.sources import open_source
+from vitsae.data.open import open_source
+from vitsae.data.sources import ImageSource
+from vitsae.distributed import barrier, init_if_torchrun, local_device, rank_world
 from vitsae.fileio import read_json, write_bytes_atomic, write_json_atomic
 from vitsae.store.config import RUN_ONLY_FIELDS, HarvestConfig, content_differences
 from vitsae.store.format import (
@@ -41,7 +42,10 @@ from vitsae.store.format import (
     shard_name,
 )
 from vitsae.store.stats import RunningStats
-from vitsae.store.tokens import Layout, provenance_rows, select_tokens
+from vitsae.tokens import TokenLayout, provenance_rows, select_tokens
+
+if TYPE_CHECKING:  # the protocol only: readers of a store never import the models
+    from vitsae.models.protocol import HookedModel
 
 RUN_RECORD = "harvest.json"
 PROGRESS_DIR = ".progress"
@@ -53,7 +57,7 @@ class _HookPlan:
 
     name: str
     directory: Path
-    layout: Layout
+    layout: TokenLayout
     tokens_T: torch.Tensor  # int64 token indices kept per image
     width: int
 
@@ -96,48 +100,19 @@ class _ShardBuffer:
         self.rows = end
 
 
-def _rank_and_world() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call initialised the process group)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        # only barriers go through it; ranks may finish their shards hours apart on a big harvest
-        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
-        return dist.get_rank(), dist.get_world_size(), True
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    return 0, 1, False
-
-
-def _rank_device(device: str) -> str:
-    """`cuda` under torchrun means this rank's GPU (`cuda:<LOCAL_RANK>`); other devices are used as given."""
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        return f"cuda:{os.environ['LOCAL_RANK']}"
-    return device
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
-
-
-def _plan_hooks(model: Any, config: HarvestConfig) -> list[_HookPlan]:
+def _plan_hooks(model: HookedModel, config: HarvestConfig) -> list[_HookPlan]:
     model.check_hook_names(list(config.hooks))
     plans = []
     for hook in config.hooks:
-        model_layout = model.token_layout(hook)
-        layout = Layout.of(model_layout)
+        layout = model.token_layout(hook)
         tokens = select_tokens(layout, config.tokens, config.include_registers)
         if len(tokens) == 0:
             raise ValueError(
-                f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout {model_layout}"
+                f"hook {hook}: token selection {config.tokens!r} keeps no tokens of its layout {layout}"
             )
         plans.append(
             _HookPlan(
-                hook,
-                config.out / hook,
-                layout,
-                torch.from_numpy(tokens.astype(np.int64)),
-                int(model_layout.width),
+                hook, config.out / hook, layout, torch.from_numpy(tokens.astype(np.int64)), int(layout.width)
             )
         )
     return plans
@@ -154,7 +129,9 @@ def _recorded_config(config: HarvestConfig) -> dict[str, Any]:
     return {k: v for k, v in config_to_dict(config).items() if k not in RUN_ONLY_FIELDS}
 
 
-def _run_record(config: HarvestConfig, model: Any, source: Any, per_shard: int) -> dict[str, Any]:
+def _run_record(
+    config: HarvestConfig, model: HookedModel, source: ImageSource, per_shard: int
+) -> dict[str, Any]:
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -196,14 +173,14 @@ def _check_or_write_record(config: HarvestConfig, record: dict[str, Any], rank: 
                 + "\n  ".join(diffs)
                 + "\nuse another --out directory, or delete this one to start over"
             )
-    _barrier(world)
+    barrier()
     if rank == 0:
         if not path.exists():
             write_json_atomic(path, record)
         for pattern in (".*.tmp", "*/.*.tmp", f"*/{PROGRESS_DIR}/.*.tmp"):
             for stale in config.out.glob(pattern):
                 stale.unlink()
-    _barrier(world)
+    barrier()
 
 
 def _sidecar(plan: _HookPlan, shard: int) -> Path:
@@ -251,8 +228,8 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
 
 
 def _harvest_shards(
-    model: Any,
-    source: Any,
+    model: HookedModel,
+    source: ImageSource,
     config: HarvestConfig,
     plans: list[_HookPlan],
     shards: list[int],
@@ -260,20 +237,27 @@ def _harvest_shards(
     show_progress: bool,
 ) -> None:
     dtype = DTYPES[config.dtype][0]
-    device = _rank_device(config.device)
+    device = local_device(config.device)
     n_images = len(source)
     buffers = [_ShardBuffer(plan, per_shard, dtype) for plan in plans]
     names = [plan.name for plan in plans]
     total = sum(min(n_images, (s + 1) * per_shard) - s * per_shard for s in shards)
     bar = tqdm(total=total, unit="img", desc="harvest", disable=not show_progress, smoothing=0.1)
 
-    def flush(shard: int, skipped_here: list[Any]) -> None:
-        images = (shard * per_shard, min(n_images, (shard + 1) * per_shard))
-        skipped = [{"index": s.index, "key": s.key, "reason": s.reason} for s in skipped_here]
-        for buffer in buffers:
-            _write_shard(buffer, shard, images, skipped)
-            buffer.reset()
-        bar.update(len(skipped_here))
+    def flush_until(limit: int, current: int, reported: int, loader: ImageLoader) -> tuple[int, int]:
+        """Write every finished shard from `current` up to `limit`, with the images skipped in each;
+        returns the next shard and how many of the loader's skipped images are reported."""
+        while current < limit:
+            skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
+            reported += len(skipped_here)
+            images = (current * per_shard, min(n_images, (current + 1) * per_shard))
+            skipped = [{"index": s.index, "key": s.key, "reason": s.reason} for s in skipped_here]
+            for buffer in buffers:
+                _write_shard(buffer, current, images, skipped)
+                buffer.reset()
+            bar.update(len(skipped_here))
+            current += 1
+        return current, reported
 
     for first, stop in _runs(shards):
         loader = ImageLoader(
@@ -286,26 +270,22 @@ def _harvest_shards(
         )
         current, reported = first, 0
         for batch in loader:
-            shard = int(batch.indices_B[0]) // per_shard
-            while current < shard:
-                skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
-                reported += len(skipped_here)
-                flush(current, skipped_here)
-                current += 1
+            current, reported = flush_until(int(batch.indices_B[0]) // per_shard, current, reported, loader)
             acts = model.collect(batch.pixels_BCHW.to(device), names)
             for buffer in buffers:
                 buffer.add(acts[buffer.plan.name], batch.indices_B, dtype)
             bar.update(len(batch.indices_B))
-        while current < stop:
-            skipped_here = [s for s in loader.skipped[reported:] if s.index < (current + 1) * per_shard]
-            reported += len(skipped_here)
-            flush(current, skipped_here)
-            current += 1
+        flush_until(stop, current, reported, loader)
     bar.close()
 
 
 def _finish(
-    config: HarvestConfig, plans: list[_HookPlan], model: Any, source: Any, n_shards: int, per_shard: int
+    config: HarvestConfig,
+    plans: list[_HookPlan],
+    model: HookedModel,
+    source: ImageSource,
+    n_shards: int,
+    per_shard: int,
 ) -> None:
     """Merge every shard's sidecar into each hook's manifest (rank 0, after all ranks are done)."""
     record = read_json(config.out / RUN_RECORD)
@@ -355,19 +335,23 @@ def _finish(
         write_json_atomic(plan.directory / MANIFEST_NAME, manifest)
 
 
-def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> dict[str, Path]:
+def harvest(
+    config: HarvestConfig, *, model: HookedModel | None = None, source: ImageSource | None = None
+) -> dict[str, Path]:
     """Run (or resume) a harvest; returns each hook's store directory.
 
     `model` and `source` default to loading `config.model` and `config.source`; pass them to reuse
     objects already in memory (they must be what the spec strings describe: the manifest records those).
     """
-    rank, world, initialised = _rank_and_world()
+    # the group carries only barriers and one gather; ranks may finish their shards hours apart
+    initialised = init_if_torchrun("gloo", timeout=datetime.timedelta(hours=24))
+    rank, world = rank_world()
     try:
         if model is None:
             from vitsae.models import load  # here, not at the top: readers of a store need no models
 
             model = load(config.model)
-        model = model.to(_rank_device(config.device)).eval()
+        model = model.to(local_device(config.device)).eval()
         source = open_source(config.source) if source is None else source
         plans = _plan_hooks(model, config)
         per_shard = images_per_shard(config, max(plan.rows_per_image for plan in plans))
@@ -383,10 +367,10 @@ def harvest(config: HarvestConfig, *, model: Any = None, source: Any = None) -> 
                 _harvest_shards(
                     model, source, config, plans, pending, per_shard, config.progress and rank == 0
                 )
-            _barrier(world)
+            barrier()
             if rank == 0:
                 _finish(config, plans, model, source, n_shards, per_shard)
-            _barrier(world)
+            barrier()
         return {plan.name: plan.directory for plan in plans}
     finally:
         if initialised:

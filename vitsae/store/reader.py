@@ -21,8 +21,9 @@ import torch
 from PIL import Image
 
 from vitsae.config import config_from_dict
+from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
-from vitsae.data.sources import ImageSource, source_from_description
+from vitsae.data.sources import ImageSource
 from vitsae.fileio import sha256_file
 from vitsae.store.format import (
     DTYPES,
@@ -32,7 +33,7 @@ from vitsae.store.format import (
     read_shard_header,
 )
 from vitsae.store.shuffle import BatchOrder, ShuffledBatches, chunk_spans
-from vitsae.store.tokens import Layout, find_row, patch_to_token, token_to_patch
+from vitsae.tokens import TokenLayout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
 _INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
@@ -59,7 +60,7 @@ class ActivationStore:
         self.hook: str = manifest["hook"]
         self.d_model: int = int(manifest["width"])
         self.dtype: str = manifest["dtype"]
-        self.layout = Layout.of(manifest["token_layout"])
+        self.layout = TokenLayout.from_dict(manifest["token_layout"], manifest["width"])
         self.mean_norm: float = float(manifest["stats"]["mean_norm"])
         self.norm_scale: float = math.sqrt(self.d_model) / self.mean_norm if self.mean_norm > 0 else 1.0
         self.normalize = normalize

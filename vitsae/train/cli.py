@@ -7,12 +7,12 @@ split over the ranks (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch.distributed as dist
 
 from vitsae.config import add_config_arguments, config_from_args
+from vitsae.distributed import init_if_torchrun
 from vitsae.train.config import TrainConfig
 from vitsae.train.data import StoreBatches, TensorBatches, load_activation_file
 from vitsae.train.trainer import Trainer, TrainingDiverged
@@ -27,18 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, TrainConfig)
 
 
-def _init_distributed() -> bool:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    import torch
-
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)
-    started_group = _init_distributed()
+    started_group = init_if_torchrun()
     try:
         if args.store:
             source = StoreBatches(args.store, cfg.batch_size, seed=cfg.seed)

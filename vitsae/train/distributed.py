@@ -2,19 +2,13 @@
 
 Gradients are averaged with one all-reduce per SAE, so every rank takes the same step as one process
 would on the whole batch (up to the order of floating-point sums). Statistics are summed the same way.
+Setting up the process group, ranks and devices is `vitsae/distributed.py`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def local_slice(acts_BD: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -47,8 +41,3 @@ def all_reduce_sum(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size > 1:
         dist.all_reduce(tensor)
     return tensor
-
-
-def barrier(world_size: int) -> None:
-    if world_size > 1:
-        dist.barrier()

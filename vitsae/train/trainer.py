@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from vitsae.config import config_from_dict, config_to_dict
+from vitsae.distributed import barrier, local_device, rank_world
 from vitsae.fileio import write_json_atomic
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.io import save_sae
@@ -81,17 +81,6 @@ class _Run:
     resampled: int = 0
 
 
-def pick_device(name: str) -> torch.device:
-    """The device for `cfg.device` ("auto": CUDA when present); under torchrun, this rank's local GPU."""
-    rank, world_size = ddp.world()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and world_size > 1:
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(name)
-
-
 class Trainer:
     """Trains the sweep `cfg` describes on `batches`, writing everything under `out_dir`.
 
@@ -113,8 +102,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.given_norm_scale = norm_scale
         self.sae_fields = sae_fields or {}
-        self.rank, self.world_size = ddp.world()
-        self.device = pick_device(cfg.device)
+        self.rank, self.world_size = rank_world()
+        self.device = local_device(cfg.device)
         self.runs: list[_Run] = []
         self.step = 0
         self.tokens = 0
@@ -438,7 +427,7 @@ class Trainer:
             self.last_checkpoint = ckpt.save_checkpoint(
                 self.out_dir, self._trainer_state(), runs, self.cfg.keep_checkpoints
             )
-        ddp.barrier(self.world_size)
+        barrier()
 
     def _finish(self) -> dict[str, dict[str, Any]]:
         summaries = {}
@@ -459,5 +448,5 @@ class Trainer:
                     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         if self.rank == 0:
             write_json_atomic(self.out_dir / "sweep.json", summaries)
-        ddp.barrier(self.world_size)
+        barrier()
         return summaries

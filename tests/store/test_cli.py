@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import torch
-from store_worker import HOOKS, reference_rows, tiny_vit
 
+from tests.helpers import tiny_vit
+from tests.store.store_worker import HOOKS, reference_rows
 from vitsae.data import ShapesDataset
 from vitsae.store import ActivationStore
 
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def vitsae_harvest(*args: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+        "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
     }  # one thread, as the in-process reference (see store_worker.one_thread)
     return subprocess.run(
@@ -35,7 +36,7 @@ def vitsae_harvest(*args: str) -> subprocess.CompletedProcess:
 def test_cli_harvests_and_refuses_a_different_config(tmp_path: Path) -> None:
     common = [
         "--model",
-        "module:store_worker:tiny_vit",
+        "module:tests.helpers:tiny_vit",
         "--source",
         "shapes:10:3",
         "--out",
@@ -48,7 +49,7 @@ def test_cli_harvests_and_refuses_a_different_config(tmp_path: Path) -> None:
     done = vitsae_harvest(*common, "--hooks", *HOOKS, "--progress", "false")
     assert done.returncode == 0, done.stderr[-3000:]
     store = ActivationStore.open(tmp_path / HOOKS[1], verify="full")
-    assert store.manifest["model"]["spec"] == "module:store_worker:tiny_vit"
+    assert store.manifest["model"]["spec"] == "module:tests.helpers:tiny_vit"
     assert store.manifest["source"]["config"]["seed"] == 3 and store.manifest["counts"]["images"] == 10
     expected, _, _ = reference_rows(
         tiny_vit(), ShapesDataset(n_images=10, seed=3), HOOKS[1], list(range(17)), torch.float16

@@ -1,15 +1,18 @@
-"""A picture of the shapes dataset: generated images beside their concept masks, one column per family."""
+"""The picture of the shapes dataset in docs/shapes.md: generated images beside their concept masks, one
+column per concept family.
+
+    .venv/bin/python scripts/make_shapes_figure.py --seed 0 --n-images 8 --rows 6 --out docs/img/shapes.png
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 
 from vitsae.data.shapes import CLASS_NAMES, CONCEPT_FAMILIES, ShapesDataset
 from vitsae.fileio import atomic_path
-
-_FAMILIES = ("shape", "colour", "texture", "size", "position", "background")
 
 
 def plot_shapes_grid(dataset: ShapesDataset, indices: list[int], path: str | Path) -> Path:
@@ -21,13 +24,13 @@ def plot_shapes_grid(dataset: ShapesDataset, indices: list[int], path: str | Pat
     from matplotlib.patches import Patch
 
     palette = plt.get_cmap("tab10").colors
-    n_cols = 1 + len(_FAMILIES)
+    n_cols = 1 + len(CONCEPT_FAMILIES)
     fig, axes = plt.subplots(len(indices), n_cols, figsize=(1.7 * n_cols, 2.2 * len(indices)), squeeze=False)
     for row, index in enumerate(indices):
         sample = dataset.sample(index)
         axes[row, 0].imshow(sample.image_HWC, interpolation="nearest")
         axes[row, 0].set_title(f"#{index}: {CLASS_NAMES[sample.label]}", fontsize=8)
-        for col, family in enumerate(_FAMILIES, start=1):
+        for col, family in enumerate(CONCEPT_FAMILIES, start=1):
             canvas = np.full(sample.image_HWC.shape, 0.92, dtype=np.float32)
             handles = []
             for value_at, value in enumerate(CONCEPT_FAMILIES[family]):
@@ -56,3 +59,18 @@ def plot_shapes_grid(dataset: ShapesDataset, indices: list[int], path: str | Pat
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed")
+    parser.add_argument("--n-images", type=int, default=8, help="images in the dataset")
+    parser.add_argument("--rows", type=int, default=6, help="images drawn (the first ones)")
+    parser.add_argument("--out", type=Path, default=Path("docs/img/shapes.png"), help="PNG to write")
+    args = parser.parse_args()
+    dataset = ShapesDataset(seed=args.seed, n_images=args.n_images)
+    print(plot_shapes_grid(dataset, list(range(args.rows)), args.out))
+
+
+if __name__ == "__main__":
+    main()

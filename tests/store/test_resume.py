@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from store_worker import HOOKS, N_IMAGES, SlowModel, config, shapes, tiny_vit
 
+from tests.helpers import shapes, tiny_vit
+from tests.store.store_worker import HOOKS, N_IMAGES, SlowModel, config
 from vitsae.fileio import read_json
 from vitsae.store import ActivationStore, StoreError, harvest
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from store_worker import HOOKS, N_IMAGES, config, reference_rows, shapes, tiny_vit
 
+from tests.helpers import shapes, tiny_vit
+from tests.store.store_worker import HOOKS, N_IMAGES, config, reference_rows
 from vitsae.data import FolderSource, ImageLoader
 from vitsae.fileio import read_json
 from vitsae.store import ActivationStore, HarvestConfig, StoreError, harvest

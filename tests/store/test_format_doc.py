@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from store_worker import HOOKS, config, shapes, tiny_vit
 
+from tests.helpers import shapes, tiny_vit
+from tests.store.store_worker import HOOKS, config
 from vitsae.store import ActivationStore, harvest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "store-format.md"

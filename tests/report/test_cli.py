@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from analysis_fixtures import harvest_small_store, tiny_sae
+import torch
 
+from tests.helpers import harvest_small_store, tiny_sae, tiny_vit
+from vitsae.analysis.logits import LOGIT_CLASSES, LogitEffects, logit_effects, unembedding
 from vitsae.analysis.stats import FeatureStats
 from vitsae.cli import main
 from vitsae.sae.io import save_sae
@@ -74,8 +76,13 @@ def test_browse_errors_are_reported_not_raised(tmp_path, capsys):
     assert "vitsae stats: error" in capsys.readouterr().err
 
 
-def test_browse_with_an_explicit_model_adds_logit_effects(tmp_path, capsys):
-    assert stats_from_cli(tmp_path, "s") == 0
+def test_stats_with_an_explicit_model_saves_the_logit_effects_the_browser_shows(tmp_path, capsys):
+    assert stats_from_cli(tmp_path, "s", "--model", "module:tests.helpers:tiny_vit") == 0
+    assert "no logit effects" not in capsys.readouterr().err
+    saved = LogitEffects.load(tmp_path / "s")
+    want = logit_effects(tiny_sae().W_dec, unembedding(tiny_vit()), k=LOGIT_CLASSES)
+    for name in ("up_class_Fk", "up_value_Fk", "down_class_Fk", "down_value_Fk"):
+        assert torch.equal(getattr(saved, name), getattr(want, name)), name
     args = [
         "browse",
         "--stats",
@@ -86,10 +93,10 @@ def test_browse_with_an_explicit_model_adds_logit_effects(tmp_path, capsys):
         "--features",
         "5",
     ]
-    assert main([*args, "--model", "module:analysis_fixtures:tiny_vit"]) == 0
+    assert main(args) == 0
     assert "no logit effects" not in capsys.readouterr().err
     text = (tmp_path / "site" / "data" / "f" / "000" / "5.js").read_text()
     data = json.loads(text[len("vitsaeFeature(") :].rstrip().rstrip(";").rstrip(")"))
     assert data["logits"] is not None and data["top_images"] == []
-    assert main([*args, "--model", "module:nowhere:nothing"]) == 2
+    assert stats_from_cli(tmp_path, "s", "--model", "module:nowhere:nothing") == 2
     assert "cannot find factory" in capsys.readouterr().err

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from store_worker import HOOKS, N_IMAGES, shapes
 
+from tests.helpers import shapes
+from tests.store.store_worker import HOOKS, N_IMAGES
 from vitsae.store import ActivationStore, StoreError
 from vitsae.store.shuffle import BatchOrder, chunk_spans
 
