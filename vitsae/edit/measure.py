@@ -82,12 +82,6 @@ class Tally:
             }
         return out
 
-    def changed_target_indices(self) -> list[int]:
-        before, after = torch.cat(self.before), torch.cat(self.after)
-        target = torch.cat(self.target)
-        changed = (before.argmax(1) != after.argmax(1)) & target
-        return torch.cat(self.indices)[changed].tolist()
-
 
 def _rate(flags: torch.Tensor) -> float | None:
     return float(flags.double().mean()) if flags.numel() else None
