@@ -97,3 +97,11 @@ def test_patch_from_a_donor_in_a_box(sae_dir, tmp_path):
     (edit,) = edits_from_json(record["edits"])
     assert edit.op == "patch" and edit.where.box == (0.0, 0.0, 32.0, 32.0) and record["config"]["donor"] == 3
     assert set(record["results"]) == {"edit"}
+
+
+def test_refuses_to_write_into_the_model_folder(sae_dir, capsys):
+    from vitsae.models import checkpoints_dir
+
+    assert _edit(sae_dir, checkpoints_dir() / "shapes-vit" / "edit", "--ablate", "1") == 2
+    assert "inputs are read-only" in capsys.readouterr().err
+    assert not (checkpoints_dir() / "shapes-vit" / "edit").exists()

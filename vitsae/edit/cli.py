@@ -24,7 +24,7 @@ from vitsae.edit.measure import measure_edit
 from vitsae.edit.picture import before_after_figure
 from vitsae.errors import VitsaeError
 from vitsae.fileio import write_json_atomic
-from vitsae.models import load
+from vitsae.models import checkpoints_dir, load
 
 EDIT_FORMAT = "vitsae.edit"
 EXPLAIN_FORMAT = "vitsae.explain"
@@ -52,10 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_repeatable(parser, EditConfig, "stats", required=False)
 
 
+def model_folder(spec: str) -> str:
+    """The folder a model spec loads from (`hf:<dir>`, `timm:<dir>`, a shipped `vitsae:<name>`), else ""."""
+    scheme, _, target = spec.partition(":")
+    if scheme == "vitsae" and target:
+        return str(checkpoints_dir() / target)
+    return target if scheme in ("hf", "timm") else ""
+
+
 def check_out(out: Path, protected: list[str]) -> None:
     """Refuse an output folder inside the model's or an SAE's folder (those are never written)."""
     resolved = out.resolve()
-    for directory in protected:
+    for directory in filter(None, protected):
         path = Path(directory).resolve()
         if path.is_dir() and (resolved == path or path in resolved.parents):
             raise InputError(
@@ -142,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(cfg: EditConfig) -> int:
-    check_out(cfg.out, [*cfg.sae, *cfg.stats])
+    check_out(cfg.out, [model_folder(cfg.model), *cfg.sae, *cfg.stats])
     model = load(cfg.model, device=cfg.device)
     source = open_source(cfg.source)
     sites = load_sites(cfg.sae, cfg.device, cfg.stats)

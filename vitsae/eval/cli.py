@@ -11,7 +11,7 @@ from typing import Literal
 
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
 from vitsae.data.open import open_source
-from vitsae.edit.cli import add_repeatable, check_out, provenance
+from vitsae.edit.cli import add_repeatable, check_out, model_folder, provenance
 from vitsae.edit.inputs import InputError, image_batches, load_sites
 from vitsae.errors import VitsaeError
 from vitsae.eval.spliced import EvalError, evaluate_spliced
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(cfg: EvalConfig) -> int:
     folders = sae_folders(cfg.sae)
-    check_out(cfg.out, folders)
+    check_out(cfg.out, [model_folder(cfg.model), *folders])
     model = load(cfg.model, device=cfg.device)
     source = open_source(cfg.source)
     if len(source) == 0:
