@@ -107,3 +107,23 @@ def test_eval_bad_input(sweep, tmp_path, capsys):
     assert "has no labels" in capsys.readouterr().err
     assert main([*base, "--sae", str(tmp_path), "--source", "shapes:4"]) == 2
     assert "neither an SAE folder" in capsys.readouterr().err
+
+
+def test_embedding_output_reports_cosines_only():
+    model = edit_vit()
+    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+
+    def batches():
+        yield ImageBatch(pixels, torch.arange(4), torch.full((4,), -1), [])
+
+    site = SpliceSite(random_sae(32, HOOK))
+    result = evaluate_spliced(model, [site], batches, logits=False, accuracy=False, progress=False)
+    row = result["saes"][0]
+    assert result["output"] == "embedding" and set(result["original"]) == {"output_cosine"}
+    assert set(row["spliced"]) == {"output_cosine"} and set(row["recovered"]) == {
+        "cosine_zero_ablation",
+        "cosine_mean_ablation",
+    }
+    with torch.no_grad(), spliced(model, [site], error_term=False):
+        expected = torch.nn.functional.cosine_similarity(model(pixels), edit_vit()(pixels), dim=1).mean()
+    assert row["spliced"]["output_cosine"] == pytest.approx(float(expected), rel=1e-5)
