@@ -14,7 +14,6 @@ weight-based direct logit effect (`logits.py`); the browser only renders it.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -23,11 +22,6 @@ from vitsae.analysis.stats import FeatureStats
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource
 from vitsae.edit import FeatureEdit, SpliceSite, spliced
-from vitsae.fileio import write_json_atomic
-
-ABLATION_FILE = "ablation_effects.json"
-FORMAT = "vitsae.ablation_effects"
-FORMAT_VERSION = 1
 
 
 @torch.no_grad()
@@ -71,9 +65,3 @@ def ablation_effects(
             "mean_logit_change": [round(v, 5) for v in (after - ref).mean(0).tolist()],
         }
     return out
-
-
-def write_ablation_effects(stats_dir: Path, record: dict) -> Path:
-    path = Path(stats_dir) / ABLATION_FILE
-    write_json_atomic(path, {"format": FORMAT, "format_version": FORMAT_VERSION, **record})
-    return path

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from vitsae.analysis.ablation import ablation_effects, write_ablation_effects
+from vitsae.analysis.ablation import ablation_effects
+from vitsae.analysis.ablation_file import write_ablation_effects
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
 from vitsae.data.open import source_from_description
