@@ -38,12 +38,21 @@ class AblationConfig:
         default=(), metadata={"help": "only these features (default: every live one)"}
     )
     images_per_feature: int = field(default=8, metadata={"help": "top images each feature is ablated on"})
+    batch_images: int = field(
+        default=64,
+        metadata={
+            "help": "images per forward; the pass holds their dense codes (images x tokens x features)"
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
-        if self.images_per_feature < 1:
-            raise AblationError(f"--images-per-feature must be >= 1, got {self.images_per_feature}")
+        if self.images_per_feature < 1 or self.batch_images < 1:
+            raise AblationError(
+                f"--images-per-feature and --batch-images must be >= 1, got {self.images_per_feature}, "
+                f"{self.batch_images}"
+            )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
