@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.shapes import ShapesDataset
-from vitsae.models import HookedViT, HookedViTConfig
+from vitsae.models import HookedModule, HookedViT, HookedViTConfig
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store import ActivationStore, HarvestConfig, harvest
@@ -56,6 +57,46 @@ def tiny_sae(architecture: str = "topk") -> SparseAutoencoder:
     sae = SparseAutoencoder(cfg, generator=generator)
     with torch.no_grad():
         sae.b_enc.copy_(torch.randn(sae.b_enc.shape, generator=generator) * 0.5)
+    return sae.eval()
+
+
+class SmallCNN(nn.Module):
+    """Two stride-2 convolutions (3 -> 8 -> 12 channels) and a 5-class head on the mean-pooled map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(pixels_BCHW).mean((2, 3)))
+
+
+def small_cnn(seed: int = 0) -> HookedModule:
+    """`SmallCNN` (seeded) wrapped with hook points; its last map `body.2` is 12 channels on 32x32 input."""
+    torch.manual_seed(seed)
+    return HookedModule(SmallCNN().eval(), Preprocess(size=(32, 32)))
+
+
+def random_sae(
+    d_in: int, hook: str, architecture: str = "topk", k: int = 4, seed: int = 0
+) -> SparseAutoencoder:
+    """An untrained SAE (F = 4 * d_in, norm_scale 0.7) whose random encoder makes every feature fire
+    somewhere and whose biases are off zero, so splices, edits and their errors are all non-trivial."""
+    generator = torch.Generator().manual_seed(seed)
+    cfg = SAEConfig(
+        d_in=d_in, expansion_factor=4, architecture=architecture, k=k, hook_name=hook, norm_scale=0.7
+    )
+    sae = SparseAutoencoder(cfg, generator=generator)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(sae.W_enc.shape, generator=generator))
+        sae.b_enc.copy_(0.1 * torch.randn(sae.b_enc.shape, generator=generator))
+        sae.b_dec.copy_(0.1 * torch.randn(sae.b_dec.shape, generator=generator))
     return sae.eval()
 
 

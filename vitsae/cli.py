@@ -40,7 +40,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vitsae.eval.faithfulness_cli",
         "insertion/deletion, AOPC, ground-truth and randomisation checks of attribution methods",
     ),
-    "demo": ("vitsae.demo", "harvest -> train -> stats -> browse on the shipped shapes ViT, in minutes"),
+    "edit": (
+        "vitsae.edit.cli",
+        "ablate, clamp, steer or patch SAE features and measure the change, or --explain a class",
+    ),
+    "eval": (
+        "vitsae.eval.cli",
+        "how well SAEs stand in for their layer: FVU, L0, spliced accuracy, KL, recovered",
+    ),
+    "ablation": (
+        "vitsae.analysis.ablation_cli",
+        "ablate each feature on its top images; the effect goes to the stats folder",
+    ),
+    "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
+    "demo": (
+        "vitsae.demo",
+        "harvest -> train -> stats -> browse -> eval on the shipped shapes ViT, in minutes",
+    ),
 }
 
 DEBUG_HELP = "show the full traceback of an error instead of one line (also: VITSAE_DEBUG=1)"

@@ -1,6 +1,6 @@
 """`vitsae demo`: the whole pipeline on the embedded default, through the same subcommands a user types.
 
-harvest -> train -> stats -> browse on the shipped shapes ViT and a freshly generated shapes set. Each
+harvest -> train -> stats -> browse -> eval on the shipped shapes ViT and a freshly generated shapes set. Each
 stage is printed as the command that reproduces it; rerunning the demo resumes or reuses every stage.
 """
 
@@ -33,6 +33,10 @@ class DemoConfig:
     k: int = field(default=16, metadata={"help": "active features per token (topk, batchtopk)"})
     total_tokens: int = field(default=1_500_000, metadata={"help": "activation rows to train on"})
     batch_size: int = field(default=4096, metadata={"help": "activation rows per training step"})
+    eval_images: int = field(
+        default=256,
+        metadata={"help": "held-out shapes images for the spliced evaluation (at most --n-images)"},
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -125,6 +129,25 @@ def run_demo(cfg: DemoConfig, main: Callable[[list[str]], int]) -> Path:
         main,
     )
     _stage("feature browser", ["browse", "--stats", str(stats_dir), "--out", str(browser_dir)], main)
+    n_eval = min(cfg.eval_images, cfg.n_images)
+    _stage(
+        "spliced evaluation",
+        [
+            "eval",
+            "--model",
+            cfg.model,
+            "--sae",
+            str(sae_dir),
+            "--source",
+            f"shapes:{n_eval}:{cfg.data_seed + 1}",
+            "--images",
+            str(n_eval),
+            "--out",
+            str(out / "eval"),
+        ],
+        main,
+    )
+    evaluated = read_json(out / "eval" / "eval.json")["results"]
 
     from vitsae.analysis.stats import FeatureStats
 
@@ -139,6 +162,7 @@ def run_demo(cfg: DemoConfig, main: Callable[[list[str]], int]) -> Path:
         ("L0 (training)", f"{metrics['l0']:.2f}"),
         ("dead fraction", f"{metrics['dead_fraction']:.3f}"),
         ("live features", f"{n_live} of {stats.n_features} fire on the harvested images"),
+        *_spliced_rows(evaluated),
     ]
     print("\n== summary")
     for name, value in rows:
@@ -146,6 +170,31 @@ def run_demo(cfg: DemoConfig, main: Callable[[list[str]], int]) -> Path:
     index = (browser_dir / "index.html").resolve()
     print(f"\nopen {index}")
     return index
+
+
+def _spliced_rows(evaluated: dict) -> list[tuple[str, str]]:
+    """Summary lines from `vitsae eval`: the model with the SAE in place of its layer."""
+    row, base = evaluated["saes"][0], evaluated["original"]
+    if evaluated["output"] != "logits":
+        return [("spliced cosine", f"{row['spliced']['output_cosine']:.4f} of the model's output")]
+    spliced = row["spliced"]
+    lines = []
+    if "accuracy" in spliced:
+        lines.append(
+            (
+                "spliced accuracy",
+                f"{spliced['accuracy']:.4f} (model alone {base['accuracy']:.4f}, "
+                f"{evaluated['n_images']} held-out images)",
+            )
+        )
+    lines.append(
+        (
+            "spliced KL",
+            f"{spliced['kl']:.4f} (zero-ablation {row['zero_ablation']['kl']:.3f}, "
+            f"mean-ablation {row['mean_ablation']['kl']:.3f})",
+        )
+    )
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

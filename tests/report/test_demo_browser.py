@@ -29,13 +29,15 @@ def test_demo_writes_a_browser_that_works(tmp_path, capsys, page):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    for stage in ("harvest", "train", "stats", "browse"):
+    for stage in ("harvest", "train", "stats", "browse", "eval"):
         assert f"$ vitsae {stage} " in printed
     index = out / "browser" / "index.html"
     assert f"open {index.resolve()}" in printed
     summary = dict(re.findall(r"^  (FVU \(training\)|L0 \(training\)|dead fraction)\s+(\S+)$", printed, re.M))
     assert 0 <= float(summary["FVU (training)"]) < 1.5 and float(summary["L0 (training)"]) > 0
     assert 0 <= float(summary["dead fraction"]) <= 1
+    spliced = dict(re.findall(r"^  (spliced accuracy|spliced KL)\s+(\S+)", printed, re.M))
+    assert 0 <= float(spliced["spliced accuracy"]) <= 1 and float(spliced["spliced KL"]) >= 0
 
     stats = FeatureStats.load(out / "stats")
     assert stats.n_images == 96 and stats.n_features == 2 * 96  # the shipped ViT is 96 wide

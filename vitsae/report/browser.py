@@ -130,8 +130,10 @@ class _Site:
         logits: LogitEffects | None,
         feature_labels: Mapping[int, str],
         description: str,
+        ablation: Mapping[str, Any] | None = None,
     ) -> None:
         self.stats, self.root, self.config = stats, root, config
+        self.ablation = ablation
         self.source, self.preprocess = source, preprocess
         self.class_names, self.logits, self.feature_labels = class_names, logits, feature_labels
         self.context = {
@@ -249,6 +251,8 @@ class _Site:
                 ][: config.n_logit_classes]
                 for direction in ("up", "down")
             }
+        if self.ablation is not None and str(f) in self.ablation["features"]:
+            data["ablation"] = self._ablation(self.ablation["features"][str(f)])
         if not data["dead"] and self.source is None:
             data["images_note"] = "The browser was written without the image source, so no pictures."
         if not data["dead"] and self.source is not None:
@@ -257,6 +261,19 @@ class _Site:
         path = self.root / "data" / "f" / bucket(f) / f"{f}.js"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"vitsaeFeature({_js_json(data)});\n")
+
+    def _ablation(self, effect: Mapping[str, Any]) -> dict[str, Any]:
+        """A feature's measured ablation effect (`vitsae ablation`) as the page shows it."""
+        names = self.ablation["class_names"]
+        change = list(zip(names, effect["mean_logit_change"], strict=True))
+        k = self.config.n_logit_classes
+        return {
+            "n_images": effect["n_images"],
+            "n_changed": effect["n_changed"],
+            "moved": [[names[a], names[b], n] for a, b, n in effect["moved"]],
+            "up": [[c, _round(v)] for c, v in sorted(change, key=lambda cv: -cv[1]) if v > 0][:k],
+            "down": [[c, _round(v)] for c, v in sorted(change, key=lambda cv: cv[1]) if v < 0][:k],
+        }
 
     def _pictures(self, f: int, img_dir: Path, data: dict[str, Any]) -> None:
         stats, config = self.stats, self.config
@@ -367,11 +384,14 @@ def write_browser(
     features: Iterable[int] | None = None,
     config: BrowserConfig | None = None,
     description: str = "",
+    ablation: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the browser for `stats` (or a statistics directory) into `out_dir`; return its index.html.
 
     `source` and `preprocess` give the images (as the model saw them) for the pictures; without a
-    source the pages carry numbers only. `features` limits which features get a page (default all;
+    source the pages carry numbers only. `ablation` is the statistics folder's `ablation_effects.json`
+    (measured effects of ablating each feature, shown beside the logit effects). `features` limits which
+    features get a page (default all;
     dead features get a light page). `out_dir` is replaced whole if it holds an earlier browser and
     refused if it holds anything else.
     """
@@ -404,6 +424,7 @@ def write_browser(
             logits,
             dict(feature_labels or {}),
             description,
+            ablation,
         )
         site.write_shell()
         site.write_index()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vitsae.analysis.ablation_file import read_ablation_effects
 from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     class_names = None if source is None else source.describe().get("classes")
+    ablation = read_ablation_effects(config.stats)
     index = write_browser(
         stats,
         config.out,
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         features=config.features,
         config=config,
         description=str(stats.meta.get("hook", "")),
+        ablation=ablation,
     )
     print(index)
     return 0

@@ -147,6 +147,18 @@
       cols.appendChild(up); cols.appendChild(down);
       s.appendChild(cols);
     }
+    if (d.ablation) {
+      var a = d.ablation;
+      s = section("What ablating it does (measured on its top " + a.n_images + " images, the SAE spliced in)");
+      var moved = a.moved.map(function (m) { return m[0] + " \u2192 " + m[1] + " (" + m[2] + ")"; }).join(", ");
+      s.appendChild(el("p", { "id": "ablation-moved" }, a.n_changed + " of " + a.n_images +
+        " top-1 predictions move" + (moved ? ": " + moved : "")));
+      var acols = el("div", { "class": "columns" });
+      var aup = el("div"); aup.appendChild(el("h3", {}, "mean logit change, up")); bars(aup, a.up, false, true);
+      var adown = el("div"); adown.appendChild(el("h3", {}, "mean logit change, down")); bars(adown, a.down, true, true);
+      acols.appendChild(aup); acols.appendChild(adown);
+      s.appendChild(acols);
+    }
   }
 
   function load() {
