@@ -52,7 +52,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vitsae.analysis.ablation_cli",
         "ablate each feature on its top images; the effect goes to the stats folder",
     ),
-    "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
     "demo": (
         "vitsae.demo",
         "harvest -> train -> stats -> browse -> eval on the shipped shapes ViT, in minutes",
