@@ -35,7 +35,6 @@ from vitsae.edit.where import SelectionError, box_patch_mask, kinds_name, parse_
 from vitsae.errors import VitsaeError
 from vitsae.fileio import read_json
 from vitsae.kernels.codes import SparseCodes
-from vitsae.sae.backend import resolve_backend
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.tokens import TokenLayout
 
@@ -359,7 +358,7 @@ def _splice_hook(model, site: ActiveSite, error_term: bool, state: dict):
         dense = (
             torch.is_grad_enabled()
             or points["hook_sae_acts"].has_hooks(dir="fwd")
-            or resolve_backend(sae.cfg) == "dense"
+            or sae.cfg.resolved_backend == "dense"
         )
         old_NE = new_NE = None
         if dense:
