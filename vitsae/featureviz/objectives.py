@@ -88,8 +88,20 @@ def _check_indices(indices: tuple[int, ...], size: int, what: str) -> None:
         raise ObjectiveError(f"{what} {bad} out of range: valid indices are 0..{size - 1}")
 
 
+class _AtSite:
+    """Targets read per token at one site, then reduced over tokens as the site says."""
+
+    site: Site
+
+    def hooks(self) -> tuple[str, ...]:
+        return (self.site.hook,)
+
+    def values(self, acts, layouts, surrogate=False):
+        return self.site.reduce_tokens(self.token_values(acts, surrogate), layouts[self.site.hook])
+
+
 @dataclass(frozen=True, eq=False)
-class SAEFeature:
+class SAEFeature(_AtSite):
     """SAE features read at the SAE's hook (the model's raw activations go in, as the SAE was trained)."""
 
     site: Site
@@ -102,12 +114,6 @@ class SAEFeature:
     @property
     def n_targets(self) -> int:
         return len(self.features)
-
-    def hooks(self) -> tuple[str, ...]:
-        return (self.site.hook,)
-
-    def values(self, acts, layouts, surrogate=False):
-        return self.site.reduce_tokens(self.token_values(acts, surrogate), layouts[self.site.hook])
 
     def token_values(self, acts: dict[str, torch.Tensor], surrogate: bool = False) -> torch.Tensor:
         """(B, T, N): every token's value of every target."""
@@ -132,7 +138,7 @@ class SAEFeature:
 
 
 @dataclass(frozen=True)
-class Neuron:
+class Neuron(_AtSite):
     """Raw units of a hook: a ViT neuron or a CNN channel."""
 
     site: Site
@@ -141,12 +147,6 @@ class Neuron:
     @property
     def n_targets(self) -> int:
         return len(self.units)
-
-    def hooks(self) -> tuple[str, ...]:
-        return (self.site.hook,)
-
-    def values(self, acts, layouts, surrogate=False):
-        return self.site.reduce_tokens(self.token_values(acts, surrogate), layouts[self.site.hook])
 
     def token_values(self, acts: dict[str, torch.Tensor], surrogate: bool = False) -> torch.Tensor:
         """(B, T, N): every token's value of every unit."""
@@ -159,7 +159,7 @@ class Neuron:
 
 
 @dataclass(frozen=True, eq=False)
-class Direction:
+class Direction(_AtSite):
     """Projections of a hook's tokens on directions (N, D), e.g. decoder rows: dot product or cosine."""
 
     site: Site
@@ -169,12 +169,6 @@ class Direction:
     @property
     def n_targets(self) -> int:
         return self.directions_ND.shape[0]
-
-    def hooks(self) -> tuple[str, ...]:
-        return (self.site.hook,)
-
-    def values(self, acts, layouts, surrogate=False):
-        return self.site.reduce_tokens(self.token_values(acts, surrogate), layouts[self.site.hook])
 
     def token_values(self, acts: dict[str, torch.Tensor], surrogate: bool = False) -> torch.Tensor:
         """(B, T, N): every token's projection on every direction."""
