@@ -145,7 +145,7 @@ def main() -> None:
                 Trainer(config(args, architecture, **kw), source, out, norm_scale=scale).fit().items()
             )
             seconds = time.perf_counter() - started
-            metrics = evaluate_sae(load_sae(out / name), eval_ND.split(args.batch_size))
+            metrics = evaluate_sae(load_sae(out / name), eval_ND.split(args.batch_size), normalized=True)
             rows.append((architecture, backend, knob, args.tokens / seconds, metrics))
     base = rows[0][3]
     print(f"# SAE training, {what}")

@@ -18,7 +18,7 @@ def dense_reference(store, sae):
     acts = store[rows]
     image, token = store.provenance(rows)
     with torch.no_grad():
-        codes = sae.encode(acts, raw=True).numpy()
+        codes = sae.encode(acts).numpy()
     return codes, image, token.astype(np.int64)
 
 

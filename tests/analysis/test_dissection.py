@@ -228,7 +228,7 @@ def test_sae_basis_maps_hold_each_patch_activation() -> None:
     sae = SparseAutoencoder(SAEConfig(d_in=4, expansion_factor=2, architecture="topk", k=2))
     acts = torch.randn(1, 6, 4)
     units, maps = SAEBasis(sae).image_maps(SAEBasis(sae).prepare(acts), 0)
-    dense = sae.encode_sparse(acts[0], raw=True).to_dense(8)
+    dense = sae.encode_sparse(acts[0]).to_dense(8)
     assert torch.allclose(maps, dense[:, units].T)
     assert (dense[:, [u for u in range(8) if u not in units.tolist()]] == 0).all()
 

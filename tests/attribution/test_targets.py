@@ -91,7 +91,7 @@ def test_neuron_and_feature_targets_read_the_hook_tokens():
         SAEConfig(d_in=16, expansion_factor=2, architecture="relu", hook_name=hook)
     ).eval()
     feature = TargetFunction(model, Target.parse("feature:5"), sae=sae)
-    codes = sae.encode(tokens.reshape(-1, 16), raw=True)[:, 5].view(2, 16)
+    codes = sae.encode(tokens.reshape(-1, 16))[:, 5].view(2, 16)
     torch.testing.assert_close(feature(pixels, torch.zeros(2)), codes.sum(dim=1))
 
 

@@ -26,7 +26,7 @@ def sae():
 
 def _codes(vit, sae, pixels):
     x_BTD = vit.collect(pixels, [HOOK])[HOOK]
-    return x_BTD, sae.encode(x_BTD.reshape(-1, 32), raw=True).reshape(*x_BTD.shape[:2], -1)
+    return x_BTD, sae.encode(x_BTD.reshape(-1, 32)).reshape(*x_BTD.shape[:2], -1)
 
 
 def _hook_output(vit, pixels, sae, edits, **kwargs):
@@ -68,7 +68,7 @@ def test_ablation_writes_x_plus_the_decoded_difference(vit, pixels, sae, backend
     feature = int((codes != 0).sum((0, 1)).argmax())
     edited = codes.clone()
     edited[..., feature] = 0
-    expected = x_BTD + sae.decode(edited, raw=True) - sae.decode(codes, raw=True)
+    expected = x_BTD + sae.decode(edited) - sae.decode(codes)
     _, out, _ = _hook_output(vit, pixels, sae, [FeatureEdit("ablate", (feature,))])
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 

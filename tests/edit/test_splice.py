@@ -45,7 +45,7 @@ def test_without_error_term_the_selected_tokens_are_the_reconstruction(vit, pixe
             _, cache = vit.run_with_cache(pixels, names_filter=[VIT_HOOKS[0]])
     out_BTD = cache[VIT_HOOKS[0]]
     torch.testing.assert_close(out_BTD[:, :3], x_BTD[:, :3], rtol=0, atol=0)  # CLS + 2 registers untouched
-    expected = sae(x_BTD[:, 3:].reshape(-1, 32), raw=True).reshape(3, -1, 32)
+    expected = sae(x_BTD[:, 3:].reshape(-1, 32)).reshape(3, -1, 32)
     torch.testing.assert_close(out_BTD[:, 3:], expected, rtol=1e-5, atol=1e-6)
 
 
@@ -61,7 +61,7 @@ def test_sae_hook_points_reach_run_with_cache(vit, pixels):
     name = VIT_HOOKS[0]
     acts = cache[f"{name}.hook_sae_acts"]
     assert acts.shape == (3, 16, 128)
-    codes = sites[0].sae.encode(x_BTD.reshape(-1, 32), raw=True).reshape(3, 16, 128)
+    codes = sites[0].sae.encode(x_BTD.reshape(-1, 32)).reshape(3, 16, 128)
     torch.testing.assert_close(acts, codes, rtol=1e-5, atol=1e-6)
     recon = cache[f"{name}.hook_sae_recons"] + cache[f"{name}.hook_sae_error"]
     torch.testing.assert_close(recon, x_BTD, rtol=1e-5, atol=1e-5)
@@ -71,7 +71,7 @@ def test_sae_hook_points_reach_run_with_cache(vit, pixels):
 def test_run_with_hooks_on_codes_equals_an_ablate_edit(vit, pixels):
     sae = random_sae(32, VIT_HOOKS[0])
     with torch.no_grad():
-        codes = sae.encode(vit.collect(pixels, [VIT_HOOKS[0]])[VIT_HOOKS[0]].reshape(-1, 32), raw=True)
+        codes = sae.encode(vit.collect(pixels, [VIT_HOOKS[0]])[VIT_HOOKS[0]].reshape(-1, 32))
     feature = int((codes != 0).sum(0).argmax())
 
     def zero(acts, hook):
@@ -131,7 +131,7 @@ def test_nothing_is_left_on_the_model(vit, pixels):
 def test_fire_counts(vit, pixels):
     sae = random_sae(32, VIT_HOOKS[0])
     with torch.no_grad():
-        codes = sae.encode(vit.collect(pixels, [VIT_HOOKS[0]])[VIT_HOOKS[0]][:, 3:].reshape(-1, 32), raw=True)
+        codes = sae.encode(vit.collect(pixels, [VIT_HOOKS[0]])[VIT_HOOKS[0]][:, 3:].reshape(-1, 32))
         with spliced(vit, [SpliceSite(sae, tokens="patches")], count_fires=True) as splice:
             vit(pixels)
     assert torch.equal(splice.sites[VIT_HOOKS[0]].fire_counts_F, (codes != 0).sum(0))

@@ -53,10 +53,10 @@ def test_perfect_and_mean_reconstructions():
 def test_evaluate_sae_streams_batches_in_raw_units():
     sae = SparseAutoencoder(SAEConfig(d_in=4, expansion_factor=2, norm_scale=2.0)).train()
     batches = [torch.randn(5, 4), torch.randn(3, 4)]
-    m = evaluate_sae(sae, batches, raw=True)
+    m = evaluate_sae(sae, batches)
     x = torch.cat(batches)
     with torch.no_grad():
-        expected = reconstruction_metrics(x, sae(x, raw=True), sae.encode(x, raw=True))
+        expected = reconstruction_metrics(x, sae(x), sae.encode(x))
     assert m == pytest.approx(expected)
     assert sae.training
 

@@ -67,7 +67,7 @@ def test_metrics_equal_a_brute_force_recomputation():
     kl_s, kl_z = row["spliced"]["kl"], row["zero_ablation"]["kl"]
     assert row["recovered"]["kl_zero_ablation"] == pytest.approx((kl_s - kl_z) / (0 - kl_z))
     x_ND = x_BTD[:, 3:].reshape(-1, 32).double()
-    recon = sae(x_ND.float(), raw=True).detach().double()
+    recon = sae(x_ND.float()).detach().double()
     fvu = float((x_ND - recon).square().sum() / (x_ND - x_ND.mean(0)).square().sum())
     assert row["reconstruction"]["fvu"] == pytest.approx(fvu, rel=1e-5)
     assert row["reconstruction"]["l0"] == pytest.approx(4.0)  # TopK k=4 on random weights fires k per token

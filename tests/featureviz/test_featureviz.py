@@ -86,8 +86,8 @@ def test_sae_feature_values_and_surrogate_are_the_sae_s_own_numbers():
     layouts = {"h": LAYOUT}
     objective = SAEFeature(Site("h", "max"), sae, (0, 7, 11))
     flat = acts["h"].reshape(-1, 4)
-    codes = sae.encode(flat, raw=True)[:, [0, 7, 11]].reshape(3, 8, 3)
-    pre = sae.pre_activations(flat, raw=True)[:, [0, 7, 11]].reshape(3, 8, 3)
+    codes = sae.encode(flat)[:, [0, 7, 11]].reshape(3, 8, 3)
+    pre = sae.pre_activations(flat)[:, [0, 7, 11]].reshape(3, 8, 3)
     torch.testing.assert_close(objective.values(acts, layouts), codes[:, 2:].amax(1))
     torch.testing.assert_close(objective.values(acts, layouts, surrogate=True), pre[:, 2:].amax(1))
     torch.testing.assert_close(

@@ -38,7 +38,7 @@ def test_save_load_round_trip(tmp_path, architecture):
     loaded = load_sae(tmp_path / "sae.safetensors")
     assert loaded.cfg == sae.cfg and not loaded.training
     x = torch.randn(4, 6)
-    assert torch.equal(loaded(x, raw=True), sae(x, raw=True))
+    assert torch.equal(loaded(x), sae(x))
     meta = read_sae_metadata(tmp_path)
     assert meta["training_summary"] == {"steps": 12} and meta["format_version"] == 1
     assert meta["config"]["hook_name"] == "blocks.1.hook_resid_post"
@@ -102,5 +102,5 @@ def test_saelens_export_reproduces_the_sae_on_raw_activations(tmp_path, architec
     assert weights["W_enc"].shape == (6, 18) and weights["W_dec"].shape == (18, 6)
     x_raw = 3.0 * torch.randn(5, 6)
     torch.testing.assert_close(
-        saelens_forward(weights, cfg, x_raw), sae(x_raw, raw=True), rtol=1e-5, atol=1e-5
+        saelens_forward(weights, cfg, x_raw), sae(x_raw), rtol=1e-5, atol=1e-5
     )

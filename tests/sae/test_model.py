@@ -135,8 +135,11 @@ def test_which_training_steps_run_sparse(architecture, training, world_size, spa
 def test_raw_inputs_are_scaled_by_norm_scale():
     sae = make().with_config(norm_scale=0.25)
     x = torch.randn(3, 8)
-    torch.testing.assert_close(sae.encode(x, raw=True), sae.encode(x * 0.25))
-    torch.testing.assert_close(sae(x, raw=True), sae(x * 0.25) / 0.25)
+    torch.testing.assert_close(sae.encode(x), sae.encode(x * 0.25, normalized=True))
+    torch.testing.assert_close(sae(x), sae(x * 0.25, normalized=True) / 0.25)
+    torch.testing.assert_close(sae.pre_activations(x), sae.pre_activations(x * 0.25, normalized=True))
+    codes = sae.encode_sparse(x)
+    torch.testing.assert_close(sae.decode_sparse(codes), sae.decode_sparse(codes, normalized=True) / 0.25)
     with pytest.raises(ValueError, match="cannot change"):
         sae.with_config(expansion_factor=2)
 

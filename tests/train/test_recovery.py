@@ -3,6 +3,7 @@
 import pytest
 
 from tests.helpers import tiny_train_config
+from vitsae.eval import evaluate_sae, reconstruction_metrics
 from vitsae.sae import load_sae
 from vitsae.train import TensorBatches, Trainer
 from vitsae.train.synthetic import dictionary_recovery, sparse_dictionary_data
@@ -32,3 +33,33 @@ def test_sae_recovers_the_true_dictionary(tmp_path, architecture, l1_coefficient
     recovery = dictionary_recovery(sae.W_dec.detach(), dictionary)
     assert recovery >= 0.9, (recovery, summary["final_metrics"])
     assert summary["final_metrics"]["fvu"] < 0.3
+
+
+def test_raw_layer_activations_reconstruct_as_well_as_in_training(tmp_path):
+    """A user passes the layer's own activations (far from unit scale) to `sae(x)` and `encode`/`decode`, as
+    SAELens users do, and gets the FVU training reported; before, the public calls took normalised units
+    and such a user got a much worse FVU without a warning."""
+    acts, _ = sparse_dictionary_data(8192, d=32, n_atoms=64, active=3, noise=0.01, seed=3)
+    raw_ND = acts * 40.0 + 5.0  # a layer's scale and offset
+    cfg = tiny_train_config(
+        architecture="topk",
+        expansion_factor=(4,),
+        k=(3,),
+        lr=(3e-3,),
+        batch_size=256,
+        total_tokens=256 * 200,
+        log_every=50,
+        checkpoint_every=10_000,
+        normalize="mean_norm",
+    )
+    ((name, summary),) = Trainer(cfg, TensorBatches(raw_ND, 256), tmp_path).fit().items()
+    sae = load_sae(tmp_path / name)
+    assert sae.cfg.norm_scale is not None and sae.cfg.norm_scale < 0.1
+    held_out = raw_ND[:1024]
+    fvu = evaluate_sae(sae, [held_out])["fvu"]
+    assert fvu < summary["final_metrics"]["fvu"] + 0.05 and fvu < 0.35, (fvu, summary["final_metrics"]["fvu"])
+    misread = evaluate_sae(sae, [held_out], normalized=True)["fvu"]  # what the old default did to raw inputs
+    assert misread > fvu + 0.1, (misread, fvu)
+    assert fvu == pytest.approx(reconstruction_metrics(held_out, sae(held_out))["fvu"], rel=1e-4)
+    recon = sae.decode_sparse(sae.encode_sparse(held_out))
+    assert reconstruction_metrics(held_out, recon)["fvu"] == pytest.approx(fvu, rel=1e-3)

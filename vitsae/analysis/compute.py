@@ -44,7 +44,7 @@ def _check_sae(sae: SparseAutoencoder, width: int, hook: str) -> None:
 def _encode(sae: SparseAutoencoder, acts_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse codes of raw activations, on the CPU."""
     device = next(sae.parameters()).device
-    codes = sae.encode_sparse(acts_ND.to(device), raw=True)
+    codes = sae.encode_sparse(acts_ND.to(device))
     return codes.indices_BK.cpu(), codes.values_BK.float().cpu()
 
 

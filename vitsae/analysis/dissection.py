@@ -126,7 +126,7 @@ class SAEBasis(Basis):
     def prepare(self, acts_BPD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_images, n_patches, width = acts_BPD.shape
         device = next(self.sae.parameters()).device
-        codes = self.sae.encode_sparse(acts_BPD.reshape(-1, width).to(device).float(), raw=True)
+        codes = self.sae.encode_sparse(acts_BPD.reshape(-1, width).to(device).float())
         shape = (n_images, n_patches, -1)
         return codes.indices_BK.cpu().reshape(shape), codes.values_BK.float().cpu().reshape(shape)
 

@@ -217,5 +217,5 @@ class TargetFunction(torch.nn.Module):
         if target.kind == "neuron":
             return tokens_BTD[..., target.index].sum(dim=1)
         batch, n_tokens, width = tokens_BTD.shape
-        codes_NF = self.sae.encode(tokens_BTD.reshape(batch * n_tokens, width), raw=True)
+        codes_NF = self.sae.encode(tokens_BTD.reshape(batch * n_tokens, width))
         return codes_NF[:, target.index].reshape(batch, n_tokens).sum(dim=1)

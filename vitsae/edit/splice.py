@@ -241,7 +241,7 @@ def _donor_codes(model, active: list[ActiveSite], donor_pixels: torch.Tensor) ->
         x_BTD = tokens[site.hook_name]
         x_BTD = x_BTD[:, site.token_mask(x_BTD.shape[1]).to(x_BTD.device)]
         with torch.no_grad():
-            codes = site.sae.encode(x_BTD.reshape(-1, x_BTD.shape[-1]), raw=True)
+            codes = site.sae.encode(x_BTD.reshape(-1, x_BTD.shape[-1]))
         site.donor_BTE = codes[:, site.features_E].reshape(*x_BTD.shape[:2], -1)
 
 
@@ -362,8 +362,8 @@ def _splice_hook(model, site: ActiveSite, error_term: bool, state: dict):
         )
         old_NE = new_NE = None
         if dense:
-            codes_NF = sae.encode(x_ND, raw=True)
-            recon_orig = sae.decode(codes_NF, raw=True)
+            codes_NF = sae.encode(x_ND)
+            recon_orig = sae.decode(codes_NF)
             edited_NF = codes_NF
             if edits:
                 old_NE = codes_NF[:, site.features_E]
@@ -372,14 +372,14 @@ def _splice_hook(model, site: ActiveSite, error_term: bool, state: dict):
             if points["hook_sae_acts"].has_hooks(dir="fwd"):
                 hooked = points["hook_sae_acts"](edited_NF.reshape(batch, -1, edited_NF.shape[-1]))
                 edited_NF = hooked.reshape(edited_NF.shape)
-            recon_ND = recon_orig if edited_NF is codes_NF else sae.decode(edited_NF, raw=True)
+            recon_ND = recon_orig if edited_NF is codes_NF else sae.decode(edited_NF)
             if edits and site.directions_ED is not None:
                 swap_ED = site.directions_ED - sae.W_dec[site.features_E]
                 recon_ND = recon_ND + (new_NE - old_NE) @ swap_ED / norm_scale
             fired_F = (codes_NF != 0).sum(0) if site.fire_counts_F is not None else None
         else:
-            codes = sae.encode_sparse(x_ND, raw=True)
-            recon_orig = sae.decode_sparse(codes, raw=True)
+            codes = sae.encode_sparse(x_ND)
+            recon_orig = sae.decode_sparse(codes)
             recon_ND = recon_orig
             if edits:
                 old_NE = _old_values(codes, site.features_E)

@@ -79,18 +79,17 @@ def reconstruction_metrics(x_BD: torch.Tensor, recon_BD: torch.Tensor, codes_BF:
 
 
 @torch.no_grad()
-def evaluate_sae(sae, batches: Iterable[torch.Tensor], raw: bool = False) -> dict[str, float]:
-    """Stream `batches` of activations through `sae` (in eval mode) and summarise its reconstructions.
-
-    With `raw`, batches are raw activations and the metrics are in raw units.
+def evaluate_sae(sae, batches: Iterable[torch.Tensor], normalized: bool = False) -> dict[str, float]:
+    """Stream `batches` of the model's raw activations through `sae` (in eval mode) and summarise its
+    reconstructions, in raw units (batches already in the SAE's normalised units: `normalized=True`).
     """
     was_training = sae.training
     sae.eval()
     stats = ReconstructionStats()
     try:
         for x_BD in batches:
-            codes_BF = sae.encode(x_BD, raw=raw)
-            recon_BD = sae.decode(codes_BF, raw=raw)
+            codes_BF = sae.encode(x_BD, normalized=normalized)
+            recon_BD = sae.decode(codes_BF, normalized=normalized)
             stats.update(x_BD, recon_BD, codes_BF)
     finally:
         sae.train(was_training)

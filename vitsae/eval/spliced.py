@@ -118,8 +118,8 @@ def evaluate_spliced(
             tokens_BTD = model.to_tokens(tally.hook, cache[tally.hook])
             mask_T = active.token_mask(tokens_BTD.shape[1]).to(tokens_BTD.device)
             x_ND = tokens_BTD[:, mask_T].reshape(-1, tokens_BTD.shape[-1])
-            codes_NF = active.sae.encode(x_ND, raw=True)
-            tally.recon.update(x_ND, active.sae.decode(codes_NF, raw=True), codes_NF)
+            codes_NF = active.sae.encode(x_ND)
+            tally.recon.update(x_ND, active.sae.decode(codes_NF), codes_NF)
             x64 = x_ND.double().sum(0).cpu()
             tally.sum_D = x64 if tally.sum_D is None else tally.sum_D + x64
             tally.n_tokens += len(x_ND)

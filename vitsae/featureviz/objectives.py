@@ -130,7 +130,7 @@ class SAEFeature(_AtSite):
             scale = self.sae.cfg.norm_scale or 1.0
             per_token = (flat_ND * scale - self.sae.b_dec) @ self.sae.W_enc[:, index] + self.sae.b_enc[index]
         else:
-            per_token = self.sae.encode(flat_ND, raw=True)[:, index]
+            per_token = self.sae.encode(flat_ND)[:, index]
         return per_token.reshape(B, T, -1)
 
     def select(self, targets):

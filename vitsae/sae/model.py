@@ -1,8 +1,10 @@
 """The sparse autoencoder module: one parametrisation for the ReLU, TopK, BatchTopK and JumpReLU variants.
 
-x_hat = W_dec f(W_enc (x - b_dec) + b_enc) + b_dec with W_enc [D, F], W_dec [F, D]. Inputs are in the
-SAE's normalised units; pass `raw=True` to feed raw activations, which are multiplied by the recorded
-`norm_scale` on the way in (and divided on the way out of `forward`/`decode`).
+x_hat = W_dec f(W_enc (x - b_dec) + b_enc) + b_dec with W_enc [D, F], W_dec [F, D]. The public calls
+(`sae(x)`, `encode`, `encode_sparse`, `pre_activations`, `decode`, `decode_sparse`) take and give the
+model's raw activations, as SAELens does: the recorded `norm_scale` multiplies them on the way in and
+divides the reconstruction on the way out. The normalisation is the SAE's own business; the trainer,
+which feeds already-normalised batches, says so with `normalized=True`.
 """
 
 from __future__ import annotations
@@ -57,14 +59,14 @@ class SparseAutoencoder(nn.Module):
             self.register_buffer("threshold", torch.zeros((), dtype=torch.float64))
 
     # --- input/output scaling -------------------------------------------------------------------
-    def _scale_in(self, x_BD: torch.Tensor, raw: bool) -> torch.Tensor:
+    def _scale_in(self, x_BD: torch.Tensor, normalized: bool) -> torch.Tensor:
         x_BD = x_BD.to(self.W_enc.dtype)
-        if raw and self.cfg.norm_scale is not None:
+        if not normalized and self.cfg.norm_scale is not None:
             return x_BD * self.cfg.norm_scale
         return x_BD
 
-    def _scale_out(self, x_BD: torch.Tensor, raw: bool) -> torch.Tensor:
-        if raw and self.cfg.norm_scale is not None:
+    def _scale_out(self, x_BD: torch.Tensor, normalized: bool) -> torch.Tensor:
+        if not normalized and self.cfg.norm_scale is not None:
             return x_BD / self.cfg.norm_scale
         return x_BD
 
@@ -76,10 +78,10 @@ class SparseAutoencoder(nn.Module):
             )
 
     # --- encoder ---------------------------------------------------------------------------------
-    def pre_activations(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """W_enc (x - b_dec) + b_enc."""
+    def pre_activations(self, x_BD: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """W_enc (x - b_dec) + b_enc of raw activations (already normalised ones with `normalized=True`)."""
         self._check_width(x_BD)
-        x_BD = self._scale_in(x_BD, raw)
+        x_BD = self._scale_in(x_BD, normalized)
         return (x_BD - self.b_dec) @ self.W_enc + self.b_enc
 
     @property
@@ -113,15 +115,15 @@ class SparseAutoencoder(nn.Module):
             rate = self.cfg.batchtopk_threshold_momentum
             self.threshold.mul_(1 - rate).add_(rate * smallest)
 
-    def encode(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
+    def encode(self, x_BD: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """Dense feature activations `[B, F]`.
 
         BatchTopK keeps the top k * B of the batch in training mode and applies its learned
         threshold in eval mode.
         """
-        return self._activate(self.pre_activations(x_BD, raw))
+        return self._activate(self.pre_activations(x_BD, normalized))
 
-    def encode_sparse(self, x_BD: torch.Tensor, raw: bool = False) -> SparseCodes:
+    def encode_sparse(self, x_BD: torch.Tensor, normalized: bool = False) -> SparseCodes:
         """Feature activations as `SparseCodes` (TopK: K = k; otherwise K = the batch's largest count).
 
         TopK and ReLU run the fused encoder of `vitsae.kernels` (no B x F codes on CUDA).
@@ -130,7 +132,7 @@ class SparseAutoencoder(nn.Module):
             self._check_width(x_BD)
             k = self.cfg.k if self.cfg.architecture == "topk" else None
             return kernels.encode(
-                self._scale_in(x_BD, raw),
+                self._scale_in(x_BD, normalized),
                 self.W_enc,
                 self.b_enc,
                 self.b_dec,
@@ -138,23 +140,23 @@ class SparseAutoencoder(nn.Module):
                 k=k,
                 backend="sparse",
             ).codes
-        pre_BF = self.pre_activations(x_BD, raw)
+        pre_BF = self.pre_activations(x_BD, normalized)
         return SparseCodes.from_dense(self._activate(pre_BF))
 
     # --- decoder ---------------------------------------------------------------------------------
-    def decode(self, codes_BF: torch.Tensor, raw: bool = False) -> torch.Tensor:
-        """W_dec codes + b_dec, in normalised units (raw units if `raw`)."""
-        return self._scale_out(codes_BF @ self.W_dec + self.b_dec, raw)
+    def decode(self, codes_BF: torch.Tensor, normalized: bool = False) -> torch.Tensor:
+        """W_dec codes + b_dec, in raw units (the SAE's normalised units with `normalized=True`)."""
+        return self._scale_out(codes_BF @ self.W_dec + self.b_dec, normalized)
 
-    def decode_sparse(self, codes: SparseCodes, raw: bool = False) -> torch.Tensor:
+    def decode_sparse(self, codes: SparseCodes, normalized: bool = False) -> torch.Tensor:
         """The same as `decode` of the dense codes, as a gather of the active decoder rows."""
-        return self._scale_out(kernels.decode(codes, self.W_dec, self.b_dec, backend="sparse"), raw)
+        return self._scale_out(kernels.decode(codes, self.W_dec, self.b_dec, backend="sparse"), normalized)
 
-    def forward(self, x_BD: torch.Tensor, raw: bool = False) -> torch.Tensor:
+    def forward(self, x_BD: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """The reconstruction x_hat, through the path `cfg.backend` selects."""
         if self.cfg.resolved_backend == "sparse":
-            return self.decode_sparse(self.encode_sparse(x_BD, raw), raw)
-        return self.decode(self.encode(x_BD, raw), raw)
+            return self.decode_sparse(self.encode_sparse(x_BD, normalized), normalized)
+        return self.decode(self.encode(x_BD, normalized), normalized)
 
     def forward_train(self, x_BD: torch.Tensor, world_size: int = 1) -> TrainOutput:
         """Reconstruction plus what the losses and statistics need (normalised units).
@@ -167,7 +169,7 @@ class SparseAutoencoder(nn.Module):
         if self.cfg.trains_sparse(self.training, world_size):
             return self._forward_train_sparse(x_BD)
         arch = self.cfg.architecture
-        pre_BF = self.pre_activations(x_BD)
+        pre_BF = self.pre_activations(x_BD, normalized=True)
         codes_BF = self._activate(pre_BF, world_size)
         recon_BD = codes_BF @ self.W_dec + self.b_dec
         if arch == "jumprelu":
@@ -184,7 +186,7 @@ class SparseAutoencoder(nn.Module):
         self._check_width(x_BD)
         arch = self.cfg.architecture
         encoded = kernels.encode(
-            self._scale_in(x_BD, raw=False),
+            self._scale_in(x_BD, normalized=True),
             self.W_enc,
             self.b_enc,
             self.b_dec,

@@ -110,7 +110,7 @@ def resample_dead(
         return 0
     was_training = sae.training
     sae.eval()
-    loss_N = (x_ND - sae(x_ND)).square().sum(-1)
+    loss_N = (x_ND - sae(x_ND, normalized=True)).square().sum(-1)
     sae.train(was_training)
     weights_N = loss_N.square().double()
     if not torch.isfinite(weights_N).all() or weights_N.sum() <= 0:
