@@ -79,7 +79,9 @@ def test_train_on_harvested_store_records_its_provenance(tmp_path):
     assert sae.cfg.store == str(store_dir.resolve())
     assert sae.cfg.norm_scale == pytest.approx(store.norm_scale)
     raw = store[torch.arange(16)]
-    assert torch.allclose(sae(raw), sae(raw * store.norm_scale, normalized=True) / store.norm_scale, atol=1e-5)
+    assert torch.allclose(
+        sae(raw), sae(raw * store.norm_scale, normalized=True) / store.norm_scale, atol=1e-5
+    )
 
 
 def test_activation_file_errors_are_clear(tmp_path):

@@ -7,7 +7,12 @@ Layout under `<out>/checkpoints/`:
     step_000001000/<run>.json            the SAE config and per-run counters
     latest.json                          name of the newest complete checkpoint
 A checkpoint is written to a temporary folder and renamed into place before `latest.json` points to it,
-so a run killed at any moment leaves the previous checkpoint intact.
+so a run killed at any moment leaves the previous checkpoint intact. The last checkpoint of a run (at its
+final step) also holds each run's last metric record, so a rerun killed during the final writes (weights,
+`sae.json`, `sweep.json`) rewrites them, identical, with complete metrics.
+
+Reruns (`resume_changes`, `finished_summaries`): the same options resume; a raised `total_tokens` trains
+on from the newest checkpoint; a finished run folder is recognised and left as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from vitsae.config import describe_differences
 from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import read_json, write_json_atomic
 
@@ -125,3 +131,43 @@ def restore_rng(path: Path) -> None:
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
+
+
+def resume_changes(state: dict[str, Any], cfg: Any) -> list[str]:
+    """The configuration changes that forbid resuming checkpoint `state` with `cfg` (a `TrainConfig`).
+
+    Every content field must match, except `total_tokens`: asking for more trains on from the checkpoint
+    (the learning-rate schedule then spans the new total). Asking for fewer than the checkpoint already
+    trained is refused.
+    """
+    changed = describe_differences(state["config"], cfg, "the checkpoint")
+    longer = [line for line in changed if line.startswith("total_tokens:")]
+    if longer and cfg.total_steps >= state["step"]:
+        changed.remove(longer[0])
+    elif longer:
+        changed[changed.index(longer[0])] = (
+            f"total_tokens: the checkpoint already trained {state['tokens']} tokens (step {state['step']}), "
+            f"more than the {cfg.total_tokens} requested"
+        )
+    return changed
+
+
+def finished_summaries(out_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """The recorded summaries if `out_dir` holds this exact run, finished (its newest checkpoint at the
+    last step, every SAE and `sweep.json` written with complete metrics); else None (train or resume)."""
+    latest = latest_checkpoint(out_dir)
+    sweep = Path(out_dir) / "sweep.json"
+    if latest is None or not sweep.is_file():
+        return None
+    state = read_trainer_state(latest)
+    if state["step"] != cfg.total_steps or describe_differences(state["config"], cfg, "the checkpoint"):
+        return None
+    summaries = read_json(sweep)
+    names = [run["name"] for run in state["runs"]]
+    complete = sorted(summaries) == sorted(names) and all(
+        summaries[name].get("final_metrics", {}).get("fvu") is not None
+        and (Path(out_dir) / name / "sae.safetensors").is_file()
+        and (Path(out_dir) / name / "sae.json").is_file()
+        for name in names
+    )
+    return {name: summaries[name] for name in names} if complete else None

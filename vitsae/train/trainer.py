@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from vitsae.config import config_from_dict, config_to_dict, describe_differences
+from vitsae.config import config_from_dict, config_to_dict
 from vitsae.distributed import barrier, local_device, rank_world
 from vitsae.errors import InvalidValue, VitsaeError
 from vitsae.fileio import write_json_atomic
@@ -163,7 +163,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = ckpt.read_trainer_state(path)
-        changed = describe_differences(state["config"], self.cfg, "the checkpoint")
+        changed = ckpt.resume_changes(state, self.cfg)
         if changed:
             raise InvalidValue(
                 f"{self.out_dir} holds a run with a different configuration: {'; '.join(changed)}; "
@@ -179,6 +179,7 @@ class Trainer:
             ckpt.load_run(path, run.spec.name, checkpoint)
             run.resampled = checkpoint.extra["resampled"]
             run.window.steps = checkpoint.extra["window_steps"]
+            run.last_record = checkpoint.extra.get("last_record", {})  # the final one, at a finished run
         self.step, self.tokens = state["step"], state["tokens"]
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.norm_scale = state["norm_scale"]
@@ -199,6 +200,7 @@ class Trainer:
             "l1_coefficient": run.spec.l1_coefficient,
             "resampled": run.resampled,
             "window_steps": run.window.steps,
+            "last_record": run.last_record,
         }
         return ckpt.RunCheckpoint(run.sae, run.optimizer, counters, extra)
 
