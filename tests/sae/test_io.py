@@ -101,6 +101,4 @@ def test_saelens_export_reproduces_the_sae_on_raw_activations(tmp_path, architec
     assert set(weights) == expected_keys
     assert weights["W_enc"].shape == (6, 18) and weights["W_dec"].shape == (18, 6)
     x_raw = 3.0 * torch.randn(5, 6)
-    torch.testing.assert_close(
-        saelens_forward(weights, cfg, x_raw), sae(x_raw), rtol=1e-5, atol=1e-5
-    )
+    torch.testing.assert_close(saelens_forward(weights, cfg, x_raw), sae(x_raw), rtol=1e-5, atol=1e-5)

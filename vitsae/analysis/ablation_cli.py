@@ -4,7 +4,6 @@ statistics folder, for the browser's feature pages (see `vitsae/analysis/ablatio
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,15 +11,16 @@ import torch
 
 from vitsae.analysis.ablation import ablation_effects
 from vitsae.analysis.ablation_file import write_ablation_effects
-from vitsae.analysis.stats import FeatureStats
+from vitsae.analysis.stats import STATS_META, FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
 from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
 from vitsae.edit import SpliceSite
 from vitsae.edit.inputs import class_names, output_width
 from vitsae.errors import VitsaeError
-from vitsae.models import load
+from vitsae.models import load_recorded
 from vitsae.sae.io import load_sae
+from vitsae.sae.provenance import ALLOW_HELP, check_sae_model
 
 
 class AblationError(VitsaeError):
@@ -46,6 +46,7 @@ class AblationConfig:
     )
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
     def __post_init__(self) -> None:
         if self.images_per_feature < 1 or self.batch_images < 1:
@@ -60,29 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(config_from_args(AblationConfig, args))
-    except (VitsaeError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae ablation: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(cfg: AblationConfig) -> int:
+    cfg = config_from_args(AblationConfig, args)
     stats = FeatureStats.load(cfg.stats)
     meta = stats.meta
-    spec = cfg.model or (meta.get("model") or {}).get("spec")
     sae_dir = cfg.sae or meta.get("sae")
-    if not spec or not sae_dir:
-        raise AblationError(f"{cfg.stats} records no model spec or SAE folder: pass --model and --sae")
+    if not sae_dir:
+        raise AblationError(f"{cfg.stats} records no SAE folder: pass --sae")
     if not meta.get("source"):
         raise AblationError(f"{cfg.stats} records no image source: its top images cannot be found again")
-    model = load(spec, device=cfg.device)
+    spec = cfg.model or (meta.get("model") or {}).get("spec")
+    model = load_recorded(spec, cfg.model, str(cfg.stats / STATS_META), device=cfg.device)
     sae = load_sae(sae_dir, device=cfg.device)
+    check_sae_model({str(sae_dir): sae.cfg}, model, spec, cfg.allow_other_model)
     if sae.cfg.d_sae != stats.n_features:
         raise AblationError(f"SAE {sae_dir} has {sae.cfg.d_sae} features, the statistics {stats.n_features}")
     source = source_from_description(meta["source"])
-    recorded = meta.get("preprocess")
-    preprocess = model.preprocess if recorded is None else config_from_dict(Preprocess, recorded)
+    preprocess = meta.get("preprocess")
+    preprocess = model.preprocess if preprocess is None else config_from_dict(Preprocess, preprocess)
     features = list(cfg.features) or torch.nonzero(stats.fire_count_F > 0).squeeze(1).tolist()
     bad = [f for f in features if not 0 <= f < stats.n_features]
     if bad:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json, write_json_atomic
 
 ABLATION_FILE = "ablation_effects.json"
@@ -29,7 +30,7 @@ def read_ablation_effects(stats_dir: str | Path) -> dict[str, Any] | None:
         return None
     record = read_json(path)
     if record.get("format") != FORMAT or record.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
+        raise InvalidValue(
             f"{path} is format {record.get('format')!r} version {record.get('format_version')!r}; "
             f"this vitsae reads {FORMAT} version {FORMAT_VERSION} (rerun `vitsae ablation`)"
         )

@@ -21,6 +21,8 @@ from vitsae.analysis.stats import PARTIAL_DIR, StatsConfig
 from vitsae.config import add_config_arguments, config_from_args
 from vitsae.fileio import check_output_folder
 from vitsae.sae.io import load_sae
+from vitsae.sae.provenance import check_same_model
+from vitsae.store.format import MANIFEST_NAME
 from vitsae.store.reader import ActivationStore
 
 __all__ = ["PARTIAL_DIR", "add_arguments", "run"]
@@ -31,11 +33,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple[LogitEffects | None, str]:
-    """The logit effects through `model`'s head (default: the store's recorded model), or None and why."""
-    spec = model if model is not None else (store.manifest.get("model") or {}).get("spec")
+    """The logit effects through `model`'s head (default: the store's recorded model, unless loading it
+    would run code: `vitsae.models.recorded_spec`), or None and why."""
+    from vitsae.models.load import UntrustedModelSpec, recorded_spec
+
+    if model == "none":
+        return None, "--model none"
+    if model is not None:
+        return model_logit_effects(model, W_dec_FD, explicit=True)
+    spec = (store.manifest.get("model") or {}).get("spec")
     if spec in (None, "", "none"):
         return None, "no model spec"
-    return model_logit_effects(spec, W_dec_FD, explicit=model is not None)
+    try:
+        spec = recorded_spec(spec, str(store.path / MANIFEST_NAME))
+    except UntrustedModelSpec as err:
+        return None, str(err)
+    return model_logit_effects(spec, W_dec_FD, explicit=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(partial)
     store = ActivationStore.open(config.store)
     sae = load_sae(config.sae, device=config.device)
+    recorded = store.manifest.get("model") or {}
+    check_same_model(
+        sae.cfg,
+        str(config.sae),
+        str(recorded.get("spec") or ""),
+        str(recorded.get("weights_hash") or ""),
+        f"the store {config.store}",
+        allow=config.allow_other_model,
+    )
     effects, why_not = _logit_effects(config.model, store, sae.W_dec)
 
     def resumed(row: int) -> None:

@@ -8,13 +8,12 @@ a random rotation of them, and an SAE trained on a randomly re-initialised copy 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
-from vitsae.errors import VitsaeError
+from vitsae.sae.provenance import ALLOW_HELP, check_sae_model
 
 from .dissection import (
     DenseBasis,
@@ -57,6 +56,7 @@ class DissectRunConfig:
     batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -64,22 +64,16 @@ class DissectRunConfig:
 
 
 def model_spec_for(sae: Any, given: str, sae_path: Path) -> str:
-    """The model to run: `given`, else the SAE's recorded spec (never a `module:` spec read from a file)."""
-    if given:
-        return given
-    spec = sae.cfg.model_spec
-    if not spec:
-        raise DissectionError(f"{sae_path} does not record its model; pass --model")
-    if spec.startswith("module:") or spec.startswith("random:module:"):
-        raise DissectionError(
-            f"{sae_path} records the model {spec!r}; vitsae does not run code named in a file: pass --model"
-        )
-    return spec
+    """The model to run: `given`, else the SAE's recorded spec (never a `module:` spec read from a file:
+    `vitsae.models.recorded_spec`)."""
+    from vitsae.models import recorded_spec
+
+    return given or recorded_spec(sae.cfg.model_spec, str(sae_path))
 
 
 def build_runs(cfg: DissectRunConfig, dcfg: DissectConfig) -> tuple[list[Run], str, dict[str, Any]]:
     """The models and bases to dissect, and the metadata describing them."""
-    from vitsae.models import load
+    from vitsae.models import load, load_recorded
     from vitsae.sae.io import load_sae
 
     sae = load_sae(cfg.sae, device=cfg.device)
@@ -89,10 +83,11 @@ def build_runs(cfg: DissectRunConfig, dcfg: DissectConfig) -> tuple[list[Run], s
         raise DissectionError(
             f"{cfg.sae} does not record its hook; it cannot be matched to a model's activations"
         )
-    model = load(spec, device=cfg.device)
+    model = load_recorded(sae.cfg.model_spec, cfg.model, str(cfg.sae), device=cfg.device)
     model.check_hook_names([hook])
     width = model.token_layout(hook).width
     check_sae_for_hook(sae, hook, width, str(cfg.sae))
+    check_sae_model({str(cfg.sae): sae.cfg}, model, spec, cfg.allow_other_model)
     bases = [SAEBasis(sae)]
     quantiles = {"sae": dcfg.quantile}
     if cfg.baselines:
@@ -176,30 +171,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vitsae.data.concepts import open_concept_source
 
-    try:
-        cfg = config_from_args(DissectRunConfig, args)
-        dcfg = config_from_args(DissectConfig, args)
-        source = open_concept_source(cfg.source)
-        runs, hook, meta = build_runs(cfg, dcfg)
-        thresholds = None
-        if cfg.stats is not None:
-            thresholds = stats_thresholds(cfg.stats, cfg.sae, runs[0].bases[0].n_units, dcfg.quantile)
-        meta["source"] = source.describe()
-        meta["thresholds"] = "stats" if cfg.stats is not None else "first pass"
-        result = dissect(
-            runs,
-            hook,
-            source,
-            dcfg,
-            thresholds=thresholds,
-            batch_size=cfg.batch_size,
-            device=cfg.device,
-            progress=cfg.progress,
-            meta=meta,
-        )
-    except (VitsaeError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae dissect: error: {err}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(DissectRunConfig, args)
+    dcfg = config_from_args(DissectConfig, args)
+    source = open_concept_source(cfg.source)
+    runs, hook, meta = build_runs(cfg, dcfg)
+    thresholds = None
+    if cfg.stats is not None:
+        thresholds = stats_thresholds(cfg.stats, cfg.sae, runs[0].bases[0].n_units, dcfg.quantile)
+    meta["source"] = source.describe()
+    meta["thresholds"] = "stats" if cfg.stats is not None else "first pass"
+    result = dissect(
+        runs,
+        hook,
+        source,
+        dcfg,
+        thresholds=thresholds,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        progress=cfg.progress,
+        meta=meta,
+    )
     result.save(cfg.out)
     print_report(result)
     print(f"-> {cfg.out / 'dissection.json'}")

@@ -7,13 +7,12 @@ read from) into `--out` and prints one row per SAE, so a sweep's widths, k or l1
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
-from vitsae.errors import VitsaeError
 from vitsae.fileio import write_json_atomic
+from vitsae.sae.provenance import ALLOW_HELP, check_sae_model
 
 from .dissection import DissectConfig, DissectionError, check_sae_for_hook
 from .dissection_cli import model_spec_for
@@ -35,6 +34,7 @@ class ReportCardRunConfig:
     batch_size: int = field(default=64, metadata={"help": "images per forward pass"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
 
 def sae_directories(path: Path) -> dict[str, Path]:
@@ -57,45 +57,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitsae.data.concepts import open_concept_source
-    from vitsae.models import load
+    from vitsae.models import load_recorded
     from vitsae.sae.io import load_sae
 
-    try:
-        cfg = config_from_args(ReportCardRunConfig, args)
-        card_cfg = config_from_args(ReportCardConfig, args)
-        dcfg = config_from_args(DissectConfig, args)
-        source = open_concept_source(cfg.source)
-        saes = {name: load_sae(path, device=cfg.device) for name, path in sae_directories(cfg.sae).items()}
-        first_name, first = next(iter(saes.items()))
-        hooks = {name: sae.cfg.hook_name for name, sae in saes.items()}
-        if len(set(hooks.values())) != 1:
-            raise DissectionError(
-                f"the SAEs read different hooks {hooks}; a report card compares SAEs of one hook"
-            )
-        hook = first.cfg.hook_name
-        spec = model_spec_for(first, cfg.model, cfg.sae / first_name)
-        model = load(spec, device=cfg.device)
-        model.check_hook_names([hook])
-        width = model.token_layout(hook).width
-        for name, sae in saes.items():
-            check_sae_for_hook(sae, hook, width, name)
-        meta = {"model": spec, "hook": hook, "saes": str(cfg.sae.resolve()), "source": source.describe()}
-        meta["config"] = config_to_dict(card_cfg)
-        card, dissection = report_card(
-            saes,
-            model,
-            hook,
-            source,
-            dcfg,
-            card_cfg,
-            batch_size=cfg.batch_size,
-            device=cfg.device,
-            progress=cfg.progress,
-            meta=meta,
+    cfg = config_from_args(ReportCardRunConfig, args)
+    card_cfg = config_from_args(ReportCardConfig, args)
+    dcfg = config_from_args(DissectConfig, args)
+    source = open_concept_source(cfg.source)
+    saes = {name: load_sae(path, device=cfg.device) for name, path in sae_directories(cfg.sae).items()}
+    first_name, first = next(iter(saes.items()))
+    hooks = {name: sae.cfg.hook_name for name, sae in saes.items()}
+    if len(set(hooks.values())) != 1:
+        raise DissectionError(
+            f"the SAEs read different hooks {hooks}; a report card compares SAEs of one hook"
         )
-    except (VitsaeError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae report-card: error: {err}", file=sys.stderr)
-        return 2
+    hook = first.cfg.hook_name
+    spec = model_spec_for(first, cfg.model, cfg.sae / first_name)
+    model = load_recorded(first.cfg.model_spec, cfg.model, str(cfg.sae / first_name), device=cfg.device)
+    model.check_hook_names([hook])
+    width = model.token_layout(hook).width
+    for name, sae in saes.items():
+        check_sae_for_hook(sae, hook, width, name)
+    check_sae_model({name: sae.cfg for name, sae in saes.items()}, model, spec, cfg.allow_other_model)
+    meta = {"model": spec, "hook": hook, "saes": str(cfg.sae.resolve()), "source": source.describe()}
+    meta["config"] = config_to_dict(card_cfg)
+    card, dissection = report_card(
+        saes,
+        model,
+        hook,
+        source,
+        dcfg,
+        card_cfg,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        progress=cfg.progress,
+        meta=meta,
+    )
     dissection.save(cfg.out)
     write_json_atomic(cfg.out / REPORT_CARD_JSON, card)
     print(format_card(card, dcfg.iou_levels))

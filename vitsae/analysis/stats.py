@@ -28,6 +28,7 @@ from vitsae.analysis.topk import TopKBuffer
 from vitsae.config import check_choices, config_from_dict, content_fields
 from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
+from vitsae.sae.provenance import ALLOW_HELP
 from vitsae.tokens import TokenLayout
 
 STATS_FORMAT_VERSION = 1
@@ -87,6 +88,7 @@ class StatsConfig:
     )
     device: str = field(default="cpu", metadata={"help": "torch device for the SAE", "run_only": True})
     progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP, "run_only": True})
 
     def __post_init__(self) -> None:
         check_choices(self)

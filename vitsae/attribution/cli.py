@@ -9,7 +9,6 @@ configs, target, model, source, images and per-method timings; see docs/attribut
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
@@ -20,7 +19,6 @@ from vitsae.attribution.methods import attribute
 from vitsae.attribution.overlay import save_grid, save_overlay
 from vitsae.attribution.run import Setup, batches, display_images, open_setup, to_cpu_float
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
-from vitsae.errors import VitsaeError
 from vitsae.fileio import save_tensors_atomic, write_json_atomic
 
 FORMAT = "vitsae.attribution"
@@ -79,14 +77,12 @@ def compute_heatmaps(setup: Setup, cfg: AttributeConfig, method_cfg: MethodConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(AttributeConfig, args)
-        method_cfg = config_from_args(MethodConfig, args)
-        setup = open_setup(cfg.model, cfg.source, cfg.target, cfg.sae, cfg.start, cfg.n_images, cfg.device)
-        result = compute_heatmaps(setup, cfg, method_cfg)
-    except VitsaeError as err:
-        print(f"vitsae attribute: error: {err}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(AttributeConfig, args)
+    method_cfg = config_from_args(MethodConfig, args)
+    setup = open_setup(
+        cfg.model, cfg.source, cfg.target, cfg.sae, cfg.start, cfg.n_images, cfg.device, cfg.allow_other_model
+    )
+    result = compute_heatmaps(setup, cfg, method_cfg)
     write_outputs(setup, cfg, method_cfg, result)
     pictures = " and grid.png" if cfg.n_overlays else ""
     print(f"wrote {cfg.out}/attribution.json, heatmaps.safetensors{pictures}")

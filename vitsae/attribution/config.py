@@ -9,6 +9,7 @@ from pathlib import Path
 from vitsae.attribution.substrates import SUBSTRATES, Substrate
 from vitsae.attribution.targets import TARGET_SPECS
 from vitsae.errors import VitsaeError
+from vitsae.sae.provenance import ALLOW_HELP
 
 BASE_METHODS = ("saliency", "gradxinput", "ig", "gradcam", "occlusion", "rise")
 SMOOTHABLE = ("saliency", "gradxinput", "ig", "gradcam")
@@ -97,6 +98,7 @@ class AttributeConfig:
     n_overlays: int = field(default=8, metadata={"help": "images drawn in grid.png and as overlay PNGs"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
     def __post_init__(self) -> None:
         for name in self.methods:

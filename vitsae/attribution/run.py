@@ -18,6 +18,7 @@ from vitsae.errors import VitsaeError
 from vitsae.models.load import load
 from vitsae.models.protocol import HookedModel
 from vitsae.sae.io import load_sae
+from vitsae.sae.provenance import check_sae_model
 
 
 @dataclass
@@ -40,14 +41,15 @@ def open_setup(
     start: int = 0,
     n_images: int = 0,
     device: str = "cpu",
+    allow_other_model: bool = False,
 ) -> Setup:
-    """Load the model, source and SAE named by the specs; a bad spec is a one-line `VitsaeError`."""
-    try:
-        model = load(model_spec, device=device)
-        source = open_source(source_spec)
-        sae = None if sae_dir is None else load_sae(sae_dir, device=device)
-    except (ValueError, FileNotFoundError) as err:
-        raise VitsaeError(str(err)) from err
+    """Load the model, source and SAE named by the specs (the SAE checked against the model: an SAE
+    trained on another model is refused unless `allow_other_model`)."""
+    model = load(model_spec, device=device)
+    source = open_source(source_spec)
+    sae = None if sae_dir is None else load_sae(sae_dir, device=device)
+    if sae is not None:
+        check_sae_model({str(sae_dir): sae.cfg}, model, model_spec, allow_other_model)
     for param in model.parameters():
         param.requires_grad_(False)  # gradients flow to the pixels only
     stop = len(source) if n_images == 0 else start + n_images

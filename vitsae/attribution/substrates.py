@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vitsae.data.preprocess import Preprocess
+from vitsae.errors import InvalidValue
 
 Substrate = Literal["zero", "mean", "blur", "noise"]
 SUBSTRATES: tuple[str, ...] = ("zero", "mean", "blur", "noise")
@@ -60,4 +61,4 @@ def substrate(
     if kind == "noise":
         noise = torch.rand(pixels_BCHW.shape, generator=generator, dtype=pixels_BCHW.dtype)
         return (noise.to(pixels_BCHW.device) - mean) / std
-    raise ValueError(f"unknown substrate {kind!r}; valid: {', '.join(SUBSTRATES)}")
+    raise InvalidValue(f"unknown substrate {kind!r}; valid: {', '.join(SUBSTRATES)}")

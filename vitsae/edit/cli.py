@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import torch
@@ -22,9 +21,9 @@ from vitsae.edit.finder import explain
 from vitsae.edit.inputs import InputError, class_names, image_batches, load_sites, output_width, resolve_class
 from vitsae.edit.measure import measure_edit
 from vitsae.edit.picture import before_after_figure
-from vitsae.errors import VitsaeError
 from vitsae.fileio import write_json_atomic
 from vitsae.models import checkpoints_dir, load
+from vitsae.sae.provenance import check_sae_model
 
 EDIT_FORMAT = "vitsae.edit"
 EXPLAIN_FORMAT = "vitsae.explain"
@@ -142,18 +141,13 @@ def print_explain_table(result: dict, names: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(config_from_args(EditConfig, args))
-    except (VitsaeError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae edit: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(cfg: EditConfig) -> int:
+    cfg = config_from_args(EditConfig, args)
     check_out(cfg.out, [model_folder(cfg.model), *cfg.sae, *cfg.stats])
     model = load(cfg.model, device=cfg.device)
     source = open_source(cfg.source)
     sites = load_sites(cfg.sae, cfg.device, cfg.stats)
+    saes = {str(folder): site.sae.cfg for folder, site in zip(cfg.sae, sites, strict=True)}
+    check_sae_model(saes, model, cfg.model, cfg.allow_other_model)
     names = class_names(source, output_width(model, model.preprocess))
     only = resolve_class(cfg.only_class, names) if cfg.only_class else None
     batches = image_batches(source, model.preprocess, cfg.images, cfg.batch_size, only)

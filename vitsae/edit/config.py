@@ -8,6 +8,7 @@ from typing import Literal
 
 from vitsae.edit.edits import UNITS, EditError, FeatureEdit, Where
 from vitsae.errors import VitsaeError
+from vitsae.sae.provenance import ALLOW_HELP
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class EditConfig:
     seed: int = field(default=0, metadata={"help": "seed of the controls"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from vitsae.data.loader import ImageBatch
 from vitsae.edit.edits import FeatureEdit
 from vitsae.edit.splice import SpliceSite, spliced
+from vitsae.errors import InvalidValue
 
 
 def attributions(
@@ -54,7 +55,7 @@ def attributions(
         bar.update(len(pixels))
     bar.close()
     if n_images == 0:
-        raise ValueError("no images to attribute over")
+        raise InvalidValue("no images to attribute over")
     return (
         {h: s / n_images for h, s in sums.items()},
         {h: s / n_images for h, s in acts_sums.items()},

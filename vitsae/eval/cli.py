@@ -4,7 +4,6 @@ an image source, in one pass; writes `<out>/eval.json` (format `vitsae.eval`) an
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,10 +12,10 @@ from vitsae.config import add_config_arguments, config_from_args, config_to_dict
 from vitsae.data.open import open_source
 from vitsae.edit.cli import add_repeatable, check_out, model_folder, provenance
 from vitsae.edit.inputs import InputError, image_batches, load_sites
-from vitsae.errors import VitsaeError
 from vitsae.eval.spliced import EvalError, evaluate_spliced
 from vitsae.fileio import write_json_atomic
 from vitsae.models import load
+from vitsae.sae.provenance import ALLOW_HELP, check_sae_model
 
 FORMAT = "vitsae.eval"
 FORMAT_VERSION = 1
@@ -48,6 +47,7 @@ class EvalConfig:
     )
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
     def __post_init__(self) -> None:
         if self.output not in ("auto", "logits", "embedding"):
@@ -113,15 +113,7 @@ def print_table(result: dict, names: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(EvalConfig, args)
-        return _run(cfg)
-    except (VitsaeError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae eval: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(cfg: EvalConfig) -> int:
+    cfg = config_from_args(EvalConfig, args)
     folders = sae_folders(cfg.sae)
     check_out(cfg.out, [model_folder(cfg.model), *folders])
     model = load(cfg.model, device=cfg.device)
@@ -129,6 +121,8 @@ def _run(cfg: EvalConfig) -> int:
     if len(source) == 0:
         raise EvalError(f"source {cfg.source!r} has no images")
     sites = load_sites(folders, cfg.device)
+    saes = {str(folder): site.sae.cfg for folder, site in zip(folders, sites, strict=True)}
+    check_sae_model(saes, model, cfg.model, cfg.allow_other_model)
     has_labels = source[0].label is not None
     logits = cfg.output == "logits" or (cfg.output == "auto" and has_labels)
     if cfg.accuracy == "on" and not has_labels:

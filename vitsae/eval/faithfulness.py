@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitsae.errors import VitsaeError
+from vitsae.errors import InvalidValue, VitsaeError
 from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 
@@ -283,7 +283,7 @@ def ssim(a_BHW: torch.Tensor, b_BHW: torch.Tensor, data_range: float = 1.0) -> t
     window = _gaussian_window().to(a_BHW.device)
     size = len(window)
     if min(a_BHW.shape[-2:]) < size:
-        raise ValueError(f"SSIM needs maps of at least {size}x{size} pixels, got {tuple(a_BHW.shape[-2:])}")
+        raise InvalidValue(f"SSIM needs maps of at least {size}x{size} pixels, got {tuple(a_BHW.shape[-2:])}")
 
     def blur(x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(x.unsqueeze(1), window.view(1, 1, 1, -1))

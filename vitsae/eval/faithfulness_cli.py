@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -257,18 +256,16 @@ def randomisation_check(
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(AttributeConfig, args)
-        method_cfg = config_from_args(MethodConfig, args)
-        faith = config_from_args(FaithfulnessConfig, args)
-        setup = open_setup(cfg.model, cfg.source, cfg.target, cfg.sae, cfg.start, cfg.n_images, cfg.device)
-        if faith.curve_target:
-            Target.parse(faith.curve_target, setup.class_names)
-        result = evaluate(setup, cfg, method_cfg, faith)
-        result["randomisation"] = randomisation_check(setup, method_cfg, faith, cfg.progress)
-    except VitsaeError as err:
-        print(f"vitsae faithfulness: error: {err}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(AttributeConfig, args)
+    method_cfg = config_from_args(MethodConfig, args)
+    faith = config_from_args(FaithfulnessConfig, args)
+    setup = open_setup(
+        cfg.model, cfg.source, cfg.target, cfg.sae, cfg.start, cfg.n_images, cfg.device, cfg.allow_other_model
+    )
+    if faith.curve_target:
+        Target.parse(faith.curve_target, setup.class_names)
+    result = evaluate(setup, cfg, method_cfg, faith)
+    result["randomisation"] = randomisation_check(setup, method_cfg, faith, cfg.progress)
     write_outputs(setup, cfg, method_cfg, faith, result)
     print((cfg.out / "table.md").read_text())
     return 0

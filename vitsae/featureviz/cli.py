@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from vitsae.config import add_config_arguments, config_from_args
-from vitsae.errors import VitsaeError
 from vitsae.featureviz.config import VisualizeConfig
 from vitsae.featureviz.run import visualize_targets
 
@@ -18,15 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vitsae.models import load
     from vitsae.sae import load_sae
+    from vitsae.sae.provenance import check_sae_model
 
-    try:
-        cfg = config_from_args(VisualizeConfig, args)
-        model = load(cfg.model, device=cfg.device).eval()
-        sae = None if cfg.sae is None else load_sae(cfg.sae, device=cfg.device)
-        record = visualize_targets(cfg, model, sae)
-    except (VitsaeError, ValueError, FileNotFoundError) as err:
-        print(f"vitsae visualize: error: {err}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(VisualizeConfig, args)
+    model = load(cfg.model, device=cfg.device).eval()
+    sae = None if cfg.sae is None else load_sae(cfg.sae, device=cfg.device)
+    if sae is not None:
+        check_sae_model({str(cfg.sae): sae.cfg}, model, cfg.model, cfg.allow_other_model)
+    record = visualize_targets(cfg, model, sae)
     for target in record["targets"]:
         ratio = target.get("ratio")
         reached = ", ".join(f"{v:.3g}" for v in target["objective"])

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from vitsae.errors import InvalidValue
 from vitsae.featureviz.objectives import REDUCTIONS, Reduce
+from vitsae.sae.provenance import ALLOW_HELP
 
 Method = Literal["fourier", "maco", "pixel", "vital"]
 METHODS: tuple[str, ...] = ("fourier", "maco", "pixel", "vital")
@@ -87,22 +89,23 @@ class VisualizeConfig:
     seed: int = field(default=0, metadata={"help": "random seed (parameters and transforms)"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+            raise InvalidValue(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
         if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; valid: {', '.join(TARGETS)}")
+            raise InvalidValue(f"unknown target {self.target!r}; valid: {', '.join(TARGETS)}")
         if self.reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {self.reduce!r}; valid: {', '.join(REDUCTIONS)}")
+            raise InvalidValue(f"unknown reduction {self.reduce!r}; valid: {', '.join(REDUCTIONS)}")
         for name in ("steps", "samples", "batch_size", "reference_images", "spectrum_images"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidValue(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InvalidValue(f"lr must be > 0, got {self.lr}")
         if self.image_size < 0:
-            raise ValueError(f"image_size must be >= 0 (0: the model's size), got {self.image_size}")
+            raise InvalidValue(f"image_size must be >= 0 (0: the model's size), got {self.image_size}")
         if self.target in ("feature", "decoder") and self.sae is None:
-            raise ValueError(f"target {self.target!r} needs --sae RUN_DIR")
+            raise InvalidValue(f"target {self.target!r} needs --sae RUN_DIR")
         if self.method == "vital" and not self.reference_source:
-            raise ValueError("method 'vital' matches real images: give --reference-source")
+            raise InvalidValue("method 'vital' matches real images: give --reference-source")

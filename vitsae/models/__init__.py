@@ -8,7 +8,7 @@ Every loaded model is a TransformerLens `HookedRootModule` that keeps the `Hooke
 from vitsae.models.config import HookedViTConfig
 from vitsae.models.convert_hf import hooked_vit_from_hf
 from vitsae.models.io import load_hooked_vit, save_hooked_vit
-from vitsae.models.load import checkpoints_dir, load, shipped_names
+from vitsae.models.load import checkpoints_dir, load, load_recorded, recorded_spec, shipped_names
 from vitsae.models.protocol import HookedModel
 from vitsae.models.vit import HookedViT
 from vitsae.models.wrap import HookedModule
@@ -23,6 +23,8 @@ __all__ = [
     "checkpoints_dir",
     "hooked_vit_from_hf",
     "load",
+    "load_recorded",
+    "recorded_spec",
     "load_hooked_vit",
     "save_hooked_vit",
     "shipped_names",

@@ -11,6 +11,11 @@
   the randomised-model sanity check.
 
 Weights are read from safetensors only; pickle checkpoints are refused.
+
+Trust: a `module:` spec imports and runs Python code, so it is loaded only when the user gives it (on the
+command line or in Python, to `load`). A spec read from a file (a store's manifest, an SAE's `sae.json`,
+statistics) is reopened through `load_recorded`, which refuses one that would run code and says which
+`--model` to pass instead.
 """
 
 from __future__ import annotations
@@ -63,6 +68,45 @@ def load(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = tor
     loaders = {"hf": load_hf, "timm": load_timm, "vitsae": load_shipped, "module": load_module}
     model = loaders[scheme](target)
     return model.to(device=device, dtype=dtype).eval()
+
+
+class UntrustedModelSpec(InvalidValue):
+    """A model spec read from a file would import and run code; only a spec the user gives may."""
+
+
+def runs_code(spec: str) -> bool:
+    """Whether loading `spec` imports Python code named in it (`module:`, also under `random:`)."""
+    scheme, _, target = spec.partition(":")
+    while scheme == "random":
+        scheme, _, target = target.partition(":")
+    return scheme == "module"
+
+
+def recorded_spec(recorded: str | None, where: str) -> str:
+    """`recorded`, a model spec read from the file `where`, if it may be reopened: it names a model and
+    runs no code. Otherwise an error saying which `--model` to pass."""
+    if not recorded or recorded == "none":
+        raise InvalidValue(f"{where} records no model spec; pass --model")
+    if runs_code(recorded):
+        raise UntrustedModelSpec(
+            f"{where} records the model {recorded!r}, which would import and run Python code; vitsae does "
+            f"not run code named in a file: pass --model {recorded} yourself if you trust it"
+        )
+    return recorded
+
+
+def load_recorded(
+    recorded: str | None,
+    user_spec: str | None,
+    where: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> HookedModel:
+    """The model a command reopens: `user_spec` when the user gave one (trusted, any scheme), else the spec
+    `recorded` in the file `where`, checked by `recorded_spec` (never a `module:` spec)."""
+    if user_spec:
+        return load(user_spec, device, dtype)
+    return load(recorded_spec(recorded, where), device, dtype)
 
 
 def checkpoints_dir() -> Path:

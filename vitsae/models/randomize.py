@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from vitsae.errors import InvalidValue
 from vitsae.models.vit import HookedViT
 from vitsae.models.wrap import HookedModule
 
@@ -54,7 +55,7 @@ def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
         ]
         kept = [name for name in kept if not _constant_init(before[name])]
         if kept:
-            raise ValueError(
+            raise InvalidValue(
                 f"cannot re-initialise parameters {kept[:5]}{' ...' if len(kept) > 5 else ''} of "
                 f"{type(model).__name__}: no module of theirs has reset_parameters()"
             )

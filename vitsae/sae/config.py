@@ -43,6 +43,9 @@ class SAEConfig:
     )
     hook_name: str = field(default="", metadata={"help": "hook point the activations came from"})
     model_spec: str = field(default="", metadata={"help": "model spec string of the harvested model"})
+    model_weights_hash: str = field(
+        default="", metadata={"help": "sha256 of the harvested model's weights (from the store's manifest)"}
+    )
     store: str = field(default="", metadata={"help": "activation store the SAE was trained on"})
     norm_scale: float | None = field(
         default=None,

@@ -31,6 +31,7 @@ def _trainer(cfg: TrainConfig) -> Trainer:
     if cfg.store is not None:
         source = StoreBatches(cfg.store, cfg.batch_size, seed=cfg.seed)
         fields = {"hook_name": source.hook_name, "model_spec": source.model_spec, "store": source.store}
+        fields["model_weights_hash"] = str(source.reader.manifest.get("model", {}).get("weights_hash", ""))
         norm_scale, d_in = source.norm_scale, source.d_in
     elif cfg.activations is not None:
         acts_ND = load_activation_file(cfg.activations)
