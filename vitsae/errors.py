@@ -6,7 +6,8 @@ repair it. Errors that are bugs in vitsae stay ordinary Python exceptions.
 
 The kinds below also subclass the built-in exception that was raised before they existed, so code that
 catches `ValueError`, `FileNotFoundError` or `KeyError` keeps working. Each stage adds its own kinds where a
-caller needs to tell them apart (`StoreError`, `BadImageError`, `CheckpointMismatch`, `TrainingDiverged`).
+caller needs to tell them apart (`StoreError`, `BadImageError`, `CheckpointMismatch`, `TrainingDiverged`,
+`DamagedFile`).
 """
 
 
@@ -20,6 +21,11 @@ class InvalidValue(VitsaeError, ValueError):
 
 class MissingFile(VitsaeError, FileNotFoundError):
     """A file or folder vitsae was pointed at does not exist or is not what was asked for."""
+
+
+class DamagedFile(InvalidValue):
+    """A file vitsae wrote earlier that cannot be parsed (truncated, overwritten, bit rot): the message names
+    it, says what is wrong and how to make it again (rerun harvest, retrain, recompute)."""
 
 
 class MissingKey(VitsaeError, KeyError):

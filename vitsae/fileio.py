@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitsae.errors import InvalidValue
+from vitsae.errors import DamagedFile, InvalidValue, MissingFile
 
 if TYPE_CHECKING:
     from torch import nn
@@ -102,9 +102,37 @@ def save_tensors_atomic(
         save_file(cpu, str(tmp), metadata=metadata)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def read_json(path: str | os.PathLike, repair: str = "", kind: type | None = None) -> Any:
+    """The JSON in `path`; content that is not JSON (or not a `kind`, e.g. dict) is a `DamagedFile`
+    naming the file and, with `repair`, how to make it again."""
+    try:
+        with open(path, "rb") as fh:
+            value = json.loads(fh.read().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise damaged(path, f"not UTF-8 text (byte {err.start})", repair) from err
+    except json.JSONDecodeError as err:
+        raise damaged(path, f"not valid JSON ({err})", repair) from err
+    if kind is not None and not isinstance(value, kind):
+        raise damaged(path, f"holds a JSON {type(value).__name__}, not a {kind.__name__}", repair)
+    return value
+
+
+def damaged(path: str | os.PathLike, what: str, repair: str = "") -> DamagedFile:
+    """The one wording of a damaged file: `<path> is damaged: <what>; <repair>`."""
+    return DamagedFile(f"{path} is damaged: {what}" + (f"; {repair}" if repair else ""))
+
+
+def load_safetensors(path: str | os.PathLike, repair: str = "") -> dict[str, Any]:
+    """Every tensor of a safetensors file (CPU); an unreadable header or data is a `DamagedFile`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise MissingFile(f"{path} is missing" + (f"; {repair}" if repair else ""))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, ValueError, OverflowError, MemoryError) as err:
+        raise damaged(path, f"not a readable safetensors file ({err})", repair) from err
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:

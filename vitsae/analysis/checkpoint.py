@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.config import config_to_dict, content_fields, describe_differences
 from vitsae.errors import VitsaeError
-from vitsae.fileio import read_json, save_tensors_atomic, weights_hash, write_json_atomic
+from vitsae.fileio import load_safetensors, read_json, save_tensors_atomic, weights_hash, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 
@@ -55,12 +54,16 @@ def pass_identity(
     }
 
 
+def _restart(directory: Path) -> str:
+    return f"delete {directory} (or pass --restart) to start the pass over"
+
+
 def clear_stale_files(directory: Path) -> None:
     """Remove state files the JSON does not name and temporary files a killed write left behind."""
     if not directory.is_dir():
         return
     meta = directory / CHECKPOINT_META
-    named = read_json(meta).get("state_file") if meta.is_file() else None
+    named = read_json(meta, _restart(directory), dict).get("state_file") if meta.is_file() else None
     for path in directory.glob("state-*.safetensors"):
         if path.name != named:
             path.unlink()
@@ -76,7 +79,7 @@ def load_checkpoint(directory: Path, identity: dict[str, Any], acc: FeatureStats
     meta_path = directory / CHECKPOINT_META
     if not meta_path.is_file():
         return None
-    info = read_json(meta_path)
+    info = read_json(meta_path, _restart(directory), dict)
     if info.get("format") != CHECKPOINT_FORMAT or info.get("format_version") != CHECKPOINT_VERSION:
         raise CheckpointMismatch(
             f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}, not "
@@ -95,7 +98,7 @@ def load_checkpoint(directory: Path, identity: dict[str, Any], acc: FeatureStats
             f"{meta_path} names {state_path.name}, which is missing; delete {directory} "
             "to start the pass over"
         )
-    acc.load_state_dict(load_file(str(state_path)))
+    acc.load_state_dict(load_safetensors(state_path, _restart(directory)))
     return int(info["next_row"])
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from vitsae.errors import InvalidValue
-from vitsae.fileio import save_tensors_atomic
+from vitsae.fileio import damaged, save_tensors_atomic
 
 LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
 LOGIT_EFFECTS_FORMAT = "vitsae.logit_effects"
@@ -56,7 +56,11 @@ class LogitEffects:
         path = Path(stats_dir) / LOGIT_EFFECTS_FILE
         if not path.is_file():
             return None
-        with safe_open(str(path), "pt") as file:
+        try:
+            file_cm = safe_open(str(path), "pt")
+        except (SafetensorError, ValueError, OSError) as err:
+            raise damaged(path, f"not a readable safetensors file ({err})", "rerun `vitsae stats`") from err
+        with file_cm as file:
             meta = file.metadata() or {}
             if (meta.get("format"), meta.get("format_version")) != (
                 LOGIT_EFFECTS_FORMAT,

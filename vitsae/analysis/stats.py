@@ -22,18 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from vitsae.analysis.topk import TopKBuffer
 from vitsae.config import check_choices, config_from_dict, content_fields
 from vitsae.errors import InvalidValue, MissingFile
-from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import damaged, load_safetensors, read_json, save_tensors_atomic, write_json_atomic
 from vitsae.sae.provenance import ALLOW_HELP
 from vitsae.tokens import TokenLayout
 
 STATS_FORMAT_VERSION = 1
 STATS_TENSORS = "feature_stats.safetensors"
 STATS_META = "feature_stats.json"
+RECOMPUTE = "recompute it: rerun the `vitsae stats` command that made it"
 PARTIAL_DIR = ".feature_stats.partial"  # a resumable pass's checkpoints, inside the output folder
 
 
@@ -211,26 +211,27 @@ class FeatureStats:
         meta_path = stats_dir / STATS_META
         if not meta_path.is_file():
             raise MissingFile(f"no {STATS_META} in {stats_dir}: not a feature statistics directory")
-        info = read_json(meta_path)
+        info = read_json(meta_path, RECOMPUTE, dict)
         if info.get("format") != "vitsae.feature_stats" or info.get("format_version") != STATS_FORMAT_VERSION:
             raise InvalidValue(
                 f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}; "
                 f"this vitsae reads vitsae.feature_stats version {STATS_FORMAT_VERSION}"
             )
-        tensors = load_file(str(stats_dir / STATS_TENSORS))
+        tensors = load_safetensors(stats_dir / STATS_TENSORS, RECOMPUTE)
         missing = sorted(set(_TENSOR_FIELDS) - set(tensors))
         if missing:
-            raise InvalidValue(
-                f"{stats_dir / STATS_TENSORS} lacks tensors {missing}: recompute the statistics"
+            raise InvalidValue(f"{stats_dir / STATS_TENSORS} lacks tensors {missing}; {RECOMPUTE}")
+        try:
+            return cls(
+                config=config_from_dict(StatsConfig, info["config"]),
+                layout=_layout(info),
+                n_tokens=info["n_tokens"],
+                n_images=info["n_images"],
+                meta=info["meta"],
+                **{name: tensors[name] for name in _TENSOR_FIELDS},
             )
-        return cls(
-            config=config_from_dict(StatsConfig, info["config"]),
-            layout=_layout(info),
-            n_tokens=info["n_tokens"],
-            n_images=info["n_images"],
-            meta=info["meta"],
-            **{name: tensors[name] for name in _TENSOR_FIELDS},
-        )
+        except (KeyError, TypeError, ValueError) as err:
+            raise damaged(meta_path, f"an entry is missing or unusable ({err!r})", RECOMPUTE) from err
 
 
 def _layout(info: dict[str, Any]) -> TokenLayout:

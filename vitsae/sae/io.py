@@ -10,14 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.errors import InvalidValue, MissingFile
-from vitsae.fileio import PICKLE_SUFFIXES, read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import (
+    PICKLE_SUFFIXES,
+    damaged,
+    load_safetensors,
+    read_json,
+    save_tensors_atomic,
+    write_json_atomic,
+)
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
 
+RETRAIN = "retrain it (rerun the `vitsae train` command that made it) or copy it again"
 FORMAT = "vitsae.sae"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "sae.safetensors"
@@ -55,14 +62,16 @@ def _resolve_directory(path: Path) -> Path:
 
 def read_sae_metadata(path: str | Path) -> dict[str, Any]:
     """The `sae.json` of a saved SAE (format, config, training summary)."""
-    meta = read_json(_resolve_directory(Path(path)) / CONFIG_FILE)
+    meta = read_json(_resolve_directory(Path(path)) / CONFIG_FILE, RETRAIN, dict)
     if meta.get("format") != FORMAT:
         raise InvalidValue(f"{path}: not a vitsae SAE (format {meta.get('format')!r}, expected {FORMAT!r})")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise InvalidValue(
             f"{path}: SAE format version {meta['format_version']} is newer than this vitsae reads "
-            f"({FORMAT_VERSION})"
+            f"({FORMAT_VERSION}); upgrade vitsae"
         )
+    if not isinstance(meta.get("config"), dict):
+        raise damaged(Path(path) / CONFIG_FILE, "it holds no SAE config", RETRAIN)
     return meta
 
 
@@ -70,14 +79,17 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAuto
     """Load an SAE saved by `save_sae` (a folder, or the path of its .safetensors/.json) in eval mode."""
     directory = _resolve_directory(Path(path))
     meta = read_sae_metadata(directory)
-    cfg = config_from_dict(SAEConfig, meta["config"])
+    try:
+        cfg = config_from_dict(SAEConfig, meta["config"])
+    except (TypeError, ValueError) as err:
+        raise damaged(directory / CONFIG_FILE, f"its SAE config is unusable ({err})", RETRAIN) from err
     sae = SparseAutoencoder(cfg)
-    tensors = load_file(str(directory / WEIGHTS_FILE))
+    tensors = load_safetensors(directory / WEIGHTS_FILE, RETRAIN)
     expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
         raise InvalidValue(
-            f"{directory / WEIGHTS_FILE}: tensors {found} do not match the config's {expected}"
+            f"{directory / WEIGHTS_FILE}: tensors {found} do not match the config's {expected}; {RETRAIN}"
         )
     sae.load_state_dict(tensors)
     return sae.to(device).eval()

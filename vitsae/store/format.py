@@ -8,6 +8,7 @@ safetensors header is parsed here directly so the reader can memory-map the data
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from vitsae.errors import VitsaeError
+from vitsae.errors import DamagedFile, VitsaeError
 from vitsae.fileio import read_json
 
 FORMAT_NAME = "vitsae-activation-store"
@@ -45,6 +46,11 @@ class StoreError(VitsaeError):
 
 
 RERUN_HARVEST = "rerun the harvest command that made the store (same options and --out) to recompute it"
+REPAIR_SHARD = "delete it and rerun the harvest command that made the store (same options and --out)"
+REPAIR_MANIFEST = (
+    "delete it and rerun the harvest command that made the store (same options and --out): the manifest is "
+    "rewritten from the finished shards"
+)
 
 
 def shard_name(index: int) -> str:
@@ -74,21 +80,30 @@ def read_shard_header(path: Path) -> dict[str, TensorEntry]:
                     f"shard {path} is truncated: shorter than a safetensors header; {RERUN_HARVEST}"
                 )
             (header_len,) = struct.unpack("<Q", prefix)
+            size = os.fstat(fh.fileno()).st_size
+            if header_len > size - 8:  # checked before reading: a damaged length could ask for exabytes
+                raise StoreError(
+                    f"shard {path} is damaged: its safetensors header claims {header_len} bytes but the file "
+                    f"holds {size}; {REPAIR_SHARD}"
+                )
             raw = fh.read(header_len)
     except FileNotFoundError as exc:
         raise StoreError(f"shard {path} is missing; {RERUN_HARVEST}") from exc
-    if len(raw) < header_len:
-        raise StoreError(f"shard {path} is truncated inside its safetensors header")
     try:
         header = json.loads(raw)
-    except ValueError as exc:
-        raise StoreError(f"shard {path} has a corrupt safetensors header: {exc}") from exc
-    data_start = 8 + header_len
-    return {
-        name: TensorEntry(data_start + info["data_offsets"][0], info["dtype"], tuple(info["shape"]))
-        for name, info in header.items()
-        if name != "__metadata__"
-    }
+        data_start = 8 + header_len
+        return {
+            name: TensorEntry(
+                data_start + int(info["data_offsets"][0]), str(info["dtype"]), tuple(map(int, info["shape"]))
+            )
+            for name, info in header.items()
+            if name != "__metadata__"
+        }
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        what = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"{type(exc).__name__}: {exc}"
+        raise StoreError(
+            f"shard {path} has a corrupt safetensors header ({what}), so it is damaged; {REPAIR_SHARD}"
+        ) from exc
 
 
 def shard_bytes(acts_RD: torch.Tensor, image_index_R: torch.Tensor, token_index_R: torch.Tensor) -> bytes:
@@ -110,12 +125,20 @@ def read_manifest(store_dir: Path) -> dict[str, Any]:
             f"{store_dir} is not an activation store: {MANIFEST_NAME} is missing "
             "(an unfinished harvest? rerun the same `vitsae harvest` command to finish it)"
         )
-    manifest = read_json(path)
+    try:
+        manifest = read_json(path, REPAIR_MANIFEST, dict)
+    except DamagedFile as err:
+        raise StoreError(str(err)) from err
     if manifest.get("format") != FORMAT_NAME:
-        raise StoreError(f"{path} is not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
-    if manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(
-            f"{path} has format version {manifest.get('format_version')}; "
-            f"this vitsae reads version {FORMAT_VERSION}"
+            f"{path} is not a {FORMAT_NAME} manifest (format={manifest.get('format')!r}); if the store was "
+            f"made by vitsae it is damaged: {REPAIR_MANIFEST}"
+        )
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise StoreError(
+            f"{path} has format version {version}; this vitsae reads version {FORMAT_VERSION}"
+            + ("; upgrade vitsae to read it" if newer else f"; {REPAIR_MANIFEST}")
         )
     return manifest

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vitsae.config import describe_differences
 from vitsae.errors import InvalidValue, MissingFile
-from vitsae.fileio import read_json, write_json_atomic
+from vitsae.fileio import damaged, load_safetensors, read_json, write_json_atomic
 
 FORMAT_VERSION = 1
 
@@ -62,6 +62,10 @@ def _load_optimizer_tensors(sae: torch.nn.Module, optimizer: torch.optim.Adam, t
             optimizer.state[param] = state
 
 
+def _repair(path: Path) -> str:
+    return f"delete {path} and rerun: training resumes from an older checkpoint or starts over"
+
+
 def checkpoint_root(out_dir: Path) -> Path:
     return Path(out_dir) / "checkpoints"
 
@@ -71,7 +75,10 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     pointer = checkpoint_root(out_dir) / "latest.json"
     if not pointer.exists():
         return None
-    path = checkpoint_root(out_dir) / read_json(pointer)["name"]
+    name = read_json(pointer, _repair(checkpoint_root(out_dir)), dict).get("name")
+    if not isinstance(name, str):
+        raise damaged(pointer, "it names no checkpoint", _repair(checkpoint_root(out_dir)))
+    path = checkpoint_root(out_dir) / name
     if not (path / "trainer.json").exists():
         raise MissingFile(f"{pointer} names {path}, which is missing or incomplete")
     return path
@@ -109,7 +116,7 @@ def save_checkpoint(out_dir: Path, trainer_state: dict[str, Any], runs: dict[str
 
 
 def read_trainer_state(path: Path) -> dict[str, Any]:
-    state = read_json(path / "trainer.json")
+    state = read_json(path / "trainer.json", _repair(path), dict)
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise InvalidValue(f"{path}: checkpoint format {state['format_version']} is newer than vitsae reads")
     return state
@@ -117,17 +124,17 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
 
 def load_run(path: Path, run_name: str, run: RunCheckpoint) -> None:
     """Fill `run` (already built with the right shapes) from checkpoint folder `path`."""
-    tensors = load_file(str(path / f"{run_name}.safetensors"))
+    tensors = load_safetensors(path / f"{run_name}.safetensors", _repair(path))
     sae_state = {k[4:]: v for k, v in tensors.items() if k.startswith("sae.")}
     run.sae.load_state_dict(sae_state)
     _load_optimizer_tensors(run.sae, run.optimizer, tensors)
     for key in run.counters_F:
         run.counters_F[key].copy_(tensors[f"counter.{key}"])
-    run.extra.update(read_json(path / f"{run_name}.json"))
+    run.extra.update(read_json(path / f"{run_name}.json", _repair(path), dict))
 
 
 def restore_rng(path: Path) -> None:
-    rng = load_file(str(path / "rng.safetensors"))
+    rng = load_safetensors(path / "rng.safetensors", _repair(path))
     torch.set_rng_state(rng["cpu"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"])
