@@ -157,3 +157,16 @@ def test_a_damaged_training_checkpoint_says_which_folder_to_delete(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{step / 'trainer.json'} is damaged: not UTF-8 text" in err
     assert f"delete {step} and rerun" in err
+
+
+@pytest.mark.parametrize("key", ["hook", "shards", "stats"])
+def test_a_manifest_missing_an_entry_is_damaged_not_a_key_error(store_copy, key) -> None:
+    import json
+
+    manifest = json.loads((store_copy / "manifest.json").read_text())
+    del manifest[key]
+    (store_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        StoreError, match=rf"manifest.json is damaged: its '{key}(.mean_norm)?' entry is missing"
+    ):
+        ActivationStore.open(store_copy)

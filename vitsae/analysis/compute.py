@@ -40,6 +40,36 @@ def _check_sae(sae: SparseAutoencoder, width: int, hook: str) -> None:
         )
 
 
+class NonFiniteActivations(InvalidValue):
+    """Activations holding NaN or inf: the statistics (sums, maxima, samples) would be meaningless."""
+
+
+def _check_finite_rows(store: ActivationStore, start: int, acts_ND: torch.Tensor) -> None:
+    """Refuse rows [start, start + N) of `store` if any holds NaN or inf, naming the first one's shard,
+    row, image and token."""
+    finite_N = torch.isfinite(acts_ND).all(dim=1)
+    if bool(finite_N.all()):
+        return
+    offset = int((~finite_N).nonzero()[0, 0])
+    row = start + offset
+    first = 0
+    shard = "?"
+    for entry in store.manifest["shards"]:
+        if row < first + int(entry["rows"]):
+            shard, row_in_shard = entry["file"], row - first
+            break
+        first += int(entry["rows"])
+    image_N, token_N = store.provenance(np.array([row]))
+    values = acts_ND[offset]
+    kind = "NaN" if bool(values.isnan().any()) else "inf"
+    raise NonFiniteActivations(
+        f"row {row} of {store.path} (shard {shard} row {row_in_shard}, image {int(image_N[0])}, token "
+        f"{int(token_N[0])}) holds {kind} activations; statistics need finite values: the model produces "
+        "them at this hook (harvest in float32 or at another hook), or the shard is damaged (delete it and "
+        "rerun the harvest command)"
+    )
+
+
 @torch.no_grad()
 def _encode(sae: SparseAutoencoder, acts_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse codes of raw activations, on the CPU."""
@@ -161,6 +191,7 @@ def compute_feature_stats(
     for start in range(first_row, n_rows, batch_rows):
         stop = min(n_rows, start + batch_rows)
         acts_ND = store.to_float(store.read_span(start, stop))
+        _check_finite_rows(store, start, acts_ND)
         image_N, token_N = store.provenance(np.arange(start, stop))
         if pending is not None:
             acts_ND = torch.cat([pending[0], acts_ND])
@@ -223,6 +254,11 @@ def compute_feature_stats_from_images(
     for batch in tqdm(loader, disable=not progress, desc="feature stats", unit="batch"):
         with torch.no_grad():
             acts_BTD = model.collect(batch.pixels_BCHW.to(device), [hook_name])[hook_name]
+        if not bool(torch.isfinite(acts_BTD).all()):
+            image = int(batch.indices_B[torch.isfinite(acts_BTD).flatten(1).all(1).logical_not()][0])
+            raise NonFiniteActivations(
+                f"the model's activations at {hook_name!r} hold NaN or inf for image {image} of the source"
+            )
         n_images, n_tokens, _ = acts_BTD.shape
         image_N = batch.indices_B.repeat_interleave(n_tokens)
         token_N = torch.arange(n_tokens).repeat(n_images)

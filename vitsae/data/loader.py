@@ -120,3 +120,22 @@ class ImageLoader:
             self.skipped.extend(batch.skipped)
             if len(batch.indices_B):
                 yield batch
+
+
+def check_has_images(source: ImageSource, preprocess: Preprocess | None = None, spec: str = "") -> int:
+    """The index of the source's first usable image (decoded, and preprocessed when `preprocess` is given);
+    an `InvalidValue` when it has none (empty, or every image undecodable), so a harvest refuses before it
+    writes anything. Stops at the first good image."""
+    name = repr(spec) if spec else "the image source"
+    if len(source) == 0:
+        raise InvalidValue(f"{name} holds no images; give a folder or spec with at least one image")
+    items = _PreprocessedItems(source, preprocess or (lambda image: image), 0, len(source))
+    reasons = []
+    for offset in range(len(items)):
+        index, pixels, _, skipped = items[offset]
+        if pixels is not None:
+            return index
+        reasons.append(f"{skipped.key}: {skipped.reason}")
+    raise InvalidValue(
+        f"none of the {len(source)} images of {name} can be read (first: {reasons[0]}); nothing to harvest"
+    )

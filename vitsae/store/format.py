@@ -141,4 +141,33 @@ def read_manifest(store_dir: Path) -> dict[str, Any]:
             f"{path} has format version {version}; this vitsae reads version {FORMAT_VERSION}"
             + ("; upgrade vitsae to read it" if newer else f"; {REPAIR_MANIFEST}")
         )
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise StoreError(f"{path} is damaged: {problem}; {REPAIR_MANIFEST}")
     return manifest
+
+
+_SHARD_KEYS = {"file": str, "rows": int, "images": list, "bytes": int, "sha256": str}
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str:
+    """What is missing or mistyped among the entries a reader needs ("" when nothing)."""
+    for key, kind in (
+        ("hook", str),
+        ("width", int),
+        ("dtype", str),
+        ("token_layout", dict),
+        ("shards", list),
+    ):
+        if not isinstance(manifest.get(key), kind):
+            return f"its {key!r} entry is missing or not a {kind.__name__}"
+    if not isinstance((manifest.get("stats") or {}).get("mean_norm"), (int, float)):
+        return "its 'stats.mean_norm' entry is missing"
+    if not isinstance((manifest.get("counts") or {}).get("rows"), int):
+        return "its 'counts.rows' entry is missing"
+    for i, entry in enumerate(manifest["shards"]):
+        if not isinstance(entry, dict) or any(
+            not isinstance(entry.get(k), t) for k, t in _SHARD_KEYS.items()
+        ):
+            return f"its shard entry {i} lacks one of {sorted(_SHARD_KEYS)}"
+    return ""

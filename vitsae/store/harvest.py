@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from vitsae.config import config_to_dict, content_fields, describe_differences
-from vitsae.data.loader import ImageLoader
+from vitsae.data.loader import ImageLoader, check_has_images
 from vitsae.data.open import open_source
 from vitsae.data.sources import ImageSource
 from vitsae.distributed import barrier, init_if_torchrun, local_device, rank_world
@@ -346,6 +346,7 @@ def harvest(
             model = load(config.model)
         model = model.to(local_device(config.device)).eval()
         source = open_source(config.source) if source is None else source
+        check_has_images(source, model.preprocess, config.source)
         plans = _plan_hooks(model, config)
         per_shard = images_per_shard(config, max(plan.rows_per_image for plan in plans))
         n_shards = -(-len(source) // per_shard)
