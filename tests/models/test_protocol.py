@@ -24,7 +24,9 @@ def tiny_models() -> list[HookedModel]:
 def test_both_classes_keep_the_contract(model):
     assert isinstance(model, HookedModel) and isinstance(model, SharedHookMethods)
     names = model.hook_names()
-    assert names == list(model.hook_dict) and names[-1] == "hook_logits"
+    assert names == list(model.hook_dict) and names[-1] == (
+        "hook_pooled" if isinstance(model, HookedViT) else "hook_logits"
+    )
     model.check_hook_names(names)
     with pytest.raises(ValueError, match="Valid hook names"):
         model.check_hook_names(["no.such.hook"])

@@ -15,22 +15,27 @@ import torch
 from vitsae.errors import InvalidValue
 
 
-def as_tokens(acts: torch.Tensor) -> torch.Tensor:
+def as_tokens(acts: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Activations in token form (B, T, D).
 
-    (B, C, H, W) maps -> (B, H*W, C) row-major; (B, D) vectors -> (B, 1, D); (B, T, D) unchanged.
-    Per-head ViT tensors are flattened by the ViT itself, which knows their axes.
+    (B, C, H, W) maps (or channels-last (B, H, W, C) ones) -> (B, H*W, C) row-major; (B, D) vectors ->
+    (B, 1, D); (B, T, D) unchanged. Per-head ViT tensors are flattened by the ViT itself, which knows
+    their axes.
     """
     if acts.ndim == 2:
         return acts.unsqueeze(1)
     if acts.ndim == 3:
         return acts
+    if acts.ndim == 4 and channels_last:
+        return acts.flatten(1, 2)
     if acts.ndim == 4:
         return acts.flatten(2).transpose(1, 2)
     raise InvalidValue(f"cannot read activations of shape {tuple(acts.shape)} as tokens")
 
 
-def from_tokens(tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+def from_tokens(
+    tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size, channels_last: bool = False
+) -> torch.Tensor:
     """The inverse of `as_tokens`: tokens (B, T, D) back to a hook's own `shape`.
 
     Used to write edited activations back into a forward pass: `from_tokens(as_tokens(x), x.shape)` is `x`.
@@ -40,6 +45,8 @@ def from_tokens(tokens_BTD: torch.Tensor, shape: tuple[int, ...] | torch.Size) -
         return tokens_BTD.squeeze(1)
     if len(shape) == 3:
         return tokens_BTD
+    if len(shape) == 4 and channels_last:
+        return tokens_BTD.reshape(shape)
     if len(shape) == 4:
         batch, channels, height, width = shape
         return tokens_BTD.transpose(1, 2).reshape(batch, channels, height, width)

@@ -6,8 +6,9 @@ no hooks), `hook_pos_embed`, `ln_pre.hook_normalized` (when the model has a pre-
 [B, T, H, E], `blocks.{l}.attn.hook_attn_scores` and `hook_pattern` [B, H, T, T], `blocks.{l}.hook_attn_out`,
 `blocks.{l}.hook_resid_mid`, `blocks.{l}.ln2.hook_normalized`, `blocks.{l}.mlp.hook_pre/hook_post`,
 `blocks.{l}.hook_mlp_out`, `blocks.{l}.hook_resid_post`, then `ln_final.hook_normalized`, the
-attention-pool head's hooks (`attn_pool.*`), `hook_pooled` and `hook_logits` (the model's output: logits,
-projected embedding or pooled features). Tokens are `[CLS?][registers...][patches row-major]`.
+attention-pool head's hooks (`attn_pool.*`), `hook_pooled` and, when the model has a head, `hook_logits`
+(its output: logits or projected embedding; a head-less model's output is `hook_pooled`). Tokens are
+`[CLS?][registers...][patches row-major]`.
 
 Weights follow TransformerLens (see `vitsae.models.components`; stacked over layers as `model.W_Q` etc.,
 see `vitsae.models.weights`). The patch embedding is `embed.W_E` [d_model, C, p, p] with `embed.b_E`; a
@@ -147,7 +148,8 @@ class HookedViT(SharedHookMethods, StackedWeights, HookedRootModule):
         self.hook_pooled = HookPoint()
         self.W_U = nn.Parameter(torch.zeros(cfg.pooled_width, cfg.head_out)) if cfg.head_out else None
         self.b_U = nn.Parameter(torch.zeros(cfg.head_out)) if cfg.head_out and cfg.head_bias else None
-        self.hook_logits = HookPoint()
+        # a head-less model (head_out 0) has no logits: its output is `hook_pooled`
+        self.hook_logits = HookPoint() if cfg.head_out else None
         self.init_weights()
         self.setup()
 
@@ -223,7 +225,7 @@ class HookedViT(SharedHookMethods, StackedWeights, HookedRootModule):
             pooled = pooled @ self.W_U
             if self.b_U is not None:
                 pooled = pooled + self.b_U
-        return self.hook_logits(pooled)
+        return pooled if self.hook_logits is None else self.hook_logits(pooled)
 
     # -- the stage contract ------------------------------------------------------------------------
 

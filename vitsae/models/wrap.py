@@ -7,6 +7,18 @@ unwrapped from a transformers ModelOutput) passes through `hook_logits`.
 
 Sites are found by one dry forward on a zero image: every submodule that runs exactly once and returns a
 tensor. Modules called several times per forward (a shared ReLU) cannot be told apart and are left out.
+
+4-D outputs are read as channels-first (B, C, H, W) or channels-last (B, H, W, C) maps (ConvNeXt's
+`layernorm`, `pwconv1`, `act`, `pwconv2` inside each block), decided once when the model is wrapped:
+modules that always give (B, C, H, W) (convolutions, batch norm, 2-D pooling) are known, and elementwise
+ones right after a map of the same shape keep its layout; otherwise, on a square image the two equal axes
+are the grid, and failing that a second dry forward at double height shows which axis grows. A map that
+stays ambiguous is refused, naming the hook, when it is used; declare it with
+`layouts={hook: "BHWC" | "BCHW"}`.
+
+The classification head (`W_U` [D, C], as on a HookedViT) is the model's last module when it is an
+`nn.Linear` producing the output from its input through only pooling, flattening, dropout and a final
+LayerNorm (whose weight is folded in): ResNet's and ConvNeXt's heads. Otherwise `W_U` is None.
 """
 
 from __future__ import annotations
@@ -26,6 +38,8 @@ from vitsae.fileio import weights_hash
 from vitsae.models.layout import as_tokens, check_names, from_tokens
 from vitsae.models.protocol import SharedHookMethods
 from vitsae.tokens import TokenLayout
+
+LAYOUTS = ("BCHW", "BHWC")
 
 
 class _StopForward(Exception):
@@ -59,12 +73,20 @@ class HookedModule(SharedHookMethods, HookedRootModule):
         preprocess: Preprocess,
         hook_modules: list[str] | None = None,
         config: dict[str, Any] | None = None,
+        layouts: Mapping[str, str] | None = None,
     ):
         super().__init__()
         self.model = model
         self.preprocess = preprocess
         self.config = dict(config or {})
         self._shapes: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
+        self._head: tuple[str, str | None] | None = None  # set by the first probe
+        self._probed = False
+        self._leaf_order: list[str] = []
+        bad = {name: value for name, value in (layouts or {}).items() if value not in LAYOUTS}
+        if bad:
+            raise InvalidValue(f"layouts {bad}: each must be one of {', '.join(LAYOUTS)}")
+        self._layouts: dict[str, str | None] = dict(layouts or {})
         once = [path for path in self.probe_shapes(tuple(preprocess.size)) if path != "hook_logits"]
         if hook_modules is None:
             paths = once
@@ -72,6 +94,10 @@ class HookedModule(SharedHookMethods, HookedRootModule):
             check_names(hook_modules, once)
             paths = [p for p in once if p in set(hook_modules)]
         modules = dict(model.named_modules())
+        shapes = self.probe_shapes(tuple(preprocess.size))
+        for path in paths:  # found once, here: a second dry forward may be needed
+            if len(shapes[path]) == 4 and path not in self._layouts:
+                self._layouts[path] = self._find_layout(path)
         self.sites = nn.ModuleList(HookPoint() for _ in paths)
         self.hook_logits = HookPoint()
         self._site_paths = paths
@@ -106,10 +132,11 @@ class HookedModule(SharedHookMethods, HookedRootModule):
             return self._shapes[image_hw]
         calls: dict[str, int] = {}
         shapes: dict[str, tuple[int, ...]] = {}
+        order: list[str] = []
         handles = []
         for path, module in self.model.named_modules():
             if path:
-                handles.append(module.register_forward_hook(_recorder(path, calls, shapes)))
+                handles.append(module.register_forward_hook(_recorder(path, calls, shapes, order)))
         param = next(self.model.parameters(), None)
         pixels = torch.zeros(1, 3, *image_hw, device=param.device if param is not None else None)
         if param is not None and param.is_floating_point():
@@ -126,7 +153,71 @@ class HookedModule(SharedHookMethods, HookedRootModule):
         result = {path: shape for path, shape in shapes.items() if calls[path] == 1}
         result["hook_logits"] = logits_shape
         self._shapes[image_hw] = result
+        if not self._probed:
+            modules = dict(self.model.named_modules())
+            self._leaf_order = [p for p in order if not any(True for _ in modules[p].children())]
+            self._head = _find_head(modules, self._leaf_order, {**shapes, "hook_logits": logits_shape})
+            self._probed = True
         return result
+
+    def channels_last(self, hook_name: str) -> bool:
+        """Whether the 4-D output of `hook_name` is a channels-last (B, H, W, C) map (see the module
+        docstring); an ambiguous one raises an `InvalidValue` saying how to declare it."""
+        layout = self._layouts.get(hook_name)
+        if layout is None:
+            shape = self.probe_shapes(tuple(self.preprocess.size))[hook_name]
+            raise InvalidValue(
+                f"hook {hook_name!r} outputs a {shape} map and vitsae cannot tell which axis holds the "
+                f"channels; declare it: HookedModule(model, preprocess, layouts={{{hook_name!r}: 'BHWC'}}) "
+                "for a channels-last map (or 'BCHW')"
+            )
+        return layout == "BHWC"
+
+    def _find_layout(self, hook_name: str) -> str | None:
+        """ "BCHW" or "BHWC" for the 4-D output of `hook_name`, or None when the shapes cannot tell."""
+        height, width = self.preprocess.size
+        shapes = self.probe_shapes((height, width))
+        shape = shapes[hook_name]
+        module = dict(self.model.named_modules())[hook_name]
+        if isinstance(module, _CHANNELS_FIRST):
+            return "BCHW"
+        if isinstance(module, _ELEMENTWISE) and hook_name in self._leaf_order:
+            at = self._leaf_order.index(hook_name)
+            before = self._leaf_order[at - 1] if at else None
+            if before is not None and shapes.get(before) == shape and self._layouts.get(before):
+                return self._layouts[before]
+        _, a, b, c = shape
+        if height == width and b == c and a != b:
+            return "BCHW"
+        if height == width and a == b and b != c:
+            return "BHWC"
+        try:
+            taller = self.probe_shapes((2 * height, width)).get(hook_name)
+        except Exception:  # a model that only runs at its own size: nothing more to learn
+            taller = None
+        if taller is not None and len(taller) == 4:
+            grew = [axis for axis in (1, 2, 3) if taller[axis] != shape[axis]]
+            if grew == [2]:
+                return "BCHW"
+            if grew == [1]:
+                return "BHWC"
+            if not grew and b == c == 1 and a != 1:
+                return "BCHW"
+            if not grew and a == b == 1 and c != 1:
+                return "BHWC"
+        return None
+
+    @property
+    def W_U(self) -> torch.Tensor | None:
+        """The linear classification head [D, C] (a final LayerNorm's weight folded in), or None."""
+        if self._head is None:
+            return None
+        linear, norm = self._head
+        modules = dict(self.model.named_modules())
+        W_DC = modules[linear].weight.detach().T
+        if norm is not None:
+            W_DC = modules[norm].weight.detach()[:, None] * W_DC
+        return W_DC
 
     def forward(self, pixels_BCHW: torch.Tensor) -> torch.Tensor:
         return self.hook_logits(unwrap_output(self.model(pixels_BCHW)))
@@ -134,12 +225,15 @@ class HookedModule(SharedHookMethods, HookedRootModule):
     # -- the stage contract ------------------------------------------------------------------------
 
     def token_layout(self, hook_name: str, image_hw: tuple[int, int] | None = None) -> TokenLayout:
-        """(C, H, W) maps are H*W patch tokens of width C; vectors are one summary token.
+        """(C, H, W) maps (and channels-last (H, W, C) ones) are H*W patch tokens of width C; vectors are one
+        summary token.
 
         Token sequences (B, T, D) from a wrapped model are not mapped to patches: all T count as prefix.
         """
         self.check_hook_names([hook_name])
         shape = self.probe_shapes(tuple(image_hw or self.preprocess.size))[hook_name]
+        if len(shape) == 4 and self.channels_last(hook_name):
+            return TokenLayout(0, 0, (shape[1], shape[2]), shape[3])
         if len(shape) == 4:
             return TokenLayout(0, 0, (shape[2], shape[3]), shape[1])
         if len(shape) == 3:
@@ -150,11 +244,11 @@ class HookedModule(SharedHookMethods, HookedRootModule):
 
     def to_tokens(self, hook_name: str, acts: torch.Tensor) -> torch.Tensor:
         """A hook's activations as (B, T, D) tokens: (B, C, H, W) maps row-major, vectors as one token."""
-        return as_tokens(acts)
+        return as_tokens(acts, acts.ndim == 4 and self.channels_last(hook_name))
 
     def from_tokens(self, hook_name: str, tokens_BTD: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """The inverse of `to_tokens`: tokens back to the hook's own `shape`."""
-        return from_tokens(tokens_BTD, shape)
+        return from_tokens(tokens_BTD, shape, len(shape) == 4 and self.channels_last(hook_name))
 
     def capture(self, pixels_BCHW: torch.Tensor, hook_names: list[str]) -> dict[str, torch.Tensor]:
         """One forward, stopped as soon as every requested hook has fired; each as (B, T, D) tokens.
@@ -199,8 +293,76 @@ def _through(hook_point: HookPoint):
     return forward_hook
 
 
-def _recorder(path: str, calls: dict[str, int], shapes: dict[str, tuple[int, ...]]):
+# modules whose 4-D output is always (B, C, H, W), and elementwise ones that keep their input's layout
+_CHANNELS_FIRST = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.GroupNorm,
+    nn.InstanceNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+)
+_ELEMENTWISE += (nn.Dropout, nn.ELU, nn.Mish)
+
+# modules that may stand between a model's features and its linear head without making the head non-linear
+_HEAD_PASSAGE = (
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.AdaptiveAvgPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.LayerNorm,
+)
+
+
+def _find_head(
+    modules: dict[str, nn.Module], leaf_order: list[str], shapes: dict[str, tuple[int, ...]]
+) -> tuple[str, str | None] | None:
+    """(path of the linear head, path of a LayerNorm right before it or None), or None (see the module
+    docstring): the last leaf module run is an `nn.Linear` giving the output, reached from the last map or
+    token sequence (a 3-D or 4-D output) only through `_HEAD_PASSAGE` modules."""
+    if not leaf_order:
+        return None
+    head = leaf_order[-1]
+    linear = modules[head]
+    if not isinstance(linear, nn.Linear) or shapes.get(head) != shapes["hook_logits"]:
+        return None
+    feature = next(
+        (path for path in reversed(leaf_order[:-1]) if not isinstance(modules[path], _HEAD_PASSAGE)), None
+    )
+    if feature is not None and len(shapes.get(feature, ())) < 3:
+        return None  # a vector-to-vector layer before the head: an MLP head, not linear in the features
+    before = leaf_order[-2] if len(leaf_order) > 1 else None
+    norm = None
+    if before is not None and isinstance(modules[before], nn.LayerNorm):
+        if (
+            tuple(modules[before].normalized_shape) == (linear.in_features,)
+            and modules[before].weight is not None
+        ):
+            norm = before
+    return head, norm
+
+
+def _recorder(path: str, calls: dict[str, int], shapes: dict[str, tuple[int, ...]], order: list[str]):
     def forward_hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if path not in calls:
+            order.append(path)
         calls[path] = calls.get(path, 0) + 1
         if isinstance(output, torch.Tensor):
             shapes[path] = tuple(output.shape)
