@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "visualize": ("vitsae.featureviz.cli", "optimise images that make SAE features, units or classes fire"),
     "browse": ("vitsae.report.cli", "write the static HTML feature browser for a statistics directory"),
+    "export": ("vitsae.sae.cli", "write a trained SAE (or a sweep's SAEs) in SAELens' format"),
     "attribute": ("vitsae.attribution.cli", "heatmaps of a class, SAE feature or unit by several methods"),
     "faithfulness": (
         "vitsae.eval.faithfulness_cli",

@@ -23,6 +23,7 @@ from vitsae.fileio import (
 )
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.model import SparseAutoencoder
+from vitsae.sae.saelens import SAELENS_CONFIG, SAELENS_WEIGHTS, load_saelens
 
 RETRAIN = "retrain it (rerun the `vitsae train` command that made it) or copy it again"
 FORMAT = "vitsae.sae"
@@ -55,9 +56,12 @@ def _resolve_directory(path: Path) -> Path:
         )
     if path.is_dir():
         return path
-    if path.name in (WEIGHTS_FILE, CONFIG_FILE):
+    if path.name in (WEIGHTS_FILE, CONFIG_FILE, SAELENS_CONFIG, SAELENS_WEIGHTS):
         return path.parent
-    raise MissingFile(f"{path}: expected a folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
+    raise MissingFile(
+        f"{path}: expected a folder holding {WEIGHTS_FILE} and {CONFIG_FILE} (or SAELens' "
+        f"{SAELENS_CONFIG} and {SAELENS_WEIGHTS})"
+    )
 
 
 def read_sae_metadata(path: str | Path) -> dict[str, Any]:
@@ -76,8 +80,11 @@ def read_sae_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
-    """Load an SAE saved by `save_sae` (a folder, or the path of its .safetensors/.json) in eval mode."""
+    """Load an SAE saved by `save_sae` (a folder, or the path of its .safetensors/.json) in eval mode, or one
+    in SAELens' format (a folder of `cfg.json` + `sae_weights.safetensors`, as `export_saelens` writes)."""
     directory = _resolve_directory(Path(path))
+    if not (directory / CONFIG_FILE).exists() and (directory / SAELENS_CONFIG).is_file():
+        return load_saelens(directory).to(device).eval()
     meta = read_sae_metadata(directory)
     try:
         cfg = config_from_dict(SAEConfig, meta["config"])
