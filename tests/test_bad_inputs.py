@@ -102,3 +102,35 @@ def test_sources_without_a_usable_image_are_refused_before_anything_is_written(t
         assert main(harvest_argv(source, out)) == 2
         assert message in one_line(capsys.readouterr().err)
         assert not out.exists()  # before: a 0-row store, exit 0
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL during a write."""
+
+
+def test_stats_rerun_after_a_kill_in_its_final_write_leaves_no_temporary(tmp_path, store_dir, monkeypatch):
+    import os
+    import subprocess
+
+    save_sae(tiny_sae(), tmp_path / "sae")
+    out = tmp_path / "stats"
+    argv = ["stats", "--store", str(store_dir), "--sae", str(tmp_path / "sae"), "--out", str(out)]
+    argv += ["--no-progress", "--model", "none"]
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "feature_stats.json":
+            raise Killed
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr("vitsae.fileio.os.replace", replace)
+    with pytest.raises(Killed):
+        main(argv)
+    monkeypatch.setattr("vitsae.fileio.os.replace", real_replace)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / f".feature_stats.json.{dead.pid}-0a1b2c3d.tmp").write_text("{half")  # what a SIGKILL leaves
+    (out / ".feature_stats.json.0a1b2c3d.tmp").write_text("{half")  # the same, from an older vitsae
+    assert main(argv) == 0
+    assert json.loads((out / "feature_stats.json").read_text())["format"] == "vitsae.feature_stats"
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
