@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def best_times(
@@ -30,3 +33,10 @@ def best_times(
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
+
+
+def timed(run: Callable[[], T]) -> tuple[T, float, float]:
+    """(result, wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
