@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from vitsae.config import describe_differences
-from vitsae.errors import InvalidValue, MissingFile
+from vitsae.errors import DamagedFile, InvalidValue, MissingFile
 from vitsae.fileio import damaged, load_safetensors, read_json, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -169,7 +169,10 @@ def finished_summaries(out_dir: Path, cfg: Any) -> dict[str, Any] | None:
     state = read_trainer_state(latest)
     if state["step"] != cfg.total_steps or describe_differences(state["config"], cfg, "the checkpoint"):
         return None
-    summaries = read_json(sweep)
+    try:
+        summaries = read_json(sweep, kind=dict)
+    except DamagedFile:  # written last and atomically; if damaged anyway, finishing again rewrites it
+        return None
     names = [run["name"] for run in state["runs"]]
     complete = sorted(summaries) == sorted(names) and all(
         summaries[name].get("final_metrics", {}).get("fvu") is not None
