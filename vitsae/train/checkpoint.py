@@ -17,6 +17,7 @@ on from the newest checkpoint; a finished run folder is recognised and left as i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -130,7 +131,26 @@ def load_run(path: Path, run_name: str, run: RunCheckpoint) -> None:
     _load_optimizer_tensors(run.sae, run.optimizer, tensors)
     for key in run.counters_F:
         run.counters_F[key].copy_(tensors[f"counter.{key}"])
-    run.extra.update(read_json(path / f"{run_name}.json", _repair(path), dict))
+    extra = read_json(path / f"{run_name}.json", _repair(path), dict)
+    if "last_record" not in extra:  # a checkpoint of an older vitsae: the record logged at its step
+        extra["last_record"] = _logged_record(path, run_name)
+    run.extra.update(extra)
+
+
+def _logged_record(path: Path, run_name: str) -> dict[str, Any]:
+    """The record `<out>/<run>/metrics.jsonl` holds for checkpoint `path`'s step (empty if none)."""
+    step = read_trainer_state(path)["step"]
+    log = path.parent.parent / run_name / "metrics.jsonl"
+    if not log.is_file():
+        return {}
+    for line in reversed(log.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut by a kill
+            continue
+        if isinstance(record, dict) and record.get("step") == step:
+            return record
+    return {}
 
 
 def restore_rng(path: Path) -> None:
