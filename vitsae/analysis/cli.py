@@ -16,7 +16,9 @@ import sys
 
 from vitsae.analysis.checkpoint import CheckpointMismatch
 from vitsae.analysis.compute import compute_feature_stats
+from vitsae.analysis.images import IMAGES_META, IMAGES_TENSORS, compute_image_data, first_images
 from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects, model_logit_effects
+from vitsae.analysis.neighbours import compute_neighbours
 from vitsae.analysis.stats import PARTIAL_DIR, StatsConfig
 from vitsae.config import add_config_arguments, config_from_args
 from vitsae.fileio import check_output_folder
@@ -36,6 +38,17 @@ def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple
     if spec in (None, "", "none"):
         return None, "no model spec"
     return model_logit_effects(spec, W_dec_FD, explicit=model is not None)
+
+
+def _explorer_files(config: StatsConfig, stats, store: ActivationStore, sae) -> None:
+    """The nearest features, and with `--images N` the image explorer's per-image data, for the browser."""
+    compute_neighbours(stats, sae.W_dec, config.neighbours).save(config.out)
+    if not config.images:
+        for name in (IMAGES_META, IMAGES_TENSORS):  # a stale one would describe another SAE
+            (config.out / name).unlink(missing_ok=True)
+        return
+    chosen = first_images(store, config.images)
+    compute_image_data(store, sae, chosen, progress=config.progress).save(config.out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         (config.out / LOGIT_EFFECTS_FILE).unlink(missing_ok=True)  # a stale one would describe another SAE
         print(f"vitsae stats: no logit effects: {why_not}", file=sys.stderr)
+    _explorer_files(config, stats, store, sae)
     if partial.exists():
         shutil.rmtree(partial)
     live = int((stats.fire_count_F > 0).sum())
