@@ -2,8 +2,9 @@
 
 Every option is a field of `BrowserConfig`. The images and their preprocessing come from what the
 statistics recorded; the logit effects from the `logit_effects.safetensors` that `vitsae stats` saved beside
-them (absent, with a note, when the model had no linear classification head). The browser only renders
-these files: it loads no model and no SAE.
+them (absent, with a note, when the model had no linear classification head), the nearest features from
+`neighbours.safetensors` and the image explorer from `images.safetensors` (`vitsae stats --images N`). The
+browser only renders these files: it loads no model and no SAE.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from vitsae.analysis.ablation_file import read_ablation_effects
+from vitsae.analysis.images import ImageData
 from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects
+from vitsae.analysis.neighbours import Neighbours
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
 from vitsae.data.open import source_from_description
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         description=str(stats.meta.get("hook", "")),
         ablation=ablation,
+        neighbours=Neighbours.load(config.stats),
+        image_data=ImageData.load(config.stats),
     )
     print(index)
     return 0

@@ -1,5 +1,6 @@
 // The feature index: one compact array of rows (data/index.js), sorted, filtered and paginated here, so
-// a dictionary of any size renders only the rows of one page. All text goes in through textContent.
+// a dictionary of any size renders only the rows of one page (and loads only its rows' thumbnails). All
+// text goes in through textContent.
 (function () {
   "use strict";
   var data = window.VITSAE_INDEX;
@@ -60,6 +61,7 @@
       th.textContent = c.name;
       th.dataset.key = c.key;
       if (c.key === "label") th.className = "label";
+      if (c.key === "top") { th.className = "nosort"; tr.appendChild(th); return; }
       if (c.key === state.key) th.classList.add(state.desc ? "sorted-desc" : "sorted-asc");
       th.addEventListener("click", function () {
         if (state.key === c.key) state.desc = !state.desc;
@@ -99,6 +101,20 @@
           bar.className = "freqbar";
           bar.style.width = Math.round(60 * Math.sqrt(row[at.freq] / maxFreq)) + "px";
           td.appendChild(bar);
+        } else if (c.key === "top") {
+          var image = row[at.top];
+          if (image !== null && image !== undefined) {
+            var link = document.createElement("a");
+            link.href = "image.html#" + image;
+            var img = document.createElement("img");
+            img.className = "thumb";
+            img.loading = "lazy";
+            img.width = img.height = 36;
+            img.alt = "image " + image;
+            img.src = "img/" + String(Math.floor(image / 1000)).padStart(3, "0") + "/" + image + ".jpg";
+            link.appendChild(img);
+            td.appendChild(link);
+          }
         } else {
           td.textContent = fmt(row[at[c.key]], c.key);
           if (c.key === "label") td.className = "label";
