@@ -97,6 +97,6 @@ def test_stats_with_an_explicit_model_saves_the_logit_effects_the_browser_shows(
     assert "no logit effects" not in capsys.readouterr().err
     text = (tmp_path / "site" / "data" / "f" / "000" / "5.js").read_text()
     data = json.loads(text[len("vitsaeFeature(") :].rstrip().rstrip(";").rstrip(")"))
-    assert data["logits"] is not None and data["top_images"] == []
+    assert data["logits"] is not None and "without the image source" in data["images_note"]
     assert stats_from_cli(tmp_path, "s", "--model", "module:nowhere:nothing") == 2
     assert "cannot find factory" in capsys.readouterr().err
