@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from tests.helpers import HOSTILE_LABEL
 from vitsae.analysis.images import ImageData
-from vitsae.report.browser import bucket
+from vitsae.report.browser import BrowserConfig, bucket, write_browser
 
 
 def open_image(page, site, image: int) -> None:
@@ -19,6 +18,7 @@ def open_image(page, site, image: int) -> None:
 
 
 def hover_patch(page, row: int, col: int, grid: int = 4) -> None:
+    page.locator("#main-canvas").scroll_into_view_if_needed()
     box = page.locator("#main-canvas").bounding_box()
     cell = box["width"] / grid
     page.mouse.move(box["x"] + (col + 0.5) * cell, box["y"] + (row + 0.5) * cell)
@@ -61,7 +61,11 @@ def test_hovering_a_patch_lists_its_features_and_moves_the_similarity_overlay(pa
     assert strip.get_attribute("data-overlay") == f"raw:{1 + 3 * 4 + 2}"
     assert strip.screenshot() != first
 
-    page.check("input[value='codes']")
+    page.check("input[value='codes']")  # the mouse leaves the image: the patch stays listed, no overlay
+    assert (
+        page.inner_text("#patch-name") == "At (3, 2)" and strip.get_attribute("data-overlay") == "features:0"
+    )
+    hover_patch(page, 3, 2)
     assert strip.get_attribute("data-overlay") == f"codes:{1 + 3 * 4 + 2}"
     page.hover("button[data-token='0']")  # the class token has a button of its own
     assert page.inner_text("#patch-name") == "At CLS"
@@ -104,25 +108,29 @@ def test_an_image_without_explorer_data_is_named(page, small_site):
     assert page.problems == []
 
 
-def test_image_pages_are_small_and_show_hostile_labels_as_text(page, small_site, small_images):
-    labelled = []
+def test_image_pages_are_small(small_site, small_images):
     for image in small_images.image_I.tolist():
         path = small_site / "data" / "i" / bucket(image) / f"{image}.js"
         text = path.read_text()
         assert text.startswith("vitsaeImage(") and path.stat().st_size < 8_000
         data = json.loads(text[len("vitsaeImage(") :].rstrip().rstrip(";").rstrip(")"))
         assert data["id"] == image and len(data["similar"]) == 3 and image not in data["similar"]
-        labelled += [image for info in data["features"].values() if info["label"] == HOSTILE_LABEL]
-    if not labelled:
-        pytest.skip("no explorer image shows the labelled feature")
-    open_image(page, small_site, labelled[0])
-    page.wait_for_function("document.querySelector('#main-features') !== null")
-    for row in range(4):
-        for col in range(4):
-            hover_patch(page, row, col)
-            if HOSTILE_LABEL in page.inner_text("#patch-panel"):
-                break
-    assert HOSTILE_LABEL in page.inner_text("main") and page.evaluate("window.__pwned") is None
+
+
+def test_a_hostile_feature_label_shows_as_text_on_the_image_page(page, tmp_path, small_stats, small_images):
+    feature = int(small_images.code_index_ITc[0, 1, 0])  # the strongest feature at patch (0, 0)
+    site = tmp_path / "site"
+    write_browser(
+        small_stats,
+        site,
+        image_data=small_images,
+        feature_labels={feature: HOSTILE_LABEL},
+        config=BrowserConfig(progress=False),
+    )
+    open_image(page, site, int(small_images.image_I[0]))
+    hover_patch(page, 0, 0)
+    assert HOSTILE_LABEL in page.inner_text("#patch-panel")
+    assert page.evaluate("window.__pwned") is None and page.problems == []
 
 
 def test_image_data_matches_the_sae(small_store, small_images):

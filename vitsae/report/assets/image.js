@@ -76,7 +76,7 @@
   function draw(view) {
     var d = view.data, g = SITE.layout.grid_hw, size = view.canvas.width, layers = [];
     if (!view.img) return;
-    if (state.hover !== null && state.mode !== "off" && g) {
+    if (state.live && state.mode !== "off" && g) {
       var sim = similarity(state.main, state.hover, d, state.mode);
       var map = gridMap(d, sim);
       layers.push(V.heatLayer(shift(map, state.scale), g[0], g[1], size, 1));
@@ -96,7 +96,7 @@
         ctx.strokeRect(b[0] + 1, b[1] + 1, b[2] - 2, b[3] - 2);
       }
     }
-    view.canvas.dataset.overlay = state.hover !== null ? state.mode + ":" + state.hover : "features:" + state.overlays.length;
+    view.canvas.dataset.overlay = state.live && state.mode !== "off" ? state.mode + ":" + state.hover : "features:" + state.overlays.length;
   }
 
   function shift(map, scale) {  // similarity rescaled so the median patch is dark and the best is bright
@@ -116,7 +116,7 @@
   }
 
   function redraw() {
-    if (state.hover !== null && state.mode !== "off") state.scale = similarityScale();
+    if (state.live && state.mode !== "off") state.scale = similarityScale();
     state.views.forEach(draw);
   }
 
@@ -195,9 +195,14 @@
     return t === undefined ? null : t;
   }
 
+  // The hovered patch stays listed after the mouse leaves the image (so its features can be clicked);
+  // the similarity overlay shows only while the mouse is over the image, the feature overlays otherwise.
   function hover(t) {
-    if (t === state.hover) return;
+    var live = t !== null;
+    if (t === null) t = state.hover;
+    if (t === state.hover && live === state.live) return;
     state.hover = t;
+    state.live = live;
     showPatch();
     redraw();
   }
@@ -205,7 +210,7 @@
   function view(d, size, isMain) {
     var canvas = V.canvas(size), v = { data: d, canvas: canvas, img: null, isMain: isMain };
     canvas.dataset.image = d.id;
-    V.image(d.id, function (img) { v.img = img; draw(v); });
+    if (SITE.thumbs) V.image(d.id, function (img) { v.img = img; draw(v); });
     return v;
   }
 
@@ -216,7 +221,7 @@
     document.title = "Image " + d.id + " · " + (SITE.title || "vitsae");
     document.getElementById("subtitle").textContent = d.key + " · the SAE reconstructs " + V.pct(d.recon) +
       " of its squared activation norm at " + (SITE.description || "this hook");
-    state = { main: d, hover: null, mode: "raw", overlays: [], views: [], scale: [0, 1] };
+    state = { main: d, hover: null, live: false, mode: "raw", overlays: [], views: [], scale: [0, 1] };
     var wrap = el("div", { "class": "explorer" }), left = el("div");
     var big = view(d, BIG, true);
     big.canvas.id = "main-canvas";
@@ -227,6 +232,7 @@
     d.prefix.forEach(function (t) {
       var b = el("button", { type: "button", "data-token": t }, V.tokenName(d.tokenArr[t]));
       b.addEventListener("mouseenter", function () { hover(t); });
+      b.addEventListener("mouseleave", function () { hover(null); });
       tokens.appendChild(b);
     });
     left.appendChild(tokens);
