@@ -186,3 +186,35 @@ def test_fifty_thousand_features_load_and_search(page, tmp_path):
     page.wait_for_selector("body[data-ready='1']")
     assert "There is no page for feature 7" in page.inner_text("main")
     assert len(page.problems) == 1 and "ERR_FILE_NOT_FOUND" in page.problems[0]
+
+
+def test_a_cls_only_store_shows_its_top_images_and_names_its_tokens(page, tmp_path):
+    """No patch grid: the top images are shown without a heatmap, tokens are called CLS and register N."""
+    from tests.helpers import shapes
+
+    layout = TokenLayout(n_cls=1, n_registers=2, grid_hw=None, width=8)
+    n_images, n_tokens = 14, 3
+    acc = FeatureStatsAccumulator(4, layout, StatsConfig(k_images=6, n_samples=64))
+    values = torch.linspace(0.1, 3.0, n_images * n_tokens)[:, None]
+    acc.update(
+        torch.zeros_like(values, dtype=torch.int64),
+        values,
+        torch.arange(n_images).repeat_interleave(n_tokens),
+        torch.arange(n_tokens).repeat(n_images),
+    )
+    site = tmp_path / "cls"
+    write_browser(acc.finish(), site, source=shapes(), config=BrowserConfig(progress=False, thumb_size=64))
+    page.goto((site / "feature.html").as_uri() + "#0")
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_function(
+        "[...document.querySelectorAll('main canvas')].every(c => c.dataset.drawn === '1')"
+    )
+    text = page.inner_text("main")
+    assert "No images were rendered" not in text and "no heatmap" in text
+    assert drawn_figures(page, "top-images") == 6
+    assert page.inner_text("#top-images figcaption").startswith("#1 · 3.00")
+    names = {
+        line.split(" · ")[2] for line in page.inner_text("#quantiles").splitlines() if line.startswith("q")
+    }
+    assert names <= {"CLS", "register 1", "register 2"} and names and "token 0" not in text
+    assert page.problems == []

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from tests.helpers import harvest_small_store, tiny_sae, tiny_vit
+from tests.helpers import HOOK, harvest_small_store, tiny_sae, tiny_vit
 from vitsae.analysis.logits import LOGIT_CLASSES, LogitEffects, logit_effects, unembedding
 from vitsae.analysis.stats import FeatureStats
 from vitsae.cli import main
@@ -100,3 +100,35 @@ def test_stats_with_an_explicit_model_saves_the_logit_effects_the_browser_shows(
     assert data["logits"] is not None and "without the image source" in data["images_note"]
     assert stats_from_cli(tmp_path, "s", "--model", "module:nowhere:nothing") == 2
     assert "cannot find factory" in capsys.readouterr().err
+
+
+def test_stats_images_writes_the_explorer_data_and_browse_renders_it(tmp_path, capsys):
+    from vitsae.analysis.images import IMAGES_META, ImageData
+    from vitsae.analysis.neighbours import Neighbours
+
+    assert stats_from_cli(tmp_path, "s", "--images", "5", "--neighbours", "3", "--no-progress") == 0
+    images = ImageData.load(tmp_path / "s")
+    assert images.image_I.tolist() == [0, 1, 2, 3, 4] and images.meta["embed_dims"] == 32
+    assert Neighbours.load(tmp_path / "s").decoder_index_Fk.shape == (tiny_sae().cfg.d_sae, 3)
+    site = tmp_path / "site"
+    assert main(["browse", "--stats", str(tmp_path / "s"), "--out", str(site), "--no-progress"]) == 0
+    assert sorted(p.name for p in (site / "data" / "i" / "000").iterdir()) == [f"{i}.js" for i in range(5)]
+    assert (site / "img" / "000" / "4.jpg").is_file()
+    capsys.readouterr()
+    # rerun without --images: the explorer files of the earlier run go
+    rerun = main(
+        [
+            "stats",
+            "--store",
+            str(tmp_path / "harvest" / HOOK),
+            "--sae",
+            str(tmp_path / "sae"),
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
+    assert (
+        rerun == 0 and not (tmp_path / "s" / IMAGES_META).exists() and ImageData.load(tmp_path / "s") is None
+    )
+    assert main(["stats", "--store", "x", "--sae", "y", "--out", str(tmp_path / "t"), "--images", "-1"]) == 2
+    assert "images must be >= 0" in capsys.readouterr().err
