@@ -132,3 +132,25 @@ def test_stats_images_writes_the_explorer_data_and_browse_renders_it(tmp_path, c
     )
     assert main(["stats", "--store", "x", "--sae", "y", "--out", str(tmp_path / "t"), "--images", "-1"]) == 2
     assert "images must be >= 0" in capsys.readouterr().err
+
+
+def test_stats_images_with_a_classifier_records_its_predictions(tmp_path, capsys):
+    model = "module:tests.helpers:tiny_vit"
+    assert stats_from_cli(tmp_path, "s", "--images", "3", "--model", model, "--no-progress") == 0
+    from vitsae.analysis.images import ImageData
+    from vitsae.analysis.predictions import main_features
+
+    images = ImageData.load(tmp_path / "s")
+    predictions = images.meta["predictions"]
+    vit = tiny_vit().eval()
+    source = harvest_small_store(tmp_path / "again").source()
+    with torch.no_grad():
+        probs = vit(torch.stack([vit.preprocess(source[i].image) for i in range(3)])).softmax(1)
+    names = predictions["class_names"]
+    assert [row[0][0] for row in predictions["top"]] == [names[int(c)] for c in probs.argmax(1)]
+    for position, ablated in enumerate(predictions["ablated"]):
+        assert sorted(ablated) == sorted(str(f) for f in main_features(images, position, 6)) and ablated
+        assert all(after[0] in names and 0 <= after[1] <= 1 for after in ablated.values())
+    site = tmp_path / "site"
+    assert main(["browse", "--stats", str(tmp_path / "s"), "--out", str(site), "--no-progress"]) == 0
+    assert '"ablated":{' in (site / "data" / "i" / "000" / "0.js").read_text()

@@ -426,18 +426,32 @@ class _Site:
 
     # ---- image explorer -------------------------------------------------------------------------------
 
-    def image_rows(self) -> list[list[Any]]:
-        """The image index: [image, key, class, reconstructed fraction] per image with explorer data."""
+    def _predictions(self) -> dict[str, Any] | None:
         assert self.image_data is not None
+        return self.image_data.meta.get("predictions")
+
+    def image_rows(self) -> list[list[Any]]:
+        """The image index: [image, key, class, top-1 prediction, reconstructed fraction] per image with
+        explorer data (prediction null without a classifier)."""
+        assert self.image_data is not None
+        predictions = self._predictions()
         return [
-            [image, self.keys.get(image, str(image)), self.class_name(self.labels.get(image)), _round(recon)]
-            for image, recon in zip(
-                self.image_data.image_I.tolist(), self.image_data.recon_I.tolist(), strict=True
+            [
+                image,
+                self.keys.get(image, str(image)),
+                self.class_name(self.labels.get(image)),
+                None if predictions is None else predictions["top"][position][0][0],
+                _round(recon),
+            ]
+            for position, (image, recon) in enumerate(
+                zip(self.image_data.image_I.tolist(), self.image_data.recon_I.tolist(), strict=True)
             )
         ]
 
     def write_image_index(self) -> None:
-        payload = {"rows": self.image_rows(), "meta": self.image_data.meta if self.image_data else {}}
+        assert self.image_data is not None
+        meta = {k: v for k, v in self.image_data.meta.items() if k != "predictions"}
+        payload = {"rows": self.image_rows(), "meta": meta, "predictions": self._predictions() is not None}
         (self.root / "data" / "images.js").write_text(f"window.VITSAE_IMAGES = {_js_json(payload)};\n")
 
     def image_page(self, position: int) -> dict[str, Any]:
@@ -459,6 +473,8 @@ class _Site:
             "n_codes": int(index_Tc.shape[1]),
             "dims": int(data.embed_ITd.shape[2]),
             "similar": [int(data.image_I[j]) for j in data.similar_In[position].tolist()],
+            "top": None if self._predictions() is None else self._predictions()["top"][position],
+            "ablated": None if self._predictions() is None else self._predictions()["ablated"][position],
             "features": {
                 str(f): {
                     "label": self.feature_labels.get(f),

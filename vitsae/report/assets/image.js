@@ -8,7 +8,7 @@
   "use strict";
   var SITE = window.VITSAE_SITE, el = V.el, num = V.num;
   var main = document.getElementById("image");
-  var BIG = 336, SMALL = 150;
+  var BIG = 336, SMALL = 132;
   var COLOURS = [[255, 64, 64], [64, 160, 255], [64, 220, 96], [255, 200, 0], [210, 90, 255], [0, 230, 220]];
   var state = null;
 
@@ -132,6 +132,11 @@
     tr.appendChild(el("td", {}, num(value)));
     tr.appendChild(el("td", { "class": "label" }, info.label || ""));
     tr.appendChild(el("td", { "class": "label muted" }, (info.up || []).map(function (cv) { return cv[0] + " +" + num(cv[1]); }).join(", ")));
+    if (d.ablated) {
+      var after = d.ablated[String(f)];
+      tr.appendChild(el("td", { "class": "label ablated" }, after ? after[0] + " " + V.pct(after[1]) +
+        " (" + (after[2] >= 0 ? "+" : "") + (100 * after[2]).toFixed(1) + " pt)" : ""));
+    }
     tr.addEventListener("click", function (event) {
       if (event.target.tagName === "A") return;
       toggle(f);
@@ -141,7 +146,9 @@
 
   function table(parent, rows, d, heading) {
     var t = el("table"), head = el("tr");
-    [heading, "act.", "label", "logits it pushes up"].forEach(function (h) { head.appendChild(el("th", {}, h)); });
+    var names = [heading, "act.", "label", "logits it pushes up"];
+    if (d.ablated) names.push("prediction without it");
+    names.forEach(function (h) { head.appendChild(el("th", {}, h)); });
     t.appendChild(head);
     rows.forEach(function (r) { t.appendChild(featureRow(r[0], r[1], d)); });
     parent.appendChild(t);
@@ -170,6 +177,9 @@
       .sort(function (a, b) { return b[1] - a[1]; }).slice(0, 8);
     box.textContent = "";
     box.appendChild(el("h3", {}, "Main features of this image (summed over its tokens; click to overlay)"));
+    if (d.ablated) box.appendChild(el("p", { "class": "muted" }, "Prediction without it: the model's top class " +
+      "with the feature ablated on every token (SAE spliced in, error term kept), its probability, and the " +
+      "change of the original top class's probability; computed for the image's main features."));
     table(box, top, d, "feature");
   }
 
@@ -257,14 +267,20 @@
       var t = patchUnder(event, big.canvas), codes = t === null ? [] : codesAt(d, t);
       if (codes.length) toggle(codes[0][0]);
     });
-    var features = el("div", { "class": "panel", id: "main-features" });
-    features.style.maxWidth = "720px";
-    main.appendChild(features);
     var s = el("section");
     s.appendChild(el("h2", {}, "Similar images (the overlay follows the hovered patch across them)"));
     var strip = el("div", { "class": "strip", id: "strip" });
     s.appendChild(strip);
     main.appendChild(s);
+    if (d.top) {
+      var preds = el("p", { id: "predictions" });
+      preds.appendChild(el("b", {}, "The model predicts: "));
+      preds.appendChild(document.createTextNode(d.top.map(function (cp) { return cp[0] + " " + V.pct(cp[1]); }).join(", ")));
+      main.appendChild(preds);
+    }
+    var features = el("div", { "class": "panel", id: "main-features" });
+    features.style.maxWidth = "720px";
+    main.appendChild(features);
     showPatch();
     showMainFeatures();
     d.similar.forEach(function (other) {

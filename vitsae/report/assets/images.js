@@ -1,10 +1,12 @@
-// The image index: every image with explorer data (data/images.js), sortable by id, class and how much
-// of the image the SAE reconstructs. All text goes in through textContent.
+// The image index: every image with explorer data (data/images.js), sortable by id, class, the model's
+// prediction and how much of the image the SAE reconstructs. All text goes in through textContent.
 (function () {
   "use strict";
   var el = V.el;
   var data = window.VITSAE_IMAGES || { rows: [] };
-  var cols = [["id", "image", 0], ["key", "key", 1], ["cls", "class", 2], ["recon", "reconstructed", 3]];
+  var cols = [["id", "image", 0], ["key", "key", 1], ["cls", "class", 2], ["pred", "prediction", 3],
+    ["recon", "reconstructed", 4]];
+  if (!data.predictions) cols.splice(3, 1);
   var state = { col: 0, desc: false };
 
   function render() {
@@ -41,7 +43,8 @@
       tr.appendChild(id);
       tr.appendChild(el("td", { "class": "label" }, r[1]));
       tr.appendChild(el("td", { "class": "label" }, r[2] === null ? "" : r[2]));
-      tr.appendChild(el("td", {}, V.pct(r[3])));
+      if (data.predictions) tr.appendChild(el("td", { "class": "label" }, r[3]));
+      tr.appendChild(el("td", {}, V.pct(r[4])));
       frag.appendChild(tr);
     });
     body.textContent = "";
