@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from vitsae.analysis.ablation import ablate_per_image
 from vitsae.analysis.images import ImageData
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource
-from vitsae.edit import FeatureEdit, SpliceSite, spliced
+from vitsae.edit import SpliceSite, spliced
 from vitsae.edit.inputs import class_names
 
 
@@ -42,34 +43,37 @@ def image_predictions(
     *,
     n_features: int = 6,
     top: int = 5,
+    batch_images: int = 64,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Top predictions and ablated-feature predictions of `data`'s images (see module doc)."""
+    """Top predictions and ablated-feature predictions of `data`'s images (see module doc).
+
+    The (image, feature) pairs run `batch_images` at a time through the spliced model, each pair's own
+    feature zeroed by `vitsae.analysis.ablation`'s per-image hook on the site's `hook_sae_acts`.
+    """
     device = next(model.parameters()).device
     images = data.image_I.tolist()
     pixels_BCHW = torch.stack([preprocess(source[i].image) for i in images]).to(device)
     probs_BC = model(pixels_BCHW).double().softmax(1).cpu()
     names = class_names(source, probs_BC.shape[1])
     best_B = probs_BC.argmax(1)
-    features = {p: main_features(data, p, n_features) for p in range(len(images))}
-    by_feature: dict[int, list[int]] = {}
-    for position, chosen in features.items():
-        for f in chosen:
-            by_feature.setdefault(f, []).append(position)
+    pairs = [(p, f) for p in range(len(images)) for f in main_features(data, p, n_features)]
     ablated: list[dict[str, list[Any]]] = [{} for _ in images]
-    for f, positions in tqdm(
-        by_feature.items(), desc="ablated predictions", unit="feature", disable=not progress
-    ):
-        with spliced(model, [site], error_term=True, edits=[FeatureEdit("ablate", (f,))]):
-            after_BC = model(pixels_BCHW[positions]).double().softmax(1).cpu()
-        for row, position in enumerate(positions):
-            cls = int(after_BC[row].argmax())
-            change = after_BC[row, best_B[position]] - probs_BC[position, best_B[position]]
-            ablated[position][str(f)] = [
-                names[cls],
-                round(float(after_BC[row, cls]), 4),
-                round(float(change), 4),
-            ]
+    bar = tqdm(total=len(pairs), desc="ablated predictions", unit="pair", disable=not progress)
+    with spliced(model, [site]) as splice:
+        (active,) = splice.sites.values()
+        acts_hook = active.name("hook_sae_acts")
+        for start in range(0, len(pairs), batch_images):
+            chunk = pairs[start : start + batch_images]
+            feature_B = torch.tensor([f for _, f in chunk], device=device)
+            batch = pixels_BCHW[[p for p, _ in chunk]]
+            logits = model.run_with_hooks(batch, fwd_hooks=[(acts_hook, ablate_per_image(feature_B))])
+            for (position, f), after_C in zip(chunk, logits.double().softmax(1).cpu(), strict=True):
+                cls, was = int(after_C.argmax()), int(best_B[position])
+                change = float(after_C[was] - probs_BC[position, was])
+                ablated[position][str(f)] = [names[cls], round(float(after_C[cls]), 4), round(change, 4)]
+            bar.update(len(chunk))
+    bar.close()
     values_Bk, classes_Bk = probs_BC.topk(min(top, probs_BC.shape[1]), dim=1)
     return {
         "class_names": names,
