@@ -79,6 +79,13 @@ class BrowserConfig:
     no_images: bool = field(
         default=False, metadata={"help": "write numbers only, without the images", "run_only": True}
     )
+    featureviz: Path | None = field(
+        default=None,
+        metadata={
+            "help": "a `vitsae featureviz` folder of SAE features to show on their pages",
+            "run_only": True,
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
 
     title: str = field(default="vitsae feature browser", metadata={"help": "page title"})
@@ -153,12 +160,15 @@ class _Site:
         ablation: Mapping[str, Any] | None,
         neighbours: Neighbours | None,
         image_data: ImageData | None,
+        dissection: Mapping[int, Mapping[str, Any]] | None = None,
+        featureviz: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> None:
         self.stats, self.root, self.config = stats, root, config
         self.source, self.preprocess = source, preprocess
         self.class_names, self.feature_labels = class_names, feature_labels
         self.description, self.ablation = description, ablation
         self.neighbours, self.image_data = neighbours, image_data
+        self.dissection, self.featureviz = dissection, featureviz
         k_images = min(config.n_images, stats.config.k_images)
         k_patches = min(config.n_patches, stats.config.k_patches)
         self.fire_count_F = stats.fire_count_F.numpy()
@@ -236,6 +246,8 @@ class _Site:
             {"key": "max", "name": "max act."},
             {"key": "top", "name": "top image"},
         ]
+        if self.dissection is not None:
+            columns += [{"key": "concept", "name": "dissection concept"}, {"key": "iou", "name": "IoU"}]
         if has_labels:
             columns.append({"key": "label", "name": "concept label"})
         top_image_F = (
@@ -253,6 +265,9 @@ class _Site:
         ):
             row: list[Any] = [f, _round(freq), _round(img_freq), _round(mean), _round(peak)]
             row.append(top if top >= 0 and self.source is not None else None)
+            if self.dissection is not None:
+                concept = self.dissection.get(f)
+                row += [None, None] if concept is None else [concept["concept"], concept["iou"]]
             if has_labels:
                 row.append(self.feature_labels.get(f))
             rows.append(row)
@@ -331,6 +346,10 @@ class _Site:
             data["ablation"] = self._ablation(self.ablation["features"][str(f)])
         if self.neighbours is not None:
             data["near"] = self._near(f)
+        if self.dissection is not None and f in self.dissection:
+            data["concept"] = dict(self.dissection[f])
+        if self.featureviz is not None and f in self.featureviz:
+            data["viz"] = self._viz(f)
         if data["dead"]:
             return data
         if self.source is None:
@@ -401,6 +420,23 @@ class _Site:
                 ("decoder", n.decoder_index_Fk, n.decoder_cosine_Fk),
                 ("coact", n.coact_index_Fk, n.coact_jaccard_Fk),
             )
+        }
+
+    def _viz(self, f: int) -> dict[str, Any]:
+        """Copy a feature's visualisations into `viz/` and describe them for its page."""
+        assert self.featureviz is not None
+        entry = self.featureviz[f]
+        names = []
+        for sample, source in enumerate(entry["files"]):
+            name = f"viz/{bucket(f)}/{f}_{sample}.png"
+            (self.root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, self.root / name)
+            names.append(name)
+        return {
+            "kind": entry["kind"],
+            "images": names,
+            "objective": entry["objective"],
+            "ratio": entry["ratio"],
         }
 
     def _ablation(self, effect: Mapping[str, Any]) -> dict[str, Any]:
@@ -544,6 +580,8 @@ def write_browser(
     ablation: Mapping[str, Any] | None = None,
     neighbours: Neighbours | None = None,
     image_data: ImageData | None = None,
+    dissection: Mapping[int, Mapping[str, Any]] | None = None,
+    featureviz: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write the browser for `stats` (or a statistics directory) into `out_dir`; return its index.html.
 
@@ -551,8 +589,9 @@ def write_browser(
     source the pages carry numbers only. `ablation` is the statistics folder's `ablation_effects.json`
     (measured effects of ablating each feature, shown beside the logit effects), `neighbours` its nearest
     features and `image_data` its image explorer data (`vitsae stats --images N`). `features` limits which
-    features get a page (default all; dead features get a light page). `out_dir` is replaced whole if it
-    holds an earlier browser and refused if it holds anything else.
+    features get a page (default all; dead features get a light page). `dissection` and `featureviz` are
+    `report.panels.read_dissection` / `read_featureviz` results (concept labels, visualisations).
+    `out_dir` is replaced whole if it holds an earlier browser and refused if it holds anything else.
     """
     config = config or BrowserConfig()
     if not isinstance(stats, FeatureStats):
@@ -595,6 +634,8 @@ def write_browser(
             ablation,
             neighbours,
             image_data,
+            dissection,
+            featureviz,
         )
         _build(site, chosen, config)
         write_json_atomic(

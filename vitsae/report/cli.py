@@ -3,7 +3,9 @@
 Every option is a field of `BrowserConfig`. The images and their preprocessing come from what the
 statistics recorded; the logit effects from the `logit_effects.safetensors` that `vitsae stats` saved beside
 them (absent, with a note, when the model had no linear classification head), the nearest features from
-`neighbours.safetensors` and the image explorer from `images.safetensors` (`vitsae stats --images N`). The
+`neighbours.safetensors`, the image explorer from `images.safetensors` (`vitsae stats --images N`), concept
+labels from `dissection.json` (`vitsae dissect` into the same folder) and, with `--featureviz DIR`, the
+visualisations of `vitsae featureviz`. The
 browser only renders these files: it loads no model and no SAE.
 """
 
@@ -26,6 +28,7 @@ from vitsae.data.sources import ImageSource
 from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
 from vitsae.report.browser import BrowserConfig, write_browser
+from vitsae.report.panels import read_dissection, read_featureviz
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         ablation=ablation,
         neighbours=Neighbours.load(config.stats),
         image_data=ImageData.load(config.stats),
+        dissection=read_dissection(config.stats, stats.n_features),
+        featureviz=None
+        if config.featureviz is None
+        else read_featureviz(config.featureviz, stats.n_features),
     )
     print(index)
     return 0

@@ -121,7 +121,8 @@
 
   function render(d) {
     main.textContent = "";
-    document.getElementById("title").textContent = "Feature " + d.id + (d.label ? " · " + d.label : "");
+    var named = d.label || (d.concept ? d.concept.concept : "");
+    document.getElementById("title").textContent = "Feature " + d.id + (named ? " · " + named : "");
     document.title = "Feature " + d.id + " · " + (SITE.title || "vitsae");
     document.getElementById("subtitle").textContent = SITE.description || "";
     var stats = el("div", { "class": "stats" });
@@ -131,12 +132,32 @@
     stat(stats, "max activation", num(d.max));
     stat(stats, "tokens it fires on", d.fire_count);
     main.appendChild(stats);
+    if (d.concept) {
+      var c = d.concept, ci = c.ci.length === 2 ? " [" + num(c.ci[0]) + ", " + num(c.ci[1]) + "]" : "";
+      main.appendChild(el("p", { id: "concept" }, "Network dissection: " + c.concept + ", IoU " + num(c.iou) + ci +
+        (c.runner_up ? "; runner-up " + c.runner_up + " (" + num(c.runner_up_iou) + ")" : "")));
+    }
     if (d.dead) {
       notice(main, "This feature never fired on the " + SITE.n_tokens + " tokens of " + SITE.n_images + " images.");
       nearest(d);
       return;
     }
     topImages(d);
+    if (d.viz) {
+      var vs = section("Feature visualisation (" + (d.viz.kind === "decoder" ? "its decoder direction" : "its activation") +
+        " maximised by `vitsae featureviz`)");
+      var vgrid = el("div", { "class": "grid", id: "featureviz" });
+      d.viz.images.forEach(function (src, i) {
+        var fig = el("figure");
+        fig.style.width = (SITE.thumb_size + 10) + "px";
+        fig.appendChild(el("img", { src: src, width: SITE.thumb_size, height: SITE.thumb_size, alt: "visualisation " + i }));
+        var reached = d.viz.objective[i] !== undefined ? "reaches " + num(d.viz.objective[i]) : "";
+        var ratio = d.viz.ratio[i] !== undefined && d.viz.ratio[i] !== null ? " (" + num(d.viz.ratio[i]) + "x the top image)" : "";
+        fig.appendChild(el("figcaption", {}, reached + ratio));
+        vgrid.appendChild(fig);
+      });
+      vs.appendChild(vgrid);
+    }
 
     var s = section("Top patches");
     var grid = el("div", { "class": "grid", id: "top-patches" });

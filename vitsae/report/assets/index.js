@@ -29,8 +29,10 @@
   function matches(row, query) {
     if (!query) return true;
     if (/^\d+$/.test(query)) return String(row[0]).indexOf(query) === 0;
-    var label = row[at.label];
-    return label !== null && label !== undefined && String(label).toLowerCase().indexOf(query) >= 0;
+    return ["label", "concept"].some(function (key) {
+      var text = at[key] === undefined ? null : row[at[key]];
+      return text !== null && text !== undefined && String(text).toLowerCase().indexOf(query) >= 0;
+    });
   }
 
   function compute() {
@@ -65,7 +67,7 @@
       if (c.key === state.key) th.classList.add(state.desc ? "sorted-desc" : "sorted-asc");
       th.addEventListener("click", function () {
         if (state.key === c.key) state.desc = !state.desc;
-        else { state.key = c.key; state.desc = c.key !== "id" && c.key !== "label"; }
+        else { state.key = c.key; state.desc = ["id", "label", "concept"].indexOf(c.key) < 0; }
         state.page = 0;
         refresh();
       });
@@ -117,7 +119,7 @@
           }
         } else {
           td.textContent = fmt(row[at[c.key]], c.key);
-          if (c.key === "label") td.className = "label";
+          if (c.key === "label" || c.key === "concept") td.className = "label";
         }
         tr.appendChild(td);
       });
