@@ -21,7 +21,6 @@
   };
   V.pad = function (i) { return String(Math.floor(i / 1000)).padStart(3, "0"); };
   V.thumbSrc = function (image) { return "img/" + V.pad(image) + "/" + image + ".jpg"; };
-  V.hasPage = function (image) { return SITE.image_pages.indexOf(image) >= 0; };
 
   // The name of a token: "CLS", "register 2", or its patch "(row, col)".
   V.tokenName = function (token) {
