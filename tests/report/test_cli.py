@@ -154,3 +154,13 @@ def test_stats_images_with_a_classifier_records_its_predictions(tmp_path, capsys
     site = tmp_path / "site"
     assert main(["browse", "--stats", str(tmp_path / "s"), "--out", str(site), "--no-progress"]) == 0
     assert '"ablated":{' in (site / "data" / "i" / "000" / "0.js").read_text()
+
+
+def test_explorer_predictions_never_load_a_module_spec_read_from_a_store():
+    from types import SimpleNamespace
+
+    from vitsae.analysis.cli import _classifier
+
+    store = SimpleNamespace(manifest={"model": {"spec": "module:os:abort"}})
+    model, why = _classifier(None, store)
+    assert model is None and "does not run code named in a file: pass --model" in why

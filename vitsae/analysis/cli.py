@@ -70,6 +70,11 @@ def _classifier(model: str | None, store: ActivationStore):
     spec = model if model is not None else (store.manifest.get("model") or {}).get("spec")
     if spec in (None, "", "none"):
         return None, "no model spec"
+    if model is None and str(spec).startswith("module:"):
+        return (
+            None,
+            f"the store records the model {spec!r}; vitsae does not run code named in a file: pass --model",
+        )
     try:
         loaded = load(spec)
     except (ValueError, FileNotFoundError, OSError, ImportError) as err:
