@@ -130,6 +130,10 @@ def test_stats_images_writes_the_explorer_data_and_browse_renders_it(tmp_path, c
     assert (
         rerun == 0 and not (tmp_path / "s" / IMAGES_META).exists() and ImageData.load(tmp_path / "s") is None
     )
+    assert stats_from_cli(tmp_path, "u", "--image-ids", "7", "2", "--no-progress") == 0
+    assert ImageData.load(tmp_path / "u").image_I.tolist() == [2, 7]
+    assert stats_from_cli(tmp_path, "v", "--image-ids", "99", "--no-progress") == 2
+    assert "images [99] are not in the store" in capsys.readouterr().err
     assert main(["stats", "--store", "x", "--sae", "y", "--out", str(tmp_path / "t"), "--images", "-1"]) == 2
     assert "images must be >= 0" in capsys.readouterr().err
 

@@ -45,11 +45,11 @@ def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple
 def _explorer_files(config: StatsConfig, stats, store: ActivationStore, sae) -> None:
     """The nearest features, and with `--images N` the image explorer's per-image data, for the browser."""
     compute_neighbours(stats, sae.W_dec, config.neighbours).save(config.out)
-    if not config.images:
+    if not config.images and not config.image_ids:
         for name in (IMAGES_META, IMAGES_TENSORS):  # a stale one would describe another SAE
             (config.out / name).unlink(missing_ok=True)
         return
-    chosen = first_images(store, config.images)
+    chosen = list(config.image_ids) if config.image_ids else first_images(store, config.images)
     data = compute_image_data(store, sae, chosen, progress=config.progress)
     model, why_not = _classifier(config.model, store)
     if model is None:

@@ -97,6 +97,13 @@ class StatsConfig:
             "run_only": True,
         },
     )
+    image_ids: tuple[int, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "image explorer: these image indices of the store instead of the first --images N",
+            "run_only": True,
+        },
+    )
     neighbours: int = field(
         default=8,
         metadata={
