@@ -66,7 +66,7 @@ def test_row_leads_back_to_its_image(store: ActivationStore) -> None:
 
 
 def test_every_row_once_per_epoch_and_reproducible(store: ActivationStore) -> None:
-    kwargs = {"seed": 3, "chunk_rows": 16, "buffer_rows": 64, "epochs": 2}
+    kwargs = {"seed": 3, "chunk_rows": 16, "window_rows": 64, "epochs": 2}
     batches = list(store.batches(50, **kwargs))
     per_epoch = math.ceil(len(store) / 50)
     assert len(batches) == 2 * per_epoch and batches[per_epoch - 1].shape[0] == len(store) % 50
@@ -91,7 +91,7 @@ def test_unshuffled_reads_in_store_order(store: ActivationStore) -> None:
 
 
 def test_position_resumes_exactly(store: ActivationStore) -> None:
-    kwargs = {"seed": 1, "chunk_rows": 32, "buffer_rows": 96, "epochs": 3}
+    kwargs = {"seed": 1, "chunk_rows": 32, "window_rows": 96, "epochs": 3}
     straight = list(store.batches(64, **kwargs))
     first = store.batches(64, **kwargs)
     taken = []
@@ -149,7 +149,7 @@ def test_corrupt_header_and_missing_manifest(copy: Path, tmp_path: Path) -> None
     data[8:12] = b"\xff\xfe\x00{"
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="shard-000001.safetensors has a corrupt safetensors header"):
-        ActivationStore.open(copy)[100]
+        ActivationStore.open(copy, verify="size")[100]
     with pytest.raises(StoreError, match="manifest.json is missing"):
         ActivationStore.open(tmp_path)
     with pytest.raises(ValueError, match="valid: \\['size', 'lazy', 'full'\\]"):

@@ -25,7 +25,6 @@ from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource
 from vitsae.errors import InvalidValue, MissingKey
-from vitsae.fileio import sha256_file
 from vitsae.store.format import (
     DTYPES,
     NUMPY_OF_CODE,
@@ -34,12 +33,12 @@ from vitsae.store.format import (
     read_manifest,
     read_shard_header,
 )
-from vitsae.store.shuffle import BatchOrder, ShuffledBatches, chunk_spans
+from vitsae.store.shuffle import RAW_DTYPES, BatchFeed, BatchOrder, RowSource, chunk_spans
+from vitsae.store.verify import sha256_problem, size_problem
 from vitsae.tokens import TokenLayout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
 _INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
-_REPAIR = f"delete it and {RERUN_HARVEST}"
 
 
 @dataclass
@@ -98,10 +97,11 @@ class ActivationStore:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, *, normalize: bool = False, verify: Verify = "size"
+        cls, path: str | os.PathLike, *, normalize: bool = False, verify: Verify = "lazy"
     ) -> ActivationStore:
-        """Open a store directory. `verify`: 'size' checks every shard's byte size (cheap), 'lazy' also
-        checks each shard's sha256 the first time it is read, 'full' checks every sha256 now."""
+        """Open a store directory. Every shard's byte size is checked now; `verify`: 'lazy' also checks
+        each shard's sha256 the first time this process reads it, 'full' checks every sha256 now, 'size'
+        checks sizes only (for a store already verified, e.g. by `vitsae verify`)."""
         if verify not in ("size", "lazy", "full"):
             raise InvalidValue(f"unknown verify mode {verify!r}; valid: ['size', 'lazy', 'full']")
         path = Path(path)
@@ -118,24 +118,14 @@ class ActivationStore:
 
     # ---- integrity -------------------------------------------------------------------------------
     def _check_size(self, shard: _Shard) -> None:
-        try:
-            actual = shard.path.stat().st_size
-        except FileNotFoundError as exc:
-            raise StoreError(f"shard {shard.path} is missing; {RERUN_HARVEST}") from exc
-        if actual != shard.nbytes:
-            raise StoreError(
-                f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
-                f"truncated or replaced; {RERUN_HARVEST}"
-            )
+        problem = size_problem(shard.path, shard.nbytes)
+        if problem:
+            raise StoreError(problem)
 
-    def _check_sha(self, index: int) -> None:
-        shard = self._shards[index]
-        digest = sha256_file(shard.path)
-        if digest != shard.sha256:
-            raise StoreError(
-                f"shard {shard.path} fails its sha256 check (got {digest[:16]}…, the manifest "
-                f"says {shard.sha256[:16]}…): the file was modified; {_REPAIR}"
-            )
+    def _check_sha(self, index: int, data: bytes | None = None) -> None:
+        problem = sha256_problem(self._shards[index].path, self._shards[index].sha256, data)
+        if problem:
+            raise StoreError(problem)
         self._verified.add(index)
 
     def verify(self) -> None:
@@ -298,6 +288,49 @@ class ActivationStore:
         return self.source()[int(image_index[0])].image
 
     # ---- training batches ------------------------------------------------------------------------
+    @property
+    def row_bytes(self) -> int:
+        return self.d_model * DTYPES[self.dtype][2]
+
+    def read_rows_into(self, start: int, stop: int, out_RD: np.ndarray) -> None:
+        """Rows [start, stop) as raw stored bits into `out_RD`, one sequential file read per shard."""
+        pos = 0
+        while start < stop:
+            index = bisect.bisect_right(self._row_starts, start) - 1
+            shard = self._shards[index]
+            hi = min(stop, shard.row_start + shard.rows)
+            offset = self._map(index)["activations"].offset + (start - shard.row_start) * self.row_bytes
+            view = memoryview(out_RD[pos : pos + hi - start]).cast("B")
+            with open(shard.path, "rb", buffering=0) as fh:
+                fh.seek(offset)
+                while view:
+                    got = fh.readinto(view)
+                    if not got:
+                        raise StoreError(f"shard {shard.path} ended early; {RERUN_HARVEST}")
+                    view = view[got:]
+            pos += hi - start
+            start = hi
+
+    def hold(self, device: torch.device | str = "cpu", *, pin: bool = False) -> torch.Tensor:
+        """Every row as raw stored bits (int16 for 16-bit dtypes) in one tensor on `device` (pinned host
+        memory with `pin`), each shard read whole, once, and its sha256 checked from the same bytes."""
+        device = torch.device(device)
+        raw = RAW_DTYPES[DTYPES[self.dtype][0]]
+        held_ND = torch.empty(len(self), self.d_model, dtype=raw, device=device, pin_memory=pin)
+        for index, shard in enumerate(self._shards):
+            if shard.rows == 0:
+                continue
+            data = shard.path.read_bytes()
+            if self._verify_on_read and index not in self._verified:
+                self._check_sha(index, data)
+            offset = self._map(index)["activations"].offset
+            rows_RD = np.frombuffer(data, np.dtype(f"<i{raw.itemsize}"), shard.rows * self.d_model, offset)
+            with warnings.catch_warnings():  # read-only bytes, copied into the held tensor at once
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                rows_T = torch.from_numpy(rows_RD).view(shard.rows, self.d_model)
+            held_ND[shard.row_start : shard.row_start + shard.rows].copy_(rows_T)
+        return held_ND
+
     def batches(
         self,
         batch_size: int,
@@ -308,20 +341,39 @@ class ActivationStore:
         epochs: int | None = None,
         drop_last: bool = False,
         chunk_rows: int = 2048,
-        buffer_rows: int = 65536,
+        window_rows: int = 65536,
         prefetch: int = 4,
-    ) -> ShuffledBatches:
-        """float32 batches [batch_size, D], every row once per epoch, in an order fixed by (seed, epoch).
+        device: torch.device | str = "cpu",
+        keep_dtype: bool = False,
+        held: torch.Tensor | None = None,
+    ) -> BatchFeed:
+        """Batches [batch_size, D], every row once per epoch, in an order fixed by (seed, epoch) and the
+        chunk and window sizes (docs/store-format.md).
 
         Iterates epochs `start[0]`, … up to (not including) `epochs` (forever when None), starting at
-        batch `start[1]`; the returned iterator's `.position` is what to save to resume.
+        batch `start[1]`; the returned iterator's `.position` is what to save to resume. Batches are
+        float32 (normalised when the store normalises), or with `keep_dtype` in the stored dtype, on
+        `device`. `held`: the rows from `hold()`, served from memory in the same order.
         """
+        if keep_dtype and self.normalize:
+            raise InvalidValue("keep_dtype batches are not normalised: open the store with normalize=False")
         order = BatchOrder(
             chunk_spans([s.rows for s in self._shards], chunk_rows),
             seed,
             shuffle,
-            max(1, buffer_rows // chunk_rows),
+            max(1, window_rows // chunk_rows),
         )
-        return ShuffledBatches(
-            order, self.read_span, self.to_float, len(self), batch_size, start, epochs, drop_last, prefetch
+        rows = RowSource(self.d_model, DTYPES[self.dtype][0], self.read_rows_into, held)
+        return BatchFeed(
+            order,
+            rows,
+            len(self),
+            batch_size,
+            start=start,
+            epochs=epochs,
+            drop_last=drop_last,
+            device=device,
+            out_dtype=None if keep_dtype else torch.float32,
+            scale=self.norm_scale if self.normalize else None,
+            prefetch=prefetch,
         )
