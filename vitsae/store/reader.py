@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from vitsae.config import config_from_dict
 from vitsae.data.open import source_from_description
@@ -311,13 +312,16 @@ class ActivationStore:
             pos += hi - start
             start = hi
 
-    def hold(self, device: torch.device | str = "cpu", *, pin: bool = False) -> torch.Tensor:
+    def hold(
+        self, device: torch.device | str = "cpu", *, pin: bool = False, progress: bool = False
+    ) -> torch.Tensor:
         """Every row as raw stored bits (int16 for 16-bit dtypes) in one tensor on `device` (pinned host
         memory with `pin`), each shard read whole, once, and its sha256 checked from the same bytes."""
         device = torch.device(device)
         raw = RAW_DTYPES[DTYPES[self.dtype][0]]
         held_ND = torch.empty(len(self), self.d_model, dtype=raw, device=device, pin_memory=pin)
-        for index, shard in enumerate(self._shards):
+        shards = tqdm(self._shards, desc="load store", unit="shard", disable=not progress)
+        for index, shard in enumerate(shards):
             if shard.rows == 0:
                 continue
             data = shard.path.read_bytes()
