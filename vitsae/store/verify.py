@@ -42,7 +42,7 @@ def sha256_problem(path: Path, expected: str, data: bytes | memoryview | None = 
 
 
 def store_problems(store_dir: Path, progress: bool = False) -> tuple[list[str], int]:
-    """Every problem of every shard of the store at `store_dir`, and the bytes checked."""
+    """Every problem of every shard of the store at `store_dir`, and the number of shards checked."""
     manifest = read_manifest(store_dir)
     shards = manifest["shards"]
     total = sum(int(entry["bytes"]) for entry in shards)
@@ -54,4 +54,4 @@ def store_problems(store_dir: Path, progress: bool = False) -> tuple[list[str], 
             if problem:
                 problems.append(problem)
             bar.update(int(entry["bytes"]))
-    return problems, total
+    return problems, len(shards)
