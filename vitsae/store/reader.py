@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +35,7 @@ from vitsae.store.format import (
     read_manifest,
     read_shard_header,
 )
-from vitsae.store.shuffle import RAW_DTYPES, BatchFeed, BatchOrder, RowSource, chunk_spans
+from vitsae.store.shuffle import RAW_DTYPES, BatchFeed, BatchOrder, RowSource, WindowPool, chunk_spans
 from vitsae.store.verify import sha256_problem, size_problem
 from vitsae.tokens import TokenLayout, find_row, patch_to_token, token_to_patch
 
@@ -69,6 +70,7 @@ class ActivationStore:
         self._verify_on_read = verify == "lazy"
         self._verified: set[int] = set()
         self._lock = threading.Lock()
+        self._windows = WindowPool()
         self._shards: list[_Shard] = []
         self._source: ImageSource | None = None
         row = 0
@@ -293,15 +295,21 @@ class ActivationStore:
     def row_bytes(self) -> int:
         return self.d_model * DTYPES[self.dtype][2]
 
-    def read_rows_into(self, start: int, stop: int, out_RD: np.ndarray) -> None:
-        """Rows [start, stop) as raw stored bits into `out_RD`, one sequential file read per shard."""
-        pos = 0
+    def _shard_spans(self, start: int, stop: int) -> Iterator[tuple[_Shard, int, int]]:
+        """(shard, byte offset in its file, rows) of each shard's part of rows [start, stop)."""
         while start < stop:
             index = bisect.bisect_right(self._row_starts, start) - 1
             shard = self._shards[index]
             hi = min(stop, shard.row_start + shard.rows)
             offset = self._map(index)["activations"].offset + (start - shard.row_start) * self.row_bytes
-            view = memoryview(out_RD[pos : pos + hi - start]).cast("B")
+            yield shard, offset, hi - start
+            start = hi
+
+    def read_rows_into(self, start: int, stop: int, out_RD: np.ndarray) -> None:
+        """Rows [start, stop) as raw stored bits into `out_RD`, one sequential file read per shard."""
+        pos = 0
+        for shard, offset, rows in self._shard_spans(start, stop):
+            view = memoryview(out_RD[pos : pos + rows]).cast("B")
             with open(shard.path, "rb", buffering=0) as fh:
                 fh.seek(offset)
                 while view:
@@ -309,8 +317,18 @@ class ActivationStore:
                     if not got:
                         raise StoreError(f"shard {shard.path} ended early; {RERUN_HARVEST}")
                     view = view[got:]
-            pos += hi - start
-            start = hi
+            pos += rows
+
+    def advise_rows(self, start: int, stop: int) -> None:
+        """Ask the kernel to start reading rows [start, stop) now (several reads in flight at once)."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for shard, offset, rows in self._shard_spans(start, stop):
+            fd = os.open(shard.path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, offset, rows * self.row_bytes, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
 
     def hold(
         self, device: torch.device | str = "cpu", *, pin: bool = False, progress: bool = False
@@ -367,7 +385,7 @@ class ActivationStore:
             shuffle,
             max(1, window_rows // chunk_rows),
         )
-        rows = RowSource(self.d_model, DTYPES[self.dtype][0], self.read_rows_into, held)
+        rows = RowSource(self.d_model, DTYPES[self.dtype][0], self.read_rows_into, held, self.advise_rows)
         return BatchFeed(
             order,
             rows,
@@ -380,4 +398,5 @@ class ActivationStore:
             out_dtype=None if keep_dtype else torch.float32,
             scale=self.norm_scale if self.normalize else None,
             prefetch=prefetch,
+            pool=self._windows,
         )

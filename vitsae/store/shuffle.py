@@ -17,7 +17,6 @@ of row numbers into the held rows, in the same order.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -93,12 +92,34 @@ def same_batch_share(row_ids: np.ndarray, image_R: np.ndarray, batch_size: int) 
 @dataclass(frozen=True)
 class RowSource:
     """Where a feed gets rows: `read_into(start, stop, out_RD)` reads rows [start, stop) as raw bits into
-    a numpy array, or `held` is every row already in memory (raw bits, on the CPU or a GPU)."""
+    a numpy array, or `held` is every row already in memory (raw bits, on the CPU or a GPU). `advise(start,
+    stop)`, if given, is called for every chunk of a window before the first is read (readahead)."""
 
     width: int
     dtype: torch.dtype
     read_into: Callable[[int, int, np.ndarray], None]
     held: torch.Tensor | None = None
+    advise: Callable[[int, int], None] | None = None
+
+
+class WindowPool:
+    """Window buffers kept between the feeds of one store, so that each epoch does not fault in fresh
+    memory: a feed borrows its two buffers and gives them back when it ends (no two live feeds share one)."""
+
+    def __init__(self) -> None:
+        self._free: list[torch.Tensor] = []
+        self._lock = threading.Lock()
+
+    def borrow(self, rows: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+        with self._lock:
+            for i, buffer in enumerate(self._free):
+                if buffer.shape == (rows, width) and buffer.dtype == dtype:
+                    return self._free.pop(i)
+        return torch.empty(rows, width, dtype=dtype)
+
+    def give_back(self, buffers: list[torch.Tensor]) -> None:
+        with self._lock:
+            self._free = (buffers + self._free)[:2]
 
 
 @dataclass
@@ -133,6 +154,7 @@ class BatchFeed:
         out_dtype: torch.dtype | None = torch.float32,
         scale: float | None = None,
         prefetch: int = 4,
+        pool: WindowPool | None = None,
     ) -> None:
         if batch_size < 1 or prefetch < 1:
             raise InvalidValue(f"batch_size and prefetch must be >= 1, got {batch_size} and {prefetch}")
@@ -140,6 +162,7 @@ class BatchFeed:
         self.batch_size, self.drop_last, self.epochs, self.prefetch = batch_size, drop_last, epochs, prefetch
         self.device = torch.device(device)
         self.out_dtype, self.scale = out_dtype, scale
+        self.pool = pool or WindowPool()
         self.batches_per_epoch = n_rows // batch_size if drop_last else -(-n_rows // batch_size)
         epoch, batch = start
         if not 0 <= batch <= self.batches_per_epoch or epoch < 0:
@@ -169,21 +192,25 @@ class BatchFeed:
             epoch += 1
 
     # ---- the threads ----------------------------------------------------------------------------
-    def _read(self, windows: queue.Queue, free: queue.Queue, stop: threading.Event) -> None:
-        """Fill window buffers (or, for a held store, name its rows) in serving order."""
+    def _read(
+        self, windows: queue.Queue, free: queue.Queue, stop: threading.Event, buffers: list[torch.Tensor]
+    ) -> None:
+        """Fill window buffers (borrowed into `buffers`; for a held store, name its rows) in serving order."""
         raw = RAW_DTYPES[self.rows.dtype]
-        buffers: list[torch.Tensor] = []
         for spans, perm, last in self._plan():
             if self.rows.held is not None:
                 item = _Window(span_rows(spans)[perm], self.rows.held, last, None)
             else:
                 if len(buffers) < 2:  # two buffers: one served while the other is read
-                    buffers.append(torch.empty(self.window_rows, self.rows.width, dtype=raw))
+                    buffers.append(self.pool.borrow(self.window_rows, self.rows.width, raw))
                     index = len(buffers) - 1
                 else:
                     index = _get(free, stop)
                     if index is None:
                         return
+                if self.rows.advise is not None:
+                    for lo, hi in spans:
+                        self.rows.advise(lo, hi)
                 buffer_RD, pos = buffers[index].numpy(), 0
                 for lo, hi in spans:
                     self.rows.read_into(lo, hi, buffer_RD[pos : pos + hi - lo])
@@ -201,15 +228,18 @@ class BatchFeed:
         on_device = self.rows.held is not None and self.rows.held.device.type != "cpu"
         stream = torch.cuda.Stream(self.device) if cuda else None
         raw = RAW_DTYPES[self.rows.dtype]
-        # one staging batch, reused: each batch is copied out (to the device, or by `_finish`) before the
-        # next gather; pinned when it goes to a GPU. A store held on the GPU gathers into a new batch there.
-        staging = None
-        if not on_device:
-            staging = torch.empty(self.batch_size, self.rows.width, dtype=raw, pin_memory=cuda)
+        # Host batches are gathered with numpy (`take`, several times faster than torch's index_select on
+        # the CPU) into one staging batch, reused: pinned and copied to the GPU, or converted by `_finish`
+        # into a new tensor. Batches kept in the stored dtype on the CPU, and batches of a store held on
+        # the GPU, are gathered straight into a new tensor.
+        reuse = not on_device and (cuda or self.out_dtype not in (None, self.rows.dtype))
+        staging = torch.empty(self.batch_size, self.rows.width, dtype=raw, pin_memory=cuda) if reuse else None
 
         def fresh() -> torch.Tensor:
             if staging is not None:
                 return staging
+            if not on_device:
+                return torch.empty(self.batch_size, self.rows.width, dtype=raw)
             with torch.cuda.stream(stream):
                 return torch.empty(self.batch_size, self.rows.width, dtype=raw, device=self.rows.held.device)
 
@@ -223,6 +253,13 @@ class BatchFeed:
                 batch = self._finish(batch_RD)
             return _put(out, batch, stop)
 
+        def gather(data: torch.Tensor, rows_R: np.ndarray, out_RD: torch.Tensor) -> None:
+            if on_device:
+                with torch.cuda.stream(stream):
+                    torch.index_select(data, 0, torch.from_numpy(rows_R).to(data.device), out=out_RD)
+            else:  # mode "clip": the rows are in range, and "raise" would buffer the output
+                np.take(data.numpy(), rows_R, axis=0, out=out_RD.numpy(), mode="clip")
+
         slot, filled = fresh(), 0
         while True:
             window = _get(windows, stop)
@@ -231,9 +268,7 @@ class BatchFeed:
             pos, rows_R = 0, window.rows_R
             while pos < len(rows_R):
                 take = min(self.batch_size - filled, len(rows_R) - pos)
-                index = torch.from_numpy(rows_R[pos : pos + take]).to(window.data.device)
-                with torch.cuda.stream(stream) if on_device else contextlib.nullcontext():
-                    torch.index_select(window.data, 0, index, out=slot[filled : filled + take])
+                gather(window.data, rows_R[pos : pos + take], slot[filled : filled + take])
                 filled, pos = filled + take, pos + take
                 if filled == self.batch_size:
                     if not emit(slot):
@@ -249,10 +284,10 @@ class BatchFeed:
             _put(out, _DONE, stop)
 
     def _finish(self, raw_BD: torch.Tensor) -> torch.Tensor:
-        """Raw bits -> the output dtype (a new tensor, never the reused staging memory)."""
+        """Raw bits -> the output dtype (on the CPU a new tensor unless gathered into one)."""
         batch = raw_BD.view(self.rows.dtype)
         if self.out_dtype is None or self.out_dtype == self.rows.dtype:
-            return batch.clone() if batch.device.type == "cpu" else batch
+            return batch
         batch = batch.to(self.out_dtype)
         return batch.mul_(self.scale) if self.scale is not None else batch
 
@@ -262,6 +297,7 @@ class BatchFeed:
         out: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         errors: list[BaseException] = []
+        buffers: list[torch.Tensor] = []
 
         def guarded(target: Callable[..., None], *args: object) -> Callable[[], None]:
             def body() -> None:
@@ -274,7 +310,9 @@ class BatchFeed:
             return body
 
         workers = [
-            threading.Thread(target=guarded(self._read, windows, free, stop), daemon=True, name="feed-read"),
+            threading.Thread(
+                target=guarded(self._read, windows, free, stop, buffers), daemon=True, name="feed-read"
+            ),
             threading.Thread(
                 target=guarded(self._stage, windows, free, out, stop), daemon=True, name="feed-stage"
             ),
@@ -302,6 +340,7 @@ class BatchFeed:
             stop.set()
             for worker in workers:
                 worker.join()
+            self.pool.give_back(buffers)
 
 
 def _longest(spans: list[Span]) -> int:
