@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import shapes
+from tests.helpers import harvest_small_store, shapes
 from tests.store.store_worker import HOOKS, N_IMAGES
 from vitsae.store import ActivationStore, StoreError
 from vitsae.store.shuffle import BatchOrder, chunk_spans
@@ -154,3 +154,15 @@ def test_corrupt_header_and_missing_manifest(copy: Path, tmp_path: Path) -> None
         ActivationStore.open(tmp_path)
     with pytest.raises(ValueError, match="valid: \\['size', 'lazy', 'full'\\]"):
         ActivationStore.open(copy, verify="sometimes")
+
+
+def test_float32_store_batches_are_normalised_and_the_held_ones_equal(tmp_path: Path) -> None:
+    plain = harvest_small_store(tmp_path)
+    normed = ActivationStore.open(plain.path, normalize=True)
+    batches = list(normed.batches(32, seed=1, epochs=1, chunk_rows=16, window_rows=64))
+    held = list(normed.batches(32, seed=1, epochs=1, chunk_rows=16, window_rows=64, held=normed.hold()))
+    assert all(torch.equal(a, b) for a, b in zip(batches, held, strict=True))
+    order = BatchOrder(chunk_spans([68] * 3 + [34], 16), 1, True, 4)
+    assert torch.equal(torch.cat(batches), plain[order.epoch_row_ids(0)] * normed.norm_scale)
+    with pytest.raises(ValueError, match="keep_dtype batches are not normalised"):
+        normed.batches(32, keep_dtype=True)

@@ -284,9 +284,10 @@ class BatchFeed:
             _put(out, _DONE, stop)
 
     def _finish(self, raw_BD: torch.Tensor) -> torch.Tensor:
-        """Raw bits -> the output dtype (on the CPU a new tensor unless gathered into one)."""
+        """Raw bits -> the output dtype, scaled. Never the reused staging memory: a conversion copies, and
+        a batch kept in its dtype was gathered into a new tensor or copied to the GPU."""
         batch = raw_BD.view(self.rows.dtype)
-        if self.out_dtype is None or self.out_dtype == self.rows.dtype:
+        if self.out_dtype is None:
             return batch
         batch = batch.to(self.out_dtype)
         return batch.mul_(self.scale) if self.scale is not None else batch
