@@ -44,7 +44,7 @@ from vitsae.store.format import (
     shard_name,
 )
 from vitsae.store.stats import RunningStats
-from vitsae.store.verify import sha256_problem, size_problem
+from vitsae.store.verify import block_hashes, block_rows_for, sha256_problem, size_problem
 from vitsae.tokens import TokenLayout, provenance_rows, select_tokens
 
 if TYPE_CHECKING:  # the protocol only: readers of a store never import the models
@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # the protocol only: readers of a store never import the mode
 
 RUN_RECORD = "harvest.json"
 PROGRESS_DIR = ".progress"
+# what the manifest lists per shard, copied from its sidecar (block checksums: stores since 2026-12-06)
+MANIFEST_SHARD_KEYS = ("file", "rows", "bytes", "sha256", "block_rows", "block_sha256", "images")
 
 
 @dataclass
@@ -201,8 +203,10 @@ def _manifest_current(plan: _HookPlan, n_shards: int) -> bool:
         listed = read_json(plan.directory / MANIFEST_NAME)["shards"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    keys = ("file", "rows", "bytes", "sha256", "images")
-    recorded = [{k: v for k, v in read_json(_sidecar(plan, s)).items() if k in keys} for s in range(n_shards)]
+    recorded = [
+        {k: v for k, v in read_json(_sidecar(plan, s)).items() if k in MANIFEST_SHARD_KEYS}
+        for s in range(n_shards)
+    ]
     return listed == recorded
 
 
@@ -221,6 +225,9 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
     plan, rows = buffer.plan, buffer.rows
     data = shard_bytes(buffer.acts_RD[:rows], buffer.image_R[:rows], buffer.token_R[:rows])
     write_bytes_atomic(plan.directory / shard_name(shard), data)
+    row_bytes = plan.width * buffer.acts_RD.element_size()
+    block_rows = block_rows_for(row_bytes)
+    acts_bytes = memoryview(buffer.acts_RD[:rows].view(torch.uint8).numpy()).cast("B")
     write_json_atomic(
         _sidecar(plan, shard),
         {
@@ -228,6 +235,8 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
             "rows": rows,
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
+            "block_rows": block_rows,
+            "block_sha256": block_hashes(acts_bytes, block_rows * row_bytes),
             "images": list(images),
             "skipped": skipped,
             "stats": buffer.stats.to_dict(),
@@ -309,7 +318,7 @@ def _finish(
                 )
             sidecar = read_json(path)
             stats.add(RunningStats.from_dict(sidecar["stats"]))
-            shards.append({key: sidecar[key] for key in ("file", "rows", "bytes", "sha256", "images")})
+            shards.append({key: sidecar[key] for key in MANIFEST_SHARD_KEYS if key in sidecar})
             skipped.extend(sidecar["skipped"])
         manifest = {
             "format": FORMAT_NAME,

@@ -13,7 +13,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ from vitsae.store.format import (
     read_shard_header,
 )
 from vitsae.store.shuffle import RAW_DTYPES, BatchFeed, BatchOrder, RowSource, WindowPool, chunk_spans
-from vitsae.store.verify import sha256_problem, size_problem
+from vitsae.store.verify import block_problem, sha256_problem, shard_problem, size_problem
 from vitsae.tokens import TokenLayout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
@@ -51,7 +51,22 @@ class _Shard:
     image_range: tuple[int, int]
     nbytes: int
     sha256: str
+    block_rows: int  # rows per checksummed block (0: the store records none)
+    block_sha256: list[str]
     maps: dict[str, np.memmap] | None = None
+    blocks_ok: set[int] = field(default_factory=set)  # blocks checked by this process
+
+
+def _read_exact(path: Path, offset: int, out: np.ndarray) -> None:
+    """Fill `out` with the bytes of `path` from `offset` (one sequential read)."""
+    view = memoryview(out).cast("B")
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        while view:
+            got = fh.readinto(view)
+            if not got:
+                raise StoreError(f"shard {path} ended early; {RERUN_HARVEST}")
+            view = view[got:]
 
 
 class ActivationStore:
@@ -83,6 +98,8 @@ class ActivationStore:
                     tuple(entry["images"]),
                     int(entry["bytes"]),
                     entry["sha256"],
+                    int(entry.get("block_rows", 0)),
+                    list(entry.get("block_sha256", [])),
                 )
             )
             row += int(entry["rows"])
@@ -132,21 +149,30 @@ class ActivationStore:
         self._verified.add(index)
 
     def verify(self) -> None:
-        """Check every shard's size and sha256 against the manifest; raise StoreError naming a bad file."""
-        for index, shard in enumerate(self._shards):
-            self._check_size(shard)
-            self._check_sha(index)
+        """Check every shard's size, sha256 and block checksums against the manifest; raise StoreError
+        naming the first bad file."""
+        for index, entry in enumerate(self.manifest["shards"]):
+            problem = shard_problem(self._shards[index].path, entry, self.row_bytes)
+            if problem:
+                raise StoreError(problem)
+            self._verified.add(index)
 
     # ---- raw access ------------------------------------------------------------------------------
     def _map(self, index: int) -> dict[str, np.memmap]:
+        """The shard's memory maps, its whole-file sha256 checked first when checking on first read."""
+        if self._verify_on_read and index not in self._verified:
+            with self._lock:
+                if index not in self._verified:
+                    self._check_sha(index)
+        return self._open(index)
+
+    def _open(self, index: int) -> dict[str, np.memmap]:
+        """The shard's memory maps (its header parsed on first use), without a checksum check."""
         shard = self._shards[index]
-        if shard.maps is not None and (index in self._verified or not self._verify_on_read):
-            return shard.maps
-        with self._lock:
-            if self._verify_on_read and index not in self._verified:
-                self._check_sha(index)
-            if shard.maps is None:
-                shard.maps = self._open_maps(shard)
+        if shard.maps is None:
+            with self._lock:
+                if shard.maps is None:
+                    shard.maps = self._open_maps(shard)
         return shard.maps
 
     def _open_maps(self, shard: _Shard) -> dict[str, np.memmap]:
@@ -295,36 +321,62 @@ class ActivationStore:
     def row_bytes(self) -> int:
         return self.d_model * DTYPES[self.dtype][2]
 
-    def _shard_spans(self, start: int, stop: int) -> Iterator[tuple[_Shard, int, int]]:
-        """(shard, byte offset in its file, rows) of each shard's part of rows [start, stop)."""
+    def _shard_spans(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(shard index, first row in the shard, rows) of each shard's part of rows [start, stop)."""
         while start < stop:
             index = bisect.bisect_right(self._row_starts, start) - 1
             shard = self._shards[index]
             hi = min(stop, shard.row_start + shard.rows)
-            offset = self._map(index)["activations"].offset + (start - shard.row_start) * self.row_bytes
-            yield shard, offset, hi - start
+            yield index, start - shard.row_start, hi - start
             start = hi
 
+    def _data_offset(self, index: int) -> int:
+        """Where the shard's activations begin in its file (a shard without block checksums is checked
+        whole first when checking on first read)."""
+        maps = self._open(index) if self._shards[index].block_rows else self._map(index)
+        return maps["activations"].offset
+
     def read_rows_into(self, start: int, stop: int, out_RD: np.ndarray) -> None:
-        """Rows [start, stop) as raw stored bits into `out_RD`, one sequential file read per shard."""
+        """Rows [start, stop) as raw stored bits into `out_RD`, one sequential file read per shard. When
+        checking on first read, a shard with block checksums has each block checked from the bytes read
+        (the whole block is read where the rows cover only part of it), one without is hashed whole."""
         pos = 0
-        for shard, offset, rows in self._shard_spans(start, stop):
-            view = memoryview(out_RD[pos : pos + rows]).cast("B")
-            with open(shard.path, "rb", buffering=0) as fh:
-                fh.seek(offset)
-                while view:
-                    got = fh.readinto(view)
-                    if not got:
-                        raise StoreError(f"shard {shard.path} ended early; {RERUN_HARVEST}")
-                    view = view[got:]
+        for index, lo, rows in self._shard_spans(start, stop):
+            shard, offset, out = self._shards[index], self._data_offset(index), out_RD[pos : pos + rows]
+            if not self._verify_on_read or index in self._verified or not shard.block_rows:
+                _read_exact(shard.path, offset + lo * self.row_bytes, out)
+            else:
+                self._read_checked(shard, offset, lo, lo + rows, out)
             pos += rows
+
+    def _read_checked(self, shard: _Shard, data_offset: int, lo: int, hi: int, out_RD: np.ndarray) -> None:
+        """Shard rows [lo, hi) into `out_RD`, checking each block they touch that is not checked yet."""
+        size = shard.block_rows
+        blocks = range(lo // size, -(-hi // size))
+        todo = [b for b in blocks if b not in shard.blocks_ok]
+        if not todo:
+            _read_exact(shard.path, data_offset + lo * self.row_bytes, out_RD)
+            return
+        first, last = blocks[0] * size, min(shard.rows, blocks[-1] * size + size)
+        whole = out_RD if (first, last) == (lo, hi) else np.empty((last - first, self.d_model), out_RD.dtype)
+        _read_exact(shard.path, data_offset + first * self.row_bytes, whole)
+        for block in todo:
+            rows = (block * size, min(shard.rows, block * size + size))
+            data = memoryview(whole[rows[0] - first : rows[1] - first]).cast("B")
+            problem = block_problem(shard.path, block, rows, shard.block_sha256[block], data)
+            if problem:
+                raise StoreError(problem)
+            shard.blocks_ok.add(block)
+        if whole is not out_RD:
+            out_RD[:] = whole[lo - first : hi - first]
 
     def advise_rows(self, start: int, stop: int) -> None:
         """Ask the kernel to start reading rows [start, stop) now (several reads in flight at once)."""
         if not hasattr(os, "posix_fadvise"):
             return
-        for shard, offset, rows in self._shard_spans(start, stop):
-            fd = os.open(shard.path, os.O_RDONLY)
+        for index, lo, rows in self._shard_spans(start, stop):
+            offset = self._data_offset(index) + lo * self.row_bytes
+            fd = os.open(self._shards[index].path, os.O_RDONLY)
             try:
                 os.posix_fadvise(fd, offset, rows * self.row_bytes, os.POSIX_FADV_WILLNEED)
             finally:
