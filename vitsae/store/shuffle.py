@@ -17,9 +17,11 @@ of row numbers into the held rows, in the same order.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,7 +197,19 @@ class BatchFeed:
     def _read(
         self, windows: queue.Queue, free: queue.Queue, stop: threading.Event, buffers: list[torch.Tensor]
     ) -> None:
-        """Fill window buffers (borrowed into `buffers`; for a held store, name its rows) in serving order."""
+        """Fill window buffers (borrowed into `buffers`; for a held store, name its rows) in serving order.
+        A window's chunks are read (and their checksums checked) by a few threads at once."""
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="feed-read") as readers:
+            self._read_windows(windows, free, stop, buffers, readers)
+
+    def _read_windows(
+        self,
+        windows: queue.Queue,
+        free: queue.Queue,
+        stop: threading.Event,
+        buffers: list[torch.Tensor],
+        readers: ThreadPoolExecutor,
+    ) -> None:
         raw = RAW_DTYPES[self.rows.dtype]
         for spans, perm, last in self._plan():
             if self.rows.held is not None:
@@ -211,10 +225,13 @@ class BatchFeed:
                 if self.rows.advise is not None:
                     for lo, hi in spans:
                         self.rows.advise(lo, hi)
-                buffer_RD, pos = buffers[index].numpy(), 0
-                for lo, hi in spans:
-                    self.rows.read_into(lo, hi, buffer_RD[pos : pos + hi - lo])
-                    pos += hi - lo
+                buffer_RD, starts = buffers[index].numpy(), np.cumsum([0] + [hi - lo for lo, hi in spans])
+                reads = [
+                    readers.submit(self.rows.read_into, lo, hi, buffer_RD[at : at + hi - lo])
+                    for (lo, hi), at in zip(spans, starts[:-1], strict=True)
+                ]
+                for read in reads:
+                    read.result()
                 item = _Window(perm, buffers[index], last, index)
             if not _put(windows, item, stop):
                 return

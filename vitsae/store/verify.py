@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -110,16 +112,23 @@ def _read(fh: io.RawIOBase, nbytes: int) -> bytes:
 
 
 def store_problems(store_dir: Path, progress: bool = False) -> tuple[list[str], int]:
-    """Every problem of every shard of the store at `store_dir`, and the number of shards checked."""
+    """Every problem of every shard of the store at `store_dir` (shards checked by a few threads at
+    once), and the number of shards checked."""
     manifest = read_manifest(store_dir)
     shards = manifest["shards"]
     row_bytes = int(manifest["width"]) * DTYPES[manifest["dtype"]][2]
     total = sum(int(entry["bytes"]) for entry in shards)
+
+    def check(entry: dict) -> tuple[str | None, int]:
+        return shard_problem(store_dir / entry["file"], entry, row_bytes), int(entry["bytes"])
+
     problems = []
-    with tqdm(total=total, unit="B", unit_scale=True, desc=store_dir.name, disable=not progress) as bar:
-        for entry in shards:
-            problem = shard_problem(store_dir / entry["file"], entry, row_bytes)
+    with (
+        tqdm(total=total, unit="B", unit_scale=True, desc=store_dir.name, disable=not progress) as bar,
+        ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool,
+    ):
+        for problem, nbytes in pool.map(check, shards):  # in shard order
             if problem:
                 problems.append(problem)
-            bar.update(int(entry["bytes"]))
+            bar.update(nbytes)
     return problems, len(shards)
