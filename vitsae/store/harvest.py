@@ -375,7 +375,11 @@ def harvest(
         n_shards = -(-len(source) // per_shard)
         _check_or_write_record(config, _run_record(config, model, source, per_shard), rank, world)
         # the sidecars stay after the manifest is written: a shard deleted later is recomputed by a rerun
-        pending_all = [s for s in range(n_shards) if not _shard_done(plans, s)]
+        checking = tqdm(  # a rerun hashes every shard written so far
+            range(n_shards), desc="check shards", unit="shard", disable=not (config.progress and rank == 0)
+        )
+        pending_all = [s for s in checking if not _shard_done(plans, s)]
+        checking.close()
         complete = not pending_all and all(_manifest_current(plan, n_shards) for plan in plans)
         if not complete:
             mine = range(rank * n_shards // world, (rank + 1) * n_shards // world)
