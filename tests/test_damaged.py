@@ -99,7 +99,8 @@ def test_damaged_statistics_tensors_and_logit_effects_say_recompute(stats_dir) -
 def test_a_damaged_manifest_names_the_file_and_the_repair(store_copy, garbage) -> None:
     (store_copy / "manifest.json").write_bytes(GARBAGE[garbage])
     with pytest.raises(
-        StoreError, match=r"manifest.json is damaged: .*; delete it and rerun the harvest command"
+        StoreError,
+        match=r"manifest.json is damaged: .*; rerun the harvest command .*: it rewrites the manifest",
     ):
         ActivationStore.open(store_copy)
 
@@ -124,9 +125,11 @@ def test_a_damaged_shard_header_is_one_line_without_reading_exabytes(store_copy,
         data[8 : 8 + length] = b"[" + b" " * (length - 2) + b"]"
     shard.write_bytes(bytes(data))
     with pytest.raises(
-        StoreError, match=r"shard-000001.safetensors .*damaged.*delete it and rerun the harvest"
+        StoreError, match=r"shard-000001.safetensors .*damaged.*rerun the harvest .*: it recomputes the shard"
     ):
-        ActivationStore.open(store_copy)[100]
+        ActivationStore.open(store_copy, verify="size")[100]  # the header itself, unchecked by sha256
+    with pytest.raises(StoreError, match="shard-000001.safetensors fails its sha256 check"):
+        ActivationStore.open(store_copy)[100]  # the default read checks the file first
 
 
 def test_a_damaged_sae_through_the_command_line_is_one_line(tmp_path, store_dir, capsys) -> None:
@@ -170,3 +173,19 @@ def test_a_manifest_missing_an_entry_is_damaged_not_a_key_error(store_copy, key)
         StoreError, match=rf"manifest.json is damaged: its '{key}(.mean_norm)?' entry is missing"
     ):
         ActivationStore.open(store_copy)
+
+
+def test_damaged_explorer_files_say_rerun_stats(stats_dir) -> None:
+    from vitsae.analysis.images import IMAGES_META, IMAGES_TENSORS, ImageData
+    from vitsae.analysis.neighbours import NEIGHBOURS_FILE, Neighbours
+
+    (stats_dir / NEIGHBOURS_FILE).write_bytes(GARBAGE["binary"] * 4)
+    with pytest.raises(VitsaeError, match=rf"{NEIGHBOURS_FILE} is damaged: .*; rerun `vitsae stats`"):
+        Neighbours.load(stats_dir)
+    (stats_dir / IMAGES_META).write_bytes(GARBAGE["binary"])
+    with pytest.raises(VitsaeError, match=rf"{IMAGES_META} is damaged: not UTF-8 text"):
+        ImageData.load(stats_dir)
+    (stats_dir / IMAGES_META).write_text('{"format": "vitsae.images", "format_version": 1}')
+    (stats_dir / IMAGES_TENSORS).write_bytes(GARBAGE["binary"] * 4)
+    with pytest.raises(VitsaeError, match=rf"is damaged|{IMAGES_META} is not"):
+        ImageData.load(stats_dir)

@@ -46,10 +46,12 @@ class StoreError(VitsaeError):
 
 
 RERUN_HARVEST = "rerun the harvest command that made the store (same options and --out) to recompute it"
-REPAIR_SHARD = "delete it and rerun the harvest command that made the store (same options and --out)"
+REPAIR_SHARD = (
+    "rerun the harvest command that made the store (same options and --out): it recomputes the shard"
+)
 REPAIR_MANIFEST = (
-    "delete it and rerun the harvest command that made the store (same options and --out): the manifest is "
-    "rewritten from the finished shards"
+    "rerun the harvest command that made the store (same options and --out): it rewrites the manifest "
+    "from the finished shards"
 )
 
 
