@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -165,6 +166,7 @@ def test_explorer_predictions_never_load_a_module_spec_read_from_a_store():
 
     from vitsae.analysis.cli import _classifier
 
-    store = SimpleNamespace(manifest={"model": {"spec": "module:os:abort"}})
+    store = SimpleNamespace(manifest={"model": {"spec": "module:os:abort"}}, path=Path("shared/store"))
     model, why = _classifier(None, store)
     assert model is None and "does not run code named in a file: pass --model" in why
+    assert "shared/store/manifest.json records the model 'module:os:abort'" in why
