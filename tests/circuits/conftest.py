@@ -11,7 +11,13 @@ from vitsae.circuits.config import TraceConfig
 def trace_config(**overrides) -> TraceConfig:
     """A small, quiet trace: 8 images in batches of 4."""
     values = dict(
-        model="module:tests.helpers:tiny_vit", sae=("a", "b"), source="shapes:8", target="class:1",
-        out=Path("unused"), images=8, batch_size=4, progress=False,
+        model="module:tests.helpers:tiny_vit",
+        sae=("a", "b"),
+        source="shapes:8",
+        target="class:1",
+        out=Path("unused"),
+        images=8,
+        batch_size=4,
+        progress=False,
     )
     return TraceConfig(**{**values, **overrides})

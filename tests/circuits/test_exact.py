@@ -39,7 +39,9 @@ def test_weights_attribution_and_ablation_agree_on_the_residual_stream(architect
         source = nodes[edge["source"]]
         assert edge["weight"] == pytest.approx(float(V_F[source["feature"]]), rel=1e-9)
         # weights x the source's activation (summed over tokens, mean over images) = attribution
-        assert edge["weight"] * source["mean_activation"] == pytest.approx(edge["attribution"], rel=1e-4, abs=1e-4)
+        assert edge["weight"] * source["mean_activation"] == pytest.approx(
+            edge["attribution"], rel=1e-4, abs=1e-4
+        )
         if edge["ablation"] is not None:
             assert -edge["ablation"] == pytest.approx(edge["attribution"], rel=1e-4, abs=1e-3)
             confirmed += 1

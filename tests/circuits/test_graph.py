@@ -68,7 +68,9 @@ def test_integrated_gradients_are_complete(setup):
         for batch in batches():
             with spliced(model, sites):
                 before = model(batch.pixels_BCHW)[:, 2]
-            with spliced(model, sites, edits=[FeatureEdit("ablate", tuple(f for _, f in every), hook_name=HOOKS[0])]):
+            with spliced(
+                model, sites, edits=[FeatureEdit("ablate", tuple(f for _, f in every), hook_name=HOOKS[0])]
+            ):
                 after = model(batch.pixels_BCHW)[:, 2]
             change += float((before - after).sum())
     change /= 8

@@ -1,7 +1,7 @@
 """A static HTML page of a circuit graph that opens from file:// (no server, no fetch, no external files).
 
 Columns are the SAEs in forward order and the target on the right; a node's area follows |attribution|,
-an edge's width |attribution|, blue for positive and red for negative; hovering shows the numbers; a
+an edge's width |attribution| (over the largest into the same column), blue for positive and red for negative; hovering shows the numbers; a
 feature node links to its page in the SAE's feature browser (`feature.html#<id>`) when one was given.
 The graph travels inside the page as JSON in a non-executed script element (`<` escaped), and every
 text reaches the page through `textContent`.
@@ -27,6 +27,7 @@ a text { fill: #0645ad; text-decoration: underline; }
 <script type="application/json" id="graph-data">__DATA__</script>
 <script>
 "use strict";
+(() => {
 const data = JSON.parse(document.getElementById("graph-data").textContent);
 const graph = data.graph, links = data.links, NS = "http://www.w3.org/2000/svg";
 const svg = document.getElementById("graph"), tip = document.getElementById("tip");
@@ -49,20 +50,24 @@ const columns = [...graph.columns.filter(c => c.role === "source").map(c => c.ho
 const byColumn = columns.map(() => []);
 for (const n of graph.nodes) byColumn[n.column].push(n);
 for (const list of byColumn) list.sort((a, b) => Math.abs(b.attribution || 0) - Math.abs(a.attribution || 0));
-const W = 260, H = 44, top = 40, pos = {};
+const W = 260, H = 44, TOP = 40, pos = {};
 const maxAttr = Math.max(1e-12, ...graph.nodes.map(n => Math.abs(n.attribution || 0)));
-const maxEdge = Math.max(1e-12, ...graph.edges.map(e => Math.abs(e.attribution)));
-const height = top + H * Math.max(...byColumn.map(l => l.length)) + 20;
+const nodeById = Object.fromEntries(graph.nodes.map(n => [n.id, n])), maxEdge = {};
+for (const e of graph.edges) {  // per target column: edges into SAE features and into a logit differ in units
+  const c = nodeById[e.target].column;
+  maxEdge[c] = Math.max(maxEdge[c] || 1e-12, Math.abs(e.attribution));
+}
+const height = TOP + H * Math.max(...byColumn.map(l => l.length)) + 20;
 svg.setAttribute("width", W * columns.length + 40); svg.setAttribute("height", height);
 columns.forEach((name, c) => {
   const label = el("text", {x: 20 + c * W, y: 16, class: "col"}, svg);
   label.textContent = c === columns.length - 1 ? "target" : name;
-  byColumn[c].forEach((n, r) => { pos[n.id] = [40 + c * W, top + 20 + r * H]; });
+  byColumn[c].forEach((n, r) => { pos[n.id] = [40 + c * W, TOP + 20 + r * H]; });
 });
 const edgeLayer = el("g", {id: "edges"}, svg), nodeLayer = el("g", {id: "nodes"}, svg);
 for (const e of graph.edges) {
   const [x1, y1] = pos[e.source], [x2, y2] = pos[e.target];
-  const width = 0.5 + 7 * Math.abs(e.attribution) / maxEdge;
+  const width = 0.5 + 7 * Math.abs(e.attribution) / maxEdge[nodeById[e.target].column];
   const line = el("path", {d: `M${x1},${y1} C${x1 + W / 2},${y1} ${x2 - W / 2},${y2} ${x2},${y2}`,
     fill: "none", stroke: e.attribution >= 0 ? "#2166ac" : "#b2182b", "stroke-width": width,
     "stroke-opacity": 0.6, class: "edge"}, edgeLayer);
@@ -89,6 +94,7 @@ for (const n of graph.nodes) {
   if (n.mean_active !== undefined) lines.push("E[a | a > 0] " + fmt(n.mean_active));
   hover(circle, lines.join("\\n"));
 }
+})();
 </script></body></html>
 """
 

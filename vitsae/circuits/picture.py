@@ -1,5 +1,5 @@
 """A PNG of a circuit graph for papers: the same layout as the HTML page (columns in forward order,
-edge width by |attribution|, blue positive, red negative, grey error nodes)."""
+edge width by |attribution| over the largest into the same column, blue positive, red negative, grey error nodes)."""
 
 from __future__ import annotations
 
@@ -39,11 +39,15 @@ def graph_figure(record: dict, path: Path) -> Path:
     names, positions = layout(record)
     rows = max(1, max(-y for _, y in positions.values()) + 1)
     fig, ax = plt.subplots(figsize=(2.6 * len(names) + 1, 0.45 * rows + 1.5))
-    largest = max([abs(e["attribution"]) for e in record["edges"]] + [1e-12])
+    nodes = {node["id"]: node for node in record["nodes"]}
+    largest: dict[int, float] = {}  # per target column: its edges' units differ (activations, logits)
+    for edge in record["edges"]:
+        column = nodes[edge["target"]]["column"]
+        largest[column] = max(largest.get(column, 1e-12), abs(edge["attribution"]))
     for edge in record["edges"]:
         (x1, y1), (x2, y2) = positions[edge["source"]], positions[edge["target"]]
         colour = "#2166ac" if edge["attribution"] >= 0 else "#b2182b"
-        width = 0.4 + 5 * abs(edge["attribution"]) / largest
+        width = 0.4 + 5 * abs(edge["attribution"]) / largest[nodes[edge["target"]]["column"]]
         ax.plot([x1, x2], [y1, y2], color=colour, linewidth=width, alpha=0.6, zorder=1)
     top_node = max([abs(n["attribution"] or 0) for n in record["nodes"]] + [1e-12])
     for node in record["nodes"]:
