@@ -5,13 +5,14 @@ the codes and the (detached) error terms are read at their hook points and made 
 so an error node gets e . d(t)/d(e) like a feature. Between two adjacent columns the gradient is the model's
 own; through a later SAE it passes its encoder and decoder with that SAE's error held (error nodes).
 
-With `steps >= 1`, feature attributions are integrated gradients along the source site's codes: the codes
-of that site scaled by alpha (its error term held), a_i times the mean gradient at the `steps` midpoints
-alpha = (k + 1/2) / steps, so the attributions of a site sum to t(a) - t(codes zeroed) up to the Riemann
-error when no later SAE is spliced (a later SAE's error term is recomputed along the path but its
-gradient is held at zero, and a TopK code can jump). Error nodes keep the linear estimate. Captum's LayerIntegratedGradients is not used: the path runs
-through a hook point the splice calls only when a TransformerLens hook is on it, the target is read from
-other hook points of the same forward, and one interpolated forward serves every target of a column.
+With `steps >= 1`, feature attributions are integrated gradients along the source site's codes: the codes of
+that site scaled by alpha (its error term held), a_i times the mean gradient at the `steps` midpoints alpha
+= (k + 1/2) / steps, so the attributions of a site sum to t(a) - t(codes zeroed) up to the Riemann error
+when no later SAE is spliced (a later SAE's error term is recomputed along the path but its gradient is held
+at zero, and a TopK code can jump). Error nodes keep the linear estimate. Captum's LayerIntegratedGradients
+is not used: the path runs through a hook point the splice calls only when a TransformerLens hook is on it,
+the target is read from other hook points of the same forward, and one interpolated forward serves every
+target of a column.
 """
 
 from __future__ import annotations

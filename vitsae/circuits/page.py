@@ -1,10 +1,10 @@
 """A static HTML page of a circuit graph that opens from file:// (no server, no fetch, no external files).
 
-Columns are the SAEs in forward order and the target on the right; a node's area follows |attribution|,
-an edge's width |attribution| (over the largest into the same column), blue for positive and red for negative; hovering shows the numbers; a
-feature node links to its page in the SAE's feature browser (`feature.html#<id>`) when one was given.
-The graph travels inside the page as JSON in a non-executed script element (`<` escaped), and every
-text reaches the page through `textContent`.
+Columns are the SAEs in forward order and the target on the right; a node's area follows |attribution|, an
+edge's width |attribution| (over the largest into the same column), blue for positive and red for negative;
+hovering shows the numbers; a feature node links to its page in the SAE's feature browser
+(`feature.html#<id>`) when one was given. The graph travels inside the page as JSON in a non-executed script
+element (`<` escaped), and every text reaches the page through `textContent`.
 """
 
 from __future__ import annotations

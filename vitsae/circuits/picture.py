@@ -1,5 +1,6 @@
 """A PNG of a circuit graph for papers: the same layout as the HTML page (columns in forward order,
-edge width by |attribution| over the largest into the same column, blue positive, red negative, grey error nodes)."""
+edge width by |attribution| over the largest into the same column, blue positive, red negative, grey error
+nodes)."""
 
 from __future__ import annotations
 
