@@ -92,3 +92,17 @@ def test_bad_input_is_one_line(tmp_path, saes, capsys, which, target, message):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("vitsae trace: error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--stats", "x"], "1 --stats folders for 2 --sae folders"),
+        (["--browser", "a", "b", "c"], "3 --browser folders for 2 --sae folders"),
+        (["--nodes", "0"], "--nodes 0"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, saes, capsys, extra, message):
+    assert trace(tmp_path, [saes[0], saes[1]], "class:1", *extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vitsae trace: error: ") and message in err
