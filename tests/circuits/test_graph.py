@@ -110,3 +110,29 @@ def test_ablating_a_feature_that_never_fires_changes_nothing(setup):
         pytest.skip("every feature fires on these images")
     (effect,) = ablation_effects(model, sites, [(HOOKS[0], silent)], [[target]], batches(), "sum", 4)
     assert effect == [0.0]
+
+
+def test_a_cnn_graph_carries_the_expanded_conv_weights():
+    from tests.helpers import small_cnn
+
+    model = small_cnn()
+    sites = [
+        SpliceSite(random_sae(8, "body.1", "relu", seed=1)),
+        SpliceSite(random_sae(12, "body.2", seed=2)),
+    ]
+    columns = make_columns(model, sites, ["a", "b"])
+    batches = image_batches(shapes(4), model.preprocess, 4, 4)
+    cfg = trace_config(nodes=3, top_k=3, confirm=0, faithfulness=False)
+    record, tensors = build_graph(model, columns, Target("class", 0), batches, cfg)
+    nodes = {n["id"]: n for n in record["nodes"]}
+    between = [
+        e
+        for e in record["edges"]
+        if nodes[e["source"]]["kind"] == "feature" and nodes[e["target"]]["kind"] == "feature"
+    ]
+    assert between and all(e["weight"] is not None for e in between)
+    assert tensors["conv_weights.body.1.body.2"].shape[2:] == (3, 3)
+    into_logit = [
+        e for e in record["edges"] if e["target"] == "logit:0" and nodes[e["source"]]["kind"] == "feature"
+    ]
+    assert into_logit and all(e["weight"] is None for e in into_logit)  # no linear head on a residual
