@@ -62,6 +62,7 @@ def test_trace_writes_the_graph_its_page_and_picture(tmp_path, saes, capsys):
     some = next(iter(links["saes"]["blocks.1.hook_resid_post"]["features"].values()))
     assert some["upstream"] or some["downstream"]
     assert (out / "graph.png").stat().st_size > 1000
+    assert (out / "faithfulness.png").stat().st_size > 1000
     assert "feature.html#" in (out / "graph.html").read_text()
     assert "-> " in capsys.readouterr().out
 

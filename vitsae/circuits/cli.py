@@ -1,7 +1,7 @@
 """`vitsae trace`: the circuit of a class logit or an SAE feature over SAEs at several hooks.
 
-Writes `<out>/graph.json`, `graph.safetensors`, `features.json`, `graph.html` and `graph.png`
-(docs/circuits.md).
+Writes `<out>/graph.json`, `graph.safetensors`, `features.json`, `graph.html`, `graph.png` and
+`faithfulness.png` (docs/circuits.md).
 Nothing is written into the model's, the SAEs' or the statistics' folders.
 """
 
@@ -19,7 +19,7 @@ from vitsae.circuits.config import TraceConfig
 from vitsae.circuits.files import write_feature_links, write_graph
 from vitsae.circuits.graph import build_graph
 from vitsae.circuits.page import write_page
-from vitsae.circuits.picture import graph_figure
+from vitsae.circuits.picture import faithfulness_figure, graph_figure
 from vitsae.circuits.target import CircuitError, Target
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
 from vitsae.data.open import open_source
@@ -94,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
     links = _browser_links(cfg, sae_dirs, columns)
     write_page(cfg.out / "graph.html", record, links)
     graph_figure(record, cfg.out / "graph.png")
+    if "faithfulness" in record:
+        faithfulness_figure(record, cfg.out / "faithfulness.png")
     _print_summary(record)
-    print(f"-> {cfg.out / 'graph.json'}, graph.safetensors, features.json, graph.html, graph.png")
+    print(
+        f"-> {cfg.out / 'graph.json'}, graph.safetensors, features.json, graph.html, graph.png"
+        + (", faithfulness.png" if "faithfulness" in record else "")
+    )
     return 0
 
 

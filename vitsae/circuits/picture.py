@@ -75,3 +75,25 @@ def graph_figure(record: dict, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=130)
     plt.close(fig)
     return path
+
+
+def faithfulness_figure(record: dict, path: Path) -> Path:
+    """The recovery of the target against the circuit size n (log axis), errors kept and mean-ablated."""
+    faith = record["faithfulness"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sizes = [max(n, 0.5) for n in faith["sizes"]]  # n = 0 drawn at 0.5 on the log axis
+    for name, colour in (("errors_kept", "#2166ac"), ("errors_ablated", "#b2182b")):
+        recovery = [r if r is not None else float("nan") for r in faith[name]["recovery"]]
+        ax.plot(sizes, recovery, marker="o", markersize=3, color=colour, label=name.replace("_", " "))
+    for level in (0.8, 0.9):
+        ax.axhline(level, color="#888", linewidth=0.6, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("features kept (n; 0 at the left edge)")
+    ax.set_ylabel("recovery of the target")
+    ax.set_title(f"faithfulness, {record['target']['label'] or record['target']['id']}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=130)
+    plt.close(fig)
+    return path
