@@ -18,6 +18,7 @@ import torch
 from vitsae.circuits.ablate import ablation_effects
 from vitsae.circuits.attribute import NodeSums, edge_pass, node_pass
 from vitsae.circuits.columns import Column
+from vitsae.circuits.config import TraceConfig
 from vitsae.circuits.prune import faithfulness_curve
 from vitsae.circuits.target import Target
 from vitsae.circuits.weights import candidates, logit_weights, weights_between
@@ -44,12 +45,12 @@ def build_graph(
     columns: list[Column],
     target: Target,
     batches: Callable[[], Iterable[ImageBatch]],
-    cfg,
+    cfg: TraceConfig,
     mean_active: dict[str, torch.Tensor] | None = None,
     total: int | None = None,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The graph as a JSON-ready dict and the large arrays (see docs/circuits.md). `cfg` is a TraceConfig
-    (or anything with its fields); `mean_active` is E[a_i | a_i > 0] per source hook from statistics."""
+    """The graph as a JSON-ready dict and the large arrays (see docs/circuits.md). `cfg` gives the
+    graph's size and estimators (its inputs are not read); `mean_active` is E[a_i | a_i > 0] per source hook from statistics."""
     sites = [c.site for c in columns]
     sources = [c for c in columns if not (target.kind == "feature" and c.hook == target.hook)]
     hooks = [c.hook for c in sources]
