@@ -50,7 +50,8 @@ def build_graph(
     total: int | None = None,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """The graph as a JSON-ready dict and the large arrays (see docs/circuits.md). `cfg` gives the
-    graph's size and estimators (its inputs are not read); `mean_active` is E[a_i | a_i > 0] per source hook from statistics."""
+    graph's size and estimators (its inputs are not read); `mean_active` is E[a_i | a_i > 0] per source
+    hook from statistics."""
     sites = [c.site for c in columns]
     sources = [c for c in columns if not (target.kind == "feature" and c.hook == target.hook)]
     hooks = [c.hook for c in sources]
