@@ -136,3 +136,20 @@ def test_a_cnn_graph_carries_the_expanded_conv_weights():
         e for e in record["edges"] if e["target"] == "logit:0" and nodes[e["source"]]["kind"] == "feature"
     ]
     assert into_logit and all(e["weight"] is None for e in into_logit)  # no linear head on a residual
+
+
+def test_the_faithfulness_picture_of_a_target_nothing_moves(tmp_path):
+    from vitsae.circuits.picture import faithfulness_figure
+
+    flat = {"recovery": [None, None], "n_80": None, "n_90": None, "m": [1.0, 1.0]}
+    record = {
+        "target": {"label": "", "id": "logit:0"},
+        "faithfulness": {
+            "sizes": [0, 3],
+            "m_full": 1.0,
+            "m_empty": 1.0,
+            "errors_kept": flat,
+            "errors_ablated": flat,
+        },
+    }
+    assert faithfulness_figure(record, tmp_path / "f.png").stat().st_size > 1000

@@ -87,7 +87,10 @@ def faithfulness_figure(record: dict, path: Path) -> Path:
         ax.plot(sizes, recovery, marker="o", markersize=3, color=colour, label=name.replace("_", " "))
     for level in (0.8, 0.9):
         ax.axhline(level, color="#888", linewidth=0.6, linestyle="--")
-    ax.set_xscale("log")
+    if faith["m_full"] == faith["m_empty"]:  # no recovery to draw: the ablations do not move the target
+        ax.text(0.5, 0.5, "recovery undefined: m(M) = m(empty)", ha="center", transform=ax.transAxes)
+    else:
+        ax.set_xscale("log")
     ax.set_xlabel("features kept (n; 0 at the left edge)")
     ax.set_ylabel("recovery of the target")
     ax.set_title(f"faithfulness, {record['target']['label'] or record['target']['id']}", fontsize=10)
