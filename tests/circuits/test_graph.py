@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.circuits.conftest import trace_config
 from tests.helpers import random_sae, shapes, tiny_vit
@@ -153,3 +155,22 @@ def test_the_faithfulness_picture_of_a_target_nothing_moves(tmp_path):
         },
     }
     assert faithfulness_figure(record, tmp_path / "f.png").stat().st_size > 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 12),
+    st.integers(1, 15),
+    st.integers(0, 2**31 - 1),
+)
+def test_top_r_sums_the_r_largest_tokens(batch, n_tokens, top_r, seed):
+    acts_BT = torch.randn(batch, n_tokens, generator=torch.Generator().manual_seed(seed)).relu()
+    value_B, chosen_BR = aggregate_tokens(acts_BT, "top", top_r)
+    r = min(top_r, n_tokens)
+    assert chosen_BR.shape == (batch, r)
+    expected = acts_BT.sort(dim=1, descending=True).values[:, :r].sum(1)
+    assert torch.allclose(value_B, expected)
+    assert torch.equal(aggregate_tokens(acts_BT, "sum", top_r)[0], acts_BT.sum(1))
+    again, same = aggregate_tokens(acts_BT * 2, "top", top_r, chosen_BR)
+    assert same is chosen_BR and torch.allclose(again, 2 * value_B)
