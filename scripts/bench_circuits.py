@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 from pathlib import Path
 
 import torch
+from benchtools import timed
 
 from vitsae.circuits.columns import make_columns
 from vitsae.circuits.config import TraceConfig
@@ -101,15 +101,17 @@ def main() -> None:
         faithfulness=args.faithfulness,
         progress=False,
     )
-    start = time.perf_counter()
-    for batch in batches_list:
-        model(batch.pixels_BCHW).logsumexp(1).sum().backward()
-    plain = time.perf_counter() - start
+
+    def plain_pass() -> None:
+        for batch in batches_list:
+            model(batch.pixels_BCHW).logsumexp(1).sum().backward()
+
+    _, plain, plain_cpu = timed(plain_pass)
     model.zero_grad(set_to_none=True)
     rss_plain = peak_rss_gib()
-    start = time.perf_counter()
-    record, tensors = build_graph(model, columns, Target("class", 0), lambda: iter(batches_list), trace)
-    graph_s = time.perf_counter() - start
+    (record, tensors), graph_s, graph_cpu = timed(
+        lambda: build_graph(model, columns, Target("class", 0), lambda: iter(batches_list), trace)
+    )
     write_graph(args.out, record, tensors)
     graph_bytes = sum(p.stat().st_size for p in args.out.iterdir())
     n_features = sum(c.n_features for c in columns)
@@ -119,17 +121,22 @@ def main() -> None:
         f"SAEs at blocks {args.sae_blocks} (F={768 * args.expansion:,} each), "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"{'run':<44} {'wall s':>9} {'peak RSS GiB':>13} {'output MiB':>11}")
-    print(f"{'baseline: plain forward+backward':<44} {plain:>9.1f} {rss_plain:>13.2f} {'-':>11}")
+    print(f"{'run':<44} {'wall s':>9} {'CPU s':>9} {'peak RSS GiB':>13} {'output MiB':>11}")
     print(
-        f"{'graph (nodes, edges, ablations)':<44} {graph_s:>9.1f} {peak_rss_gib():>13.2f} "
+        f"{'baseline: plain forward+backward':<44} {plain:>9.1f} {plain_cpu:>9.1f} {rss_plain:>13.2f} "
+        f"{'-':>11}"
+    )
+    print(
+        f"{'graph (nodes, edges, ablations)':<44} {graph_s:>9.1f} {graph_cpu:>9.1f} {peak_rss_gib():>13.2f} "
         f"{graph_bytes / 2**20:>11.2f}"
     )
     print(
-        f"{'baseline: dense nodes x nodes float32 edges':<44} {'-':>9} {'-':>13} {dense_bytes / 2**20:>11.0f}"
+        f"{'baseline: dense nodes x nodes float32 edges':<44} {'-':>9} {'-':>9} {'-':>13} "
+        f"{dense_bytes / 2**20:>11.0f}"
     )
     print(
-        f"graph / plain time: {graph_s / plain:.1f}x; {len(record['nodes'])} nodes, "
+        f"graph / plain: {graph_s / plain:.1f}x wall, {graph_cpu / plain_cpu:.1f}x CPU; "
+        f"{len(record['nodes'])} nodes, "
         f"{len(record['edges'])} edges"
     )
 
