@@ -93,6 +93,7 @@ def encode(
     dense backend computes in the weights' dtype under PyTorch's own matmul settings."""
     reference.check_activation(activation, k, threshold_F)
     _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weights_F)
+    mm_precision = resolve_precision(precision, x_BD.device)
     F = W_enc_DF.shape[1]
     if resolve_backend(backend, activation, k, F) == "dense":
         pre_BF = reference.pre_activations(x_BD, W_enc_DF, b_enc_F, b_dec_D)
@@ -107,7 +108,6 @@ def encode(
             "use backend='dense' to train the threshold, or pass threshold_F.detach()"
         )
     ops = sparse_ops(x_BD.device)
-    mm_precision = resolve_precision(precision, x_BD.device)
     values_BK, indices_BK, counts_B, l1_B, fire_F = SparseEncode.apply(
         ops, activation, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D, l1_weights_F, mm_precision
     )
