@@ -308,9 +308,9 @@ def main() -> int:
                 f"{res['peak_bytes'] / 2**20:.0f} | {floor * 1e3:.1f} | {seconds / floor:.1f} | "
                 f"{speedup:.2f}x {dec_cols}|"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rate": rate, "dtype": dtype, "device": args.device, "rows": rows}, f, indent=1)
+        if args.json:  # after every configuration, so a run stopped at a time limit keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump({"rate": rate, "dtype": dtype, "device": args.device, "rows": rows}, f, indent=1)
     if args.no_sweep or args.device == "cuda":
         return 0
     B, D, F, ks = SWEEP

@@ -98,17 +98,24 @@ def test_skewed_feature_counts_take_the_heavy_path(blocks):
     assert_step_close(triton_step(t, "topk", 6), want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("activation,k", [("topk", 16), ("batchtopk", 4)])
-def test_rows_whose_block_hides_a_selected_entry_are_recomputed(activation, k):
-    """kc < k candidates per block, and every row's top-k sits in the first block: the exactness check
-    must catch every row and recompute it densely."""
-    F = 1000
-    kc = triton_ops.candidates_per_block(k if activation == "topk" else 4 * k, F, SMALL_BLOCKS["encode_f"])
-    assert kc < (k if activation == "topk" else 4 * k)
+def count_recomputed_rows(monkeypatch) -> list[int]:
+    """Patch the dense row fallback to record how many rows each call recomputes."""
+    rows, real = [], triton_ops._exact_candidates
+    monkeypatch.setattr(triton_ops, "_exact_candidates", lambda x, *a: rows.append(x.shape[0]) or real(x, *a))
+    return rows
+
+
+def test_rows_whose_block_hides_a_selected_entry_are_recomputed(monkeypatch):
+    """TopK with kc < k candidates per block, and every row's top-k in the first block: the exactness
+    check must catch every row and recompute it densely (BatchTopK: the dominating-row test below)."""
+    F, k = 1000, 16
+    assert triton_ops.candidates_per_block(k, F, SMALL_BLOCKS["encode_f"]) < k
     t = make_sae_tensors(12, 32, F, dtype=torch.float32, seed=3, device=TRITON_DEVICE)
-    t["b_enc"][: 4 * k] += 6.0
-    want = dense_reference_step(t, activation, k)
-    assert_step_close(triton_step(t, activation, k), want, rtol=1e-4, atol=1e-4)
+    t["b_enc"][:k] += 6.0
+    want = dense_reference_step(t, "topk", k)
+    recomputed = count_recomputed_rows(monkeypatch)
+    assert_step_close(triton_step(t, "topk", k), want, rtol=1e-4, atol=1e-4)
+    assert recomputed == [12]  # every row, once
 
 
 @settings(max_examples=200, deadline=None)
@@ -242,3 +249,19 @@ def test_sparse_primitives_match_sparse_torch_on_shared_codes():
     torch.testing.assert_close(got_sums, want_sums)
     again_out, again_sums = triton_ops.scatter_outer(indices, values, counts, t["d_xhat"], 110)
     assert torch.equal(again_out, got_out) and torch.equal(again_sums, got_sums)
+
+
+def test_batchtopk_row_that_dominates_the_batch_is_exact(monkeypatch):
+    """One row's pre-activations dwarf the rest, so the batch's k*B picks take all of that row: its
+    blocks' last candidates reach the cut-off, and its recomputed candidates (C = 3 x 52 > F = 150,
+    padded with -inf) must still give the exact selection."""
+    t = make_sae_tensors(12, 32, 150, dtype=torch.float32, seed=6, device=TRITON_DEVICE)
+    assert triton_ops.candidates_per_block(4 * 13, 150, SMALL_BLOCKS["encode_f"]) == 52
+    u_D = torch.nn.functional.normalize(torch.randn(32, generator=torch.Generator().manual_seed(0)), dim=0)
+    t["W_enc"] += 0.5 * u_D.to(TRITON_DEVICE)[:, None]
+    t["x"][3] = 100.0 * u_D.to(TRITON_DEVICE)  # row 3: every pre-activation about +50
+    want = dense_reference_step(t, "batchtopk", 13)
+    assert int(want["fire"].sum()) == 12 * 13 and bool((want["x_hat"][3] != 0).any())
+    recomputed = count_recomputed_rows(monkeypatch)
+    assert_step_close(triton_step(t, "batchtopk", 13), want, rtol=1e-4, atol=1e-4)
+    assert recomputed == [1]

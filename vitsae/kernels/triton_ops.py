@@ -207,9 +207,9 @@ def _encode_topk(x_BD, W_enc_DF, bias_F, activation, k, l1w_F, precision):
         bad_B = (last_BN >= cut_B[:, None]).any(dim=1)
         if bool(bad_B.any()):
             rows_R = torch.nonzero(bad_B)[:, 0]
-            pre_RF = dense_pre(x_BD[rows_R], W_enc_DF, bias_F, precision)
-            val[rows_R], idx_R = selection.topk_rows(pre_RF, val.shape[1])
-            idx[rows_R] = idx_R.to(torch.int32)
+            val[rows_R], idx[rows_R] = _exact_candidates(
+                x_BD[rows_R], W_enc_DF, bias_F, precision, val.shape[1]
+            )
             if activation == "topk":
                 top, top_idx = selection.merge_topk_candidates(val, idx, per_row)
             elif _batch_cut_misses_rows(val, k, rows_R):
@@ -228,6 +228,16 @@ def _encode_topk(x_BD, W_enc_DF, bias_F, activation, k, l1w_F, precision):
     values_BK = values_BK.to(W_enc_DF.dtype)
     l1_B, fire_F = sparse_torch.code_statistics(indices_BK, values_BK, counts_B, l1w_F, F)
     return indices_BK, values_BK, counts_B, l1_B, fire_F
+
+
+def _exact_candidates(x_RD, W_enc_DF, bias_F, precision, width: int) -> tuple[Tensor, Tensor]:
+    """Each row's exact top-`width` (value desc, index asc) from its F pre-activations; past F, -inf."""
+    pre_RF = dense_pre(x_RD, W_enc_DF, bias_F, precision)
+    top, top_idx = selection.topk_rows(pre_RF, min(width, pre_RF.shape[1]))
+    val_RC = pre_RF.new_full((pre_RF.shape[0], width), float("-inf"))
+    idx_RC = torch.zeros(val_RC.shape, dtype=torch.int32, device=val_RC.device)
+    val_RC[:, : top.shape[1]], idx_RC[:, : top.shape[1]] = top, top_idx.to(torch.int32)
+    return val_RC, idx_RC
 
 
 def _batch_cut_misses_rows(val_BC: Tensor, k: int, rows_R: Tensor) -> bool:
