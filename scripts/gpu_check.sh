@@ -14,6 +14,7 @@
 #   bench      scripts/bench_kernels.py --device cuda (D=768 F=24576 K=32/64/128 B=4096, bf16 x; dense
 #              baseline; byte and flop floors); --dry: the Triton path interpreted at a tiny shape
 #   train      scripts/gpu_check_train.py: `vitsae train` dense vs sparse, tokens/s, FVU/L0 must agree
+#   probe      scripts/gpu_probe_kernels.py: each stage of the sparse step timed, what Triton compiled
 # Environment: OUT (default out/gpu_check), PYTHON (default python3), CHECK_BUDGET_S (default 470).
 set -u
 
@@ -154,7 +155,7 @@ EOF
 if (( DRY )); then
     run_step train 120 "$PY" scripts/gpu_check_train.py --out "$OUT/train" --device cpu --dry
 else
-    per_run=$(( ($(left) - 25) / 2 )); (( per_run > 55 )) && per_run=55  # two runs within what is left
+    per_run=$(( ($(left) - 40) / 2 )); (( per_run > 55 )) && per_run=55  # two runs, and time for the probe
     run_step train 130 "$PY" scripts/gpu_check_train.py --out "$OUT/train" --device cuda --budget-s "$per_run"
 fi
 rc=$?
@@ -166,6 +167,22 @@ print(f"tokens/s dense {d.get('tokens_per_s', 0):,.0f} sparse {s.get('tokens_per
       f"FVU {d.get('fvu', float('nan')):.4f}/{s.get('fvu', float('nan')):.4f} "
       f"L0 {d.get('l0', float('nan')):.1f}/{s.get('l0', float('nan')):.1f} "
       f"at step {r.get('compared_at_step')}: {'agree' if r['agree'] else 'DISAGREE'}")
+EOF
+)"
+
+# --- stage probe (last: it only adds detail) ----------------------------------------------------
+if (( DRY )); then
+    run_step probe 60 env TRITON_INTERPRET=1 "$PY" scripts/gpu_probe_kernels.py --dry --json "$OUT/probe.json"
+else
+    run_step probe 60 "$PY" scripts/gpu_probe_kernels.py --json "$OUT/probe.json"
+fi
+rc=$?
+note probe "$(status_word $rc)" "$("$PY" - "$OUT/probe.json" <<'EOF' 2>/dev/null || echo 'see probe.log'
+import json, sys
+s = json.load(open(sys.argv[1]))["stages"]
+enc = ", ".join(f"{k.split()[2]} {v:.3g}" for k, v in s.items() if k.startswith("encode kernel"))
+print(f"encoder kernel ms: {enc}; skewed/uniform scatter {s['skewed / uniform scatter_outer']:.2f}; "
+      f"index sets = dense top-k {s['encode index sets equal to dense top-k']:.4f}")
 EOF
 )"
 

@@ -29,9 +29,10 @@ def test_dry_check_runs_every_cpu_step(tmp_path):
         "memcheck": "SKIP",
         "bench": "PASS",
         "train": "PASS",
+        "probe": "PASS",
     }
     assert "agree" in summary and "syncs" in summary
-    for name in ("kernels.xml", "bench.json", "train/train_check.json", "wheels.log"):
+    for name in ("kernels.xml", "bench.json", "train/train_check.json", "probe.json", "wheels.log"):
         assert (tmp_path / name).exists(), name
 
 
