@@ -6,7 +6,8 @@
 #   OUT=/tmp/dry bash scripts/gpu_check.sh --dry       # every step it can, on CPU, tiny shapes
 #
 # Steps (each writes under $OUT, each has its own time limit, a failing step does not stop the others):
-#   wheels     missing pure-Python dependencies from the wheels in .whl/ (WHEELS below; all must be there)
+#   wheels     missing dependencies unpacked from the wheels in .whl/ into .whl/site-<python version>
+#              (WHEELS below; all must be there)
 #   smi        nvidia-smi
 #   kernels    tests/kernels compiled (fp32, fp16, bf16 against the float64 reference; production tiles;
 #              the large-offset case); --dry: the production-tile, fallback and sync tests interpreted
@@ -28,7 +29,8 @@ PY=${PYTHON:-python3}
 BUDGET_S=${CHECK_BUDGET_S:-470}
 START_S=$SECONDS
 mkdir -p "$OUT"
-SITE="$ROOT/.whl/site"
+# Unpacked wheels go to a folder per Python version, so one Python's binary wheels never shadow another's.
+SITE="$ROOT/.whl/site-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2> /dev/null)"
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 cd "$ROOT" || exit 2
@@ -86,7 +88,7 @@ done
     echo "python: $("$PY" -c 'import sys; print(sys.version.split()[0])' 2>&1)"
     "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())" 2>&1
     echo "wheels missing from .whl/: ${missing_files[*]:-none}"
-    echo "installed from wheels into .whl/site: ${installed[*]:-none}"
+    echo "installed from wheels into ${SITE#"$ROOT/"}: ${installed[*]:-none}"
 } > "$OUT/wheels.log"
 if [[ ${#missing_files[@]} -eq 0 ]]; then
     note wheels PASS "all ${#WHEELS[@]} wheels present; installed: ${#installed[@]}"
