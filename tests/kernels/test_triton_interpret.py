@@ -152,13 +152,16 @@ def test_relu_overflow_reruns_with_room_for_every_active_feature(monkeypatch):
 
 
 def test_dense_relu_codes_take_the_dense_path(monkeypatch):
-    """At initialisation about half the features fire: after the first call the encoder and the
-    backward products run as dense matmuls (no B x max_k slot buffers, no reruns)."""
+    """At initialisation about half the features fire: from the first launch that sees it, the encoder
+    and the backward products run as dense matmuls (no B x max_k slot buffers, no reruns)."""
     t = make_sae_tensors(20, 32, 70, dtype=torch.float32, seed=8, device=TRITON_DEVICE)
     want = dense_reference_step(t, "relu", None)
+    launches = []
+    real_launch = triton_ops._launch_encode
+    monkeypatch.setattr(triton_ops, "_launch_encode", lambda *a: launches.append(a[-2]) or real_launch(*a))
     assert_step_close(triton_step(t, "relu", None), want, rtol=1e-4, atol=1e-4)
-    monkeypatch.setattr(triton_ops, "_launch_encode", None)  # a second sparse launch would fail
     assert_step_close(triton_step(t, "relu", None), want, rtol=1e-4, atol=1e-4)
+    assert launches == [triton_ops.INITIAL_MAX_K]  # the first launch saw dense codes; no rerun, no second
 
 
 @pytest.mark.parametrize("precision", ["float16", "tf32"])

@@ -11,7 +11,8 @@ output does not depend on the order in which blocks claimed their slots.
 - ReLU/JumpReLU: the kernel writes at most `max_k` slots per row but counts every active feature; when a
   row has more, the encoder runs again with room for the widest row. The width is remembered between
   calls (one rerun when the codes widen, none in the steady state) and capped at F; codes wider than
-  `DENSE_DENSITY_THRESHOLD` x F take the dense matmul path instead, as in `sparse_torch`.
+  `DENSE_DENSITY_THRESHOLD` x F (ReLU at initialisation) take the dense matmul path instead, as in
+  `sparse_torch`, from the first launch that sees them.
 - Backward products of codes that wide use dense matmuls; `scatter_outer` sends features with more than
   BLOCKS["seg_heavy"] entries to one dense matmul, so no kernel program walks a long segment serially.
 
@@ -150,10 +151,12 @@ def encode_select(
             x_k, W_k, dot, bias_F, thr_F, l1w_F, _MODES[activation], max_k, 1
         )
         widest = int(count.max()) if count.numel() else 0
+        _relu_width[F] = widest
         if widest <= max_k:
             break
+        if widest > sparse_torch.DENSE_DENSITY_THRESHOLD * F:  # e.g. at initialisation: no B x F slots
+            return _encode_dense(x_BD, W_enc_DF, bias_F, activation, k, threshold_F, l1w_F, precision)
         max_k = min(triton.next_power_of_2(widest), F)
-    _relu_width[F] = widest
     width = max(widest, 1)
     used = used_slots(count, max_k)
     key = torch.where(used, val, float("-inf"))
