@@ -12,8 +12,7 @@ from vitsae.kernels.host_syncs import HostSyncCounter
 triton_ops = pytest.importorskip("vitsae.kernels.triton_ops")
 
 
-def one_step(t, activation, k):
-    leaves = {n: t[n].clone().requires_grad_() for n in ("W_enc", "b_enc", "b_dec", "W_dec")}
+def one_step(t, leaves, activation, k):
     values, indices, counts, _, _ = SparseEncode.apply(
         triton_ops,
         activation,
@@ -42,9 +41,10 @@ def test_sparse_step_syncs(monkeypatch, activation, k, bias, most):
     monkeypatch.setattr(triton_ops, "_relu_width", {})
     t = make_sae_tensors(64, 32, 1024, dtype=torch.float32, device=TRITON_DEVICE)
     t["b_enc"] += bias
-    one_step(t, activation, k)  # warm-up (the ReLU width is learned here)
+    leaves = {n: t[n].clone().requires_grad_() for n in ("W_enc", "b_enc", "b_dec", "W_dec")}
+    one_step(t, leaves, activation, k)  # warm-up (the ReLU width of these weights is learned here)
     with HostSyncCounter() as counter:
-        one_step(t, activation, k)
+        one_step(t, leaves, activation, k)
     assert counter.n_syncs <= most, counter.syncs
 
 

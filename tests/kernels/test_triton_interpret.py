@@ -160,8 +160,11 @@ def test_dense_relu_codes_take_the_dense_path(monkeypatch):
     real_launch = triton_ops._launch_encode
     monkeypatch.setattr(triton_ops, "_launch_encode", lambda *a: launches.append(a[-2]) or real_launch(*a))
     assert_step_close(triton_step(t, "relu", None), want, rtol=1e-4, atol=1e-4)
-    assert_step_close(triton_step(t, "relu", None), want, rtol=1e-4, atol=1e-4)
-    assert launches == [triton_ops.INITIAL_MAX_K]  # the first launch saw dense codes; no rerun, no second
+    assert launches == [triton_ops.INITIAL_MAX_K]  # the first launch saw dense codes: no rerun
+    args = (t["x"], t["W_enc"], t["b_enc"], t["b_dec"], "relu", None, None, None)
+    first, again = triton_ops.encode_select(*args), triton_ops.encode_select(*args)
+    assert launches == [triton_ops.INITIAL_MAX_K] * 2  # the same weights again: straight to dense
+    assert all(torch.equal(a, b) for a, b in zip(first[:3], again[:3], strict=True))
 
 
 @pytest.mark.parametrize("precision", ["float16", "tf32"])

@@ -47,9 +47,11 @@ BLOCKS = {
     "seg_f": 16,
     "seg_heavy": 128,  # features with more entries go to a dense matmul in scatter_outer
 }
-# First guess of the ReLU/JumpReLU slot width; then the last call's widest row (per F) is remembered.
+# First guess of the ReLU/JumpReLU slot width; then the last call's widest row is remembered per encoder
+# weight (its storage address and F: an SAE's W_enc keeps its storage across optimiser steps, and the
+# SAEs of a sweep each have their own). A stale entry only costs a rerun or a dense call, never a result.
 INITIAL_MAX_K = 64
-_relu_width: dict[int, int] = {}
+_relu_width: dict[tuple[int, int], int] = {}
 _MODES = {"relu": 0, "jumprelu": 1, "topk": 2}
 # Encoder matmul precisions: the kernel's DOT argument and the dtype the operands are cast to.
 _DOTS = {
@@ -72,8 +74,8 @@ def _operands(x_BD: Tensor, W_enc_DF: Tensor, precision: str) -> tuple[Tensor, T
 
 
 def dense_pre(x_BD: Tensor, W_enc_DF: Tensor, bias_F: Tensor, precision: str) -> Tensor:
-    """Float32 pre-activations x W_enc + bias with the operands rounded as the kernel rounds them
-    (the dense fallback, and the tests' reference of the half-precision kernel)."""
+    """Float32 pre-activations x W_enc + bias with the operands rounded as the kernel rounds half
+    precisions (the dense fallbacks; TF32 runs as float32 here, a little more exact than the kernel)."""
     x_h, W_h, _ = _operands(x_BD, W_enc_DF, precision)
     return torch.addmm(bias_F, x_h.float(), W_h.float())
 
@@ -141,17 +143,18 @@ def encode_select(
     l1w_F = None if l1_weights_F is None else l1_weights_F.float().contiguous()
     if activation in ("topk", "batchtopk"):
         return _encode_topk(x_BD, W_enc_DF, bias_F, activation, k, l1w_F, precision)
-    if _relu_width.get(F, 0) > sparse_torch.DENSE_DENSITY_THRESHOLD * F:  # last codes were dense
+    key = (W_enc_DF.data_ptr(), F)
+    if _relu_width.get(key, 0) > sparse_torch.DENSE_DENSITY_THRESHOLD * F:  # last codes were dense
         return _encode_dense(x_BD, W_enc_DF, bias_F, activation, k, threshold_F, l1w_F, precision)
     x_k, W_k, dot = _operands(x_BD, W_enc_DF, precision)
     thr_F = None if threshold_F is None else threshold_F.float().contiguous()
-    max_k = min(max(INITIAL_MAX_K, triton.next_power_of_2(_relu_width.get(F, 1))), F)
+    max_k = min(max(INITIAL_MAX_K, triton.next_power_of_2(_relu_width.get(key, 1))), F)
     while True:
         idx, val, count, l1_part, fire = _launch_encode(
             x_k, W_k, dot, bias_F, thr_F, l1w_F, _MODES[activation], max_k, 1
         )
         widest = int(count.max()) if count.numel() else 0
-        _relu_width[F] = widest
+        _relu_width[key] = widest
         if widest <= max_k:
             break
         if widest > sparse_torch.DENSE_DENSITY_THRESHOLD * F:  # e.g. at initialisation: no B x F slots
@@ -176,7 +179,8 @@ def _encode_dense(x_BD, W_enc_DF, bias_F, activation, k, threshold_F, l1w_F, pre
     else:
         active_BF = selection.batch_topk_mask(pre_BF, k)
     indices_BK, values_BK, counts_B = selection.pack_active(pre_BF, active_BF)
-    _relu_width[W_enc_DF.shape[1]] = indices_BK.shape[1]
+    if activation in ("relu", "jumprelu"):  # so the next call can go back to the sparse encoder
+        _relu_width[(W_enc_DF.data_ptr(), W_enc_DF.shape[1])] = indices_BK.shape[1]
     values_BK = values_BK.to(W_enc_DF.dtype)
     l1_B, fire_F = sparse_torch.code_statistics(indices_BK, values_BK, counts_B, l1w_F, W_enc_DF.shape[1])
     return indices_BK, values_BK, counts_B, l1_B, fire_F
