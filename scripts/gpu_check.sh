@@ -10,7 +10,7 @@
 #              (WHEELS below; all must be there)
 #   smi        nvidia-smi
 #   kernels    tests/kernels compiled (fp32, fp16, bf16 against the float64 reference; production tiles;
-#              the large-offset case); --dry: the production-tile, fallback and sync tests interpreted
+#              the large-offset case); --dry: the production-tile and fallback tests interpreted
 #   memcheck   compute-sanitizer --tool memcheck over a small kernel test (skipped by --dry)
 #   bench      scripts/bench_kernels.py --device cuda (D=768 F=24576 K=32/64/128 B=4096, bf16 x; dense
 #              baseline; byte and flop floors); --dry: the Triton path interpreted at a tiny shape
@@ -108,7 +108,7 @@ fi
 if (( DRY )); then
     run_step kernels 120 env TRITON_INTERPRET=1 "$PY" -m pytest -p no:cacheprovider -W ignore -rs \
         --junitxml="$OUT/kernels.xml" tests/kernels/test_triton_interpret.py tests/kernels/test_host_syncs.py \
-        -k "production or recomputed or syncs"
+        -k "production or dominates"
 else
     run_step kernels 100 "$PY" -m pytest -p no:cacheprovider -W ignore -rs \
         --junitxml="$OUT/kernels.xml" tests/kernels

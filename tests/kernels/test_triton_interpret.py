@@ -231,8 +231,12 @@ def test_half_inputs_accumulate_in_fp32(activation, k, half):
     pre = x_half.double() @ W_enc_half.double() + bias
     eye, zeros = torch.eye(120, dtype=pre.dtype, device=pre.device), pre.new_zeros(120)
     want = sparse_torch.encode_select(pre, eye, zeros, zeros, activation, k, None, None)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
-    torch.testing.assert_close(got[1].double(), want[1], rtol=1e-5, atol=1e-5)
+    # The same features and values; their order may differ at near-ties after GPU (fp32) summation.
+    n = got[0].shape[1]
+    assert torch.equal(got[2], want[2]) and n == want[0].shape[1]
+    dense = [SparseCodes(*codes[:3]).to_dense(120).double() for codes in (got, want)]
+    assert torch.equal(dense[0] != 0, dense[1] != 0)
+    torch.testing.assert_close(dense[0], dense[1], rtol=1e-5, atol=1e-5)
 
 
 def test_sparse_primitives_match_sparse_torch_on_shared_codes():
