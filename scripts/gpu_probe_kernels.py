@@ -121,18 +121,21 @@ def compiled_info() -> dict[str, list[dict]]:
             info[name] = [{"note": "not compiled (interpreted, or an unknown Triton cache layout)"}]
             continue
         rows = []
-        for entry in caches.values():
-            for compiled in (entry[0] if isinstance(entry, tuple) else entry).values():
-                ptx = compiled.asm.get("ptx", "")
-                rows.append(
-                    {
-                        "regs": getattr(compiled, "n_regs", None),
-                        "spills": getattr(compiled, "n_spills", None),
-                        "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
-                        "mma.sync": len(re.findall(r"\bmma\.sync", ptx)),
-                        "fma": len(re.findall(r"\bfma\.rn\.f32", ptx)),
-                    }
-                )
+        try:
+            for entry in caches.values():
+                for compiled in (entry[0] if isinstance(entry, tuple) else entry).values():
+                    ptx = compiled.asm.get("ptx", "")
+                    rows.append(
+                        {
+                            "regs": getattr(compiled, "n_regs", None),
+                            "spills": getattr(compiled, "n_spills", None),
+                            "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
+                            "mma.sync": len(re.findall(r"\bmma\.sync", ptx)),
+                            "fma": len(re.findall(r"\bfma\.rn\.f32", ptx)),
+                        }
+                    )
+        except (AttributeError, TypeError, KeyError) as error:  # another Triton's cache layout
+            rows.append({"note": f"cache not readable: {error!r}"})
         info[name] = rows
     return info
 

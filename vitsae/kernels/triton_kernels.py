@@ -204,7 +204,7 @@ def segment_outer_kernel(
     f_ok = fs < F
     d_ok = ds < D
     start = tl.load(start_ptr + fs, mask=f_ok, other=0)
-    length = tl.load(end_ptr + fs, mask=f_ok, other=0) - start
+    length = (tl.load(end_ptr + fs, mask=f_ok, other=0) - start).to(tl.int32)  # short: heavy ones are 0
     acc = tl.zeros((BLOCK_FS, BLOCK_D), dtype=tl.float32)
     total = tl.zeros((BLOCK_FS,), dtype=tl.float32)
     for e in range(0, tl.max(length, axis=0)):
