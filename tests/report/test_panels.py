@@ -110,7 +110,7 @@ def test_bad_featureviz_and_dissection_files_are_named(tmp_path, viz_dir, capsys
         read_featureviz(bad, N_FEATURES)
     record["targets"][0]["images"] = ["missing.png"]
     (bad / "featureviz.json").write_text(json.dumps(record))
-    with pytest.raises(FileNotFoundError, match="missing.png is missing: rerun `vitsae featureviz`"):
+    with pytest.raises(FileNotFoundError, match="missing.png is missing: rerun `vitsae visualize`"):
         read_featureviz(bad, N_FEATURES)
     (bad / "images" / "missing.png").write_text("<script>not an image</script>")
     with pytest.raises(ValueError, match="is not an image"):

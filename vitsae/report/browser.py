@@ -82,7 +82,7 @@ class BrowserConfig:
     featureviz: Path | None = field(
         default=None,
         metadata={
-            "help": "a `vitsae featureviz` folder of SAE features to show on their pages",
+            "help": "a `vitsae visualize` folder of SAE features to show on their pages",
             "run_only": True,
         },
     )

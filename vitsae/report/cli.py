@@ -5,7 +5,7 @@ statistics recorded; the logit effects from the `logit_effects.safetensors` that
 them (absent, with a note, when the model had no linear classification head), the nearest features from
 `neighbours.safetensors`, the image explorer from `images.safetensors` (`vitsae stats --images N`), concept
 labels from `dissection.json` (`vitsae dissect` into the same folder) and, with `--featureviz DIR`, the
-visualisations of `vitsae featureviz`. The
+visualisations of `vitsae visualize`. The
 browser only renders these files: it loads no model and no SAE.
 """
 

@@ -53,13 +53,13 @@ def read_dissection(stats_dir: str | Path, n_features: int) -> dict[int, dict[st
 
 
 def read_featureviz(folder: str | Path, n_features: int) -> dict[int, dict[str, Any]]:
-    """The visualisations of SAE features (targets `feature` or `decoder`) in a `vitsae featureviz` folder:
+    """The visualisations of SAE features (targets `feature` or `decoder`) in a `vitsae visualize` folder:
     {feature: {kind, files: [Path], objective, ratio}}."""
     folder = Path(folder)
     path = folder / FEATUREVIZ_JSON
     if not path.is_file():
-        raise MissingFile(f"no {FEATUREVIZ_JSON} in {folder}: not a `vitsae featureviz` output folder")
-    info = _check_format(path, read_json(path), "vitsae.featureviz", 1, "rerun `vitsae featureviz`")
+        raise MissingFile(f"no {FEATUREVIZ_JSON} in {folder}: not a `vitsae visualize` output folder")
+    info = _check_format(path, read_json(path), "vitsae.featureviz", 1, "rerun `vitsae visualize`")
     kind = info.get("config", {}).get("target")
     if kind not in ("feature", "decoder"):
         raise InvalidValue(f"{path} visualises {kind!r} targets; the browser shows SAE features and decoders")
@@ -87,11 +87,11 @@ def _png(folder: Path, name: Any) -> Path:
         )
     path = folder / "images" / name
     if not path.is_file():
-        raise MissingFile(f"{path} is missing: rerun `vitsae featureviz`")
+        raise MissingFile(f"{path} is missing: rerun `vitsae visualize`")
     try:
         with Image.open(path) as image:
             if image.format != "PNG":
                 raise InvalidValue(f"{path} is {image.format}, not a PNG image")
     except (UnidentifiedImageError, OSError) as err:
-        raise InvalidValue(f"{path} is not an image ({err}): rerun `vitsae featureviz`") from err
+        raise InvalidValue(f"{path} is not an image ({err}): rerun `vitsae visualize`") from err
     return path

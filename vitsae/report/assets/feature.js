@@ -145,7 +145,7 @@
     topImages(d);
     if (d.viz) {
       var vs = section("Feature visualisation (" + (d.viz.kind === "decoder" ? "its decoder direction" : "its activation") +
-        " maximised by `vitsae featureviz`)");
+        " maximised by `vitsae visualize`)");
       var vgrid = el("div", { "class": "grid", id: "featureviz" });
       d.viz.images.forEach(function (src, i) {
         var fig = el("figure");
