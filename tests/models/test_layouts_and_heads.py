@@ -109,3 +109,19 @@ def test_a_headless_clip_vision_model_has_no_logits_hook() -> None:
     assert "hook_logits" not in headless.hook_names() and headless.hook_names()[-1] == "hook_pooled"
     projected = hooked_vit_from_hf(HF_VITS["clip_proj"]().eval(), Preprocess(size=(32, 32)))
     assert projected.hook_names()[-1] == "hook_logits"
+
+
+def test_the_head_is_read_only_through_the_hooks_it_is_linear_in() -> None:
+    """ResNet's last stage feeds the pooler unchanged; an earlier map, or one a functional mean follows
+    (SmallCNN), gets no logit effects through W_U."""
+    from tests.helpers import small_cnn
+
+    wrapped = HookedModule(resnet(), Preprocess(size=(32, 32)))
+    assert "resnet.encoder.stages.2" in wrapped.head_input_hooks
+    unembedding(wrapped, "resnet.encoder.stages.2")
+    with pytest.raises(ValueError, match="the head is not linear in hook 'resnet.encoder.stages.1'"):
+        unembedding(wrapped, "resnet.encoder.stages.1")
+    cnn = small_cnn()
+    assert cnn.W_U is not None and cnn.head_input_hooks == frozenset()
+    with pytest.raises(ValueError, match="the head is not linear in hook 'body.3'"):
+        unembedding(cnn, "body.3")

@@ -44,7 +44,7 @@ def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple
     if model == "none":
         return None, "--model none"
     if model is not None:
-        return model_logit_effects(model, W_dec_FD, explicit=True)
+        return model_logit_effects(model, W_dec_FD, explicit=True, hook_name=store.hook)
     spec = (store.manifest.get("model") or {}).get("spec")
     if spec in (None, "", "none"):
         return None, "no model spec"
@@ -52,7 +52,7 @@ def _logit_effects(model: str | None, store: ActivationStore, W_dec_FD) -> tuple
         spec = recorded_spec(spec, str(store.path / MANIFEST_NAME))
     except UntrustedModelSpec as err:
         return None, str(err)
-    return model_logit_effects(spec, W_dec_FD, explicit=False)
+    return model_logit_effects(spec, W_dec_FD, explicit=False, hook_name=store.hook)
 
 
 def _explorer_files(config: StatsConfig, stats, store: ActivationStore, sae) -> None:

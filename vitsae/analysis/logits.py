@@ -79,16 +79,23 @@ class LogitEffects:
         return cls(**{name: t.long() if "class" in name else t for name, t in tensors.items()})
 
 
-def unembedding(model: torch.nn.Module) -> torch.Tensor:
+def unembedding(model: torch.nn.Module, hook_name: str | None = None) -> torch.Tensor:
     """The norm-less head [D, C] of a hooked model: `W_U`, scaled by the final norm's weight if any.
 
     Raises a ValueError when the model has no linear head on the residual width (no classifier, a
-    tanh pooler in between, or a pooled width other than d_model).
+    tanh pooler in between, or a pooled width other than d_model), or, for a wrapped CNN, when the head is
+    not linear in `hook_name`'s output (`HookedModule.head_input_hooks`).
     """
     W_U = getattr(model, "W_U", None)
     if not isinstance(W_U, torch.Tensor):
         raise InvalidValue(
             f"{type(model).__name__} has no classification head W_U to project features through"
+        )
+    linear_in = getattr(model, "head_input_hooks", None)  # a wrapped CNN: the head is linear there only
+    if hook_name is not None and linear_in is not None and hook_name not in linear_in:
+        raise InvalidValue(
+            f"the head is not linear in hook {hook_name!r} (layers or ops lie between); it reads "
+            f"{', '.join(sorted(linear_in)) or 'no hook directly'}"
         )
     if getattr(model, "pooler_W", None) is not None:
         raise InvalidValue(
@@ -128,9 +135,15 @@ def logit_effects(
 
 
 def model_logit_effects(
-    spec: str, W_dec_FD: torch.Tensor, k: int = LOGIT_CLASSES, *, explicit: bool = True
+    spec: str,
+    W_dec_FD: torch.Tensor,
+    k: int = LOGIT_CLASSES,
+    *,
+    explicit: bool = True,
+    hook_name: str | None = None,
 ) -> tuple[LogitEffects | None, str]:
-    """The logit effects of decoder rows through the head of the model `spec`, or None with the reason.
+    """The logit effects of decoder rows (of an SAE at `hook_name`) through the head of the model `spec`,
+    or None with the reason.
 
     A model without a linear head gives the reason. So does one that cannot be loaded, unless `explicit`
     (the user named it, rather than it being read from a store's manifest): then the error is raised.
@@ -144,7 +157,7 @@ def model_logit_effects(
             raise
         return None, f"the recorded model {spec!r} could not be loaded ({err})"
     try:
-        head = unembedding(model)
+        head = unembedding(model, hook_name)
     except ValueError as err:
         return None, str(err)
     return logit_effects(W_dec_FD, head, k=k), ""

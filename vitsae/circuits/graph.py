@@ -189,7 +189,7 @@ def _edges(
     into_target[node_id(last.hook, None)] = sums.error_attribution[last.hook] / n
     if target.kind == "class":
         try:
-            weight_F = logit_weights(model, last.site.sae, target.index)[:, 0]
+            weight_F = logit_weights(model, last.site.sae, target.index, last.hook)[:, 0]
         except InvalidValue:  # no linear head on the residual
             weight_F = None
     else:

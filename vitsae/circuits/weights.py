@@ -67,9 +67,12 @@ def conv_weights(
 
 
 @torch.no_grad()
-def logit_weights(model, sae_l: SparseAutoencoder, class_index: int) -> torch.Tensor:
-    """[F_l, 1]: each decoder row's direct effect on the class logit (refused without a linear head)."""
-    W_U_DC = unembedding(model).double()
+def logit_weights(
+    model, sae_l: SparseAutoencoder, class_index: int, hook_name: str | None = None
+) -> torch.Tensor:
+    """[F_l, 1]: each decoder row's direct effect on the class logit (refused without a linear head, or
+    when the head is not linear in the SAE's hook `hook_name`)."""
+    W_U_DC = unembedding(model, hook_name or sae_l.cfg.hook_name or None).double()
     return (sae_l.W_dec.double() @ W_U_DC[:, class_index : class_index + 1]) / _scale(sae_l)
 
 

@@ -19,6 +19,8 @@ stays ambiguous is refused, naming the hook, when it is used; declare it with
 The classification head (`W_U` [D, C], as on a HookedViT) is the model's last module when it is an
 `nn.Linear` producing the output from its input through only pooling, flattening, dropout and a final
 LayerNorm (whose weight is folded in): ResNet's and ConvNeXt's heads. Otherwise `W_U` is None.
+`head_input_hooks` are the hooks whose output reaches that passage unchanged (ResNet's last stage): the
+logit effects of an SAE are read through `W_U` only there (`analysis.logits.unembedding(model, hook)`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class HookedModule(SharedHookMethods, HookedRootModule):
         self.config = dict(config or {})
         self._shapes: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
         self._head: tuple[str, str | None] | None = None  # set by the first probe
+        self.head_input_hooks: frozenset[str] = frozenset()  # the hooks W_U is linear in
         self._probed = False
         self._leaf_order: list[str] = []
         bad = {name: value for name, value in (layouts or {}).items() if value not in LAYOUTS}
@@ -133,10 +136,11 @@ class HookedModule(SharedHookMethods, HookedRootModule):
         calls: dict[str, int] = {}
         shapes: dict[str, tuple[int, ...]] = {}
         order: list[str] = []
+        tensors: dict[str, tuple[Any, Any]] | None = None if self._probed else {}
         handles = []
         for path, module in self.model.named_modules():
             if path:
-                handles.append(module.register_forward_hook(_recorder(path, calls, shapes, order)))
+                handles.append(module.register_forward_hook(_recorder(path, calls, shapes, order, tensors)))
         param = next(self.model.parameters(), None)
         pixels = torch.zeros(1, 3, *image_hw, device=param.device if param is not None else None)
         if param is not None and param.is_floating_point():
@@ -157,6 +161,7 @@ class HookedModule(SharedHookMethods, HookedRootModule):
             modules = dict(self.model.named_modules())
             self._leaf_order = [p for p in order if not any(True for _ in modules[p].children())]
             self._head = _find_head(modules, self._leaf_order, {**shapes, "hook_logits": logits_shape})
+            self.head_input_hooks = _head_input_hooks(self._head, modules, self._leaf_order, tensors, calls)
             self._probed = True
         return result
 
@@ -359,13 +364,44 @@ def _find_head(
     return head, norm
 
 
-def _recorder(path: str, calls: dict[str, int], shapes: dict[str, tuple[int, ...]], order: list[str]):
+def _head_input_hooks(
+    head: tuple[str, str | None] | None,
+    modules: dict[str, nn.Module],
+    leaf_order: list[str],
+    tensors: dict[str, tuple[Any, Any]],
+    calls: dict[str, int],
+) -> frozenset[str]:
+    """The hooks whose output is, unchanged, the input of the head's passage (pooling, flattening, norm) or
+    of the head itself: those the head is linear in. Functional ops between (a `mean`) leave none."""
+    if head is None:
+        return frozenset()
+    at = leaf_order.index(head[0])
+    while at > 0 and isinstance(modules[leaf_order[at - 1]], _HEAD_PASSAGE):
+        at -= 1
+    consumed = tensors[leaf_order[at]][0]
+    return frozenset(
+        path for path, (_, output) in tensors.items() if output is consumed and calls.get(path) == 1
+    )
+
+
+def _recorder(
+    path: str,
+    calls: dict[str, int],
+    shapes: dict[str, tuple[int, ...]],
+    order: list[str],
+    tensors: dict[str, tuple[Any, Any]] | None,
+):
+    """A forward hook counting calls and recording shapes (and, with `tensors`, the input and output
+    tensors themselves, to tell which hooks hand their output on unchanged)."""
+
     def forward_hook(module: nn.Module, inputs: Any, output: Any) -> None:
         if path not in calls:
             order.append(path)
         calls[path] = calls.get(path, 0) + 1
         if isinstance(output, torch.Tensor):
             shapes[path] = tuple(output.shape)
+        if tensors is not None:
+            tensors[path] = (inputs[0] if inputs else None, output)
 
     return forward_hook
 
