@@ -62,25 +62,29 @@ class KnownDictionary:
         return (weights * self.active / weights.sum()).clamp(max=1.0).float()
 
     def rows(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.rows_and_codes(n, generator)[0]
+
+    def rows_and_codes(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows `[n, d]`, their true codes `[n, n_atoms]`)."""
         p_A = self.frequencies_A
         on_NA = torch.rand(n, self.n_atoms, generator=generator) < p_A
         if self.pair_cofire > 0:
             lead_NP = on_NA[:, 0::2]
             follow_NP = lead_NP & (torch.rand(lead_NP.shape, generator=generator) < self.pair_cofire)
             on_NA[:, 1::2] |= follow_NP[:, : on_NA[:, 1::2].shape[1]]
-        mags_NA = torch.exp(self.sigma * torch.randn(n, self.n_atoms, generator=generator))
-        signal_ND = (mags_NA * on_NA) @ self.dictionary_AD
+        codes_NA = torch.exp(self.sigma * torch.randn(n, self.n_atoms, generator=generator)) * on_NA
+        signal_ND = codes_NA @ self.dictionary_AD
         scale = float((self.active * torch.exp(torch.tensor(2 * self.sigma**2)) / self.d) ** 0.5)
-        return signal_ND + self.noise * scale * torch.randn(n, self.d, generator=generator)
+        return signal_ND + self.noise * scale * torch.randn(n, self.d, generator=generator), codes_NA
 
     def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]:
         for b in range(start_batch, self.batches_per_epoch):
             generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + b)
             yield self.rows(self.batch_size, generator)
 
-    def held_out(self, n: int) -> torch.Tensor:
-        """Rows from a generator stream training never reads."""
-        return self.rows(n, torch.Generator().manual_seed(self.seed + 1_000_003))
+    def held_out(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, true codes) from a generator stream training never reads."""
+        return self.rows_and_codes(n, torch.Generator().manual_seed(self.seed + 1_000_003))
 
 
 def dictionary_recovery(learned_FD: torch.Tensor, true_AD: torch.Tensor) -> float:
