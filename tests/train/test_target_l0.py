@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from tests.helpers import DYING_FEATURES, tiny_train_config
 from tests.train.test_resume import Crash, crashing
 from vitsae.train import TensorBatches, TrainConfig, Trainer
+from vitsae.train.checkpoint import latest_checkpoint
 from vitsae.train.l0_control import L0Controller
 from vitsae.train.metrics_log import read_metrics
 from vitsae.train.synthetic import sparse_dictionary_data
@@ -100,3 +101,14 @@ def test_resume_with_the_controller_matches_the_uninterrupted_run(tmp_path, arch
             {k: v for k, v in r.items() if k not in drop} for r in b
         ]
         assert len({r["l1_coefficient"] for r in a}) > 3
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused_clearly(tmp_path):
+    acts, _ = sparse_dictionary_data(256, d=8, n_atoms=16, seed=0)
+    cfg = tiny_train_config(total_tokens=16 * 6, checkpoint_every=3)
+    Trainer(cfg, TensorBatches(acts, 16), tmp_path).fit()
+    state_path = latest_checkpoint(tmp_path) / "trainer.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "format_version": 1}))
+    with pytest.raises(ValueError, match="older vitsae .checkpoint format 1.*new output folder"):
+        Trainer(cfg, TensorBatches(acts, 16), tmp_path).fit()
