@@ -5,6 +5,7 @@ and the same TopK SAE (untrained, seeded: cost depends on F and k, not on what t
 baseline is the statistics pass a user runs anyway: `compute_feature_stats` over a store harvested from the
 images (harvest timed separately). Dissection is timed three ways: SAE only with thresholds from the stats
 histograms (one pass), SAE only with its own threshold pass, and with the neuron and rotated baselines.
+Wall and process CPU seconds are both printed; the ratios use CPU time, the steadier on a shared machine.
 
     .venv/bin/python scripts/bench_dissect.py --images 10000 --features 4096 --threads 2
 """
@@ -15,10 +16,11 @@ import argparse
 import os
 import platform
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
+from benchtools import timed
 
 from vitsae.analysis.compute import compute_feature_stats
 from vitsae.analysis.dissection import (
@@ -57,16 +59,13 @@ def main() -> None:
     source = ShapesDataset(n_images=args.images, seed=3)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
         config = HarvestConfig(
             model=MODEL, source=f"shapes:{args.images}:3", hooks=(HOOK,), out=Path(tmp), progress=False
         )
-        stores = harvest(config, model=model, source=source)
-        rows.append(("harvest (store for stats)", time.perf_counter() - start))
-        start = time.perf_counter()
-        stats = compute_feature_stats(stores[HOOK], sae)
-        stats_time = time.perf_counter() - start
-        rows.append(("vitsae stats pass", stats_time))
+        stores, wall, cpu = timed(lambda: harvest(config, model=model, source=source))
+        rows.append(("harvest (store for stats)", wall, cpu))
+        stats, wall, cpu = timed(lambda: compute_feature_stats(stores[HOOK], sae))
+        rows.append(("vitsae stats pass", wall, cpu))
     dcfg = DissectConfig(threshold_images=args.threshold_images)
     timings = [
         (
@@ -87,17 +86,19 @@ def main() -> None:
     ]
     for name, bases, thresholds in timings:
         quantiles = {b.name: dcfg.quantile if b.sparse else dcfg.baseline_quantile for b in bases}
-        start = time.perf_counter()
-        dissect([Run(model, bases, quantiles)], HOOK, source, dcfg, thresholds=thresholds, batch_size=64)
-        rows.append((name, time.perf_counter() - start))
+        runs = [Run(model, bases, quantiles)]
+        _, wall, cpu = timed(partial(dissect, runs, HOOK, source, dcfg, thresholds=thresholds, batch_size=64))
+        rows.append((name, wall, cpu))
     print(
         f"{args.images} shapes images, {MODEL} {HOOK}, TopK SAE F={args.features} k={args.k}, "
         f"{args.threads} threads, {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}"
     )
-    both = rows[0][1] + stats_time
-    print(f"{'pass':<34}{'seconds':>10}{'x stats':>10}{'x harvest+stats':>17}")
-    for name, seconds in rows:
-        print(f"{name:<34}{seconds:>10.1f}{seconds / stats_time:>10.2f}{seconds / both:>17.2f}")
+    stats_cpu = rows[1][2]
+    both_cpu = rows[0][2] + stats_cpu
+    print("| pass | wall s | CPU s | x stats (CPU) | x harvest + stats (CPU) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, wall, cpu in rows:
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {cpu / stats_cpu:.2f} | {cpu / both_cpu:.2f} |")
 
 
 if __name__ == "__main__":

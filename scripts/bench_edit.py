@@ -15,34 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from collections.abc import Callable
 
 import torch
+from benchtools import best_times
 
 from vitsae.edit import FeatureEdit, SpliceSite, spliced
 from vitsae.models import HookedViT, HookedViTConfig, load
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.io import load_sae
 from vitsae.sae.model import SparseAutoencoder
-
-
-def best_times(
-    repeats: int, runs: dict[str, Callable[[], object]], device: str
-) -> dict[str, tuple[float, float]]:
-    """Best (wall, CPU) seconds of each run, interleaved so machine load hits all alike."""
-    best = {name: (float("inf"), float("inf")) for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            wall, cpu = time.perf_counter(), time.process_time()
-            run()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
 
 
 def print_table(title: str, times: dict[str, tuple[float, float]]) -> None:

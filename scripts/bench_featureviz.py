@@ -11,9 +11,10 @@ one feature costs at `--full-steps` steps (from the measured per-step time).
 from __future__ import annotations
 
 import argparse
-import time
+from collections.abc import Callable
 
 import torch
+from benchtools import best_times
 
 from vitsae.data.preprocess import Preprocess
 from vitsae.featureviz import Augment, FourierImage, ImageStatistics, SAEFeature, Site, optimize
@@ -28,20 +29,18 @@ def vit_b() -> HookedViT:
     return HookedViT(cfg, Preprocess(size=(224, 224))).eval()
 
 
-def seconds_per_step(model, sae: SparseAutoencoder, hook: str, batch: int, steps: int) -> float:
+def visualisation(model, sae: SparseAutoencoder, hook: str, batch: int, steps: int) -> Callable[[], None]:
+    """A run of `steps` Fourier steps on `batch` features at once, from the same seed each time."""
     size = tuple(model.preprocess.size)
     objective = SAEFeature(Site(hook), sae, tuple(range(batch)))
     stats = ImageStatistics.power_law(*size)
 
-    def run(n_steps: int) -> None:
+    def run() -> None:
         gen = torch.Generator().manual_seed(0)
         param = FourierImage(batch, size, stats, gen)
-        optimize(model, objective, list(range(batch)), param, n_steps, 0.05, Augment(), gen)
+        optimize(model, objective, list(range(batch)), param, steps, 0.05, Augment(), gen)
 
-    run(1)  # warm-up, untimed
-    start = time.perf_counter()
-    run(steps)
-    return (time.perf_counter() - start) / steps
+    return run
 
 
 def main() -> None:
@@ -51,6 +50,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each; the best counts")
     parser.add_argument("--full-steps", type=int, default=256, help="steps of a real visualisation")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -63,18 +63,25 @@ def main() -> None:
                                                                     architecture="topk", k=32)),
          "blocks.6.hook_resid_post"),
     ]  # fmt: skip
-    print(f"| model | features per batch | s / step | s / feature at {args.full_steps} steps | speed-up |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| model | features per batch | best wall s / step | best CPU s / step | "
+        f"CPU s / feature at {args.full_steps} "
+        "steps | speed-up (CPU) |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, model, sae, hook in cases:
-        single = seconds_per_step(model, sae.eval(), hook, 1, args.steps)
-        batched = seconds_per_step(model, sae.eval(), hook, args.batch, args.steps)
-        print(f"| {name} | 1 | {single:.3f} | {single * args.full_steps:.1f} | 1.00x |")
-        per_feature = batched / args.batch
-        print(
-            f"| {name} | {args.batch} | {batched:.3f} | {per_feature * args.full_steps:.1f} | "
-            f"{single / per_feature:.2f}x |",
-            flush=True,
-        )
+        runs = {batch: visualisation(model, sae.eval(), hook, batch, args.steps) for batch in (1, args.batch)}
+        for run in runs.values():
+            run()  # warm-up: the first backward of a graph pays one-time costs
+        times = best_times(args.repeats, runs, "cpu")
+        single = times[1][1] / args.steps
+        for batch, (wall, cpu) in times.items():
+            per_feature = cpu / args.steps / batch
+            print(
+                f"| {name} | {batch} | {wall / args.steps:.3f} | {cpu / args.steps:.3f} | "
+                f"{per_feature * args.full_steps:.1f} | {single / per_feature:.2f}x |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

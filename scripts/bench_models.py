@@ -14,35 +14,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-from collections.abc import Callable
 
 import torch
 import transformers as hf
+from benchtools import best_times
 
 from vitsae.data.preprocess import Preprocess
 from vitsae.models import HookedModule, hooked_vit_from_hf
-
-
-def best_times(
-    repeats: int, runs: dict[str, Callable[[], object]], device: str
-) -> dict[str, tuple[float, float]]:
-    """Best (wall, CPU) seconds of each run, interleaved so machine load hits all alike.
-
-    On a shared CPU the process CPU time (all its threads) is the steadier measure.
-    """
-    best = {name: (float("inf"), float("inf")) for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            wall, cpu = time.perf_counter(), time.process_time()
-            run()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
-    return best
 
 
 def print_table(title: str, times: dict[str, tuple[float, float]], reference: str, batch: int) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import tiny_vit
 from vitsae.cli import main
-from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ArraySource
 from vitsae.featureviz import (
     Augment,
@@ -28,24 +28,10 @@ from vitsae.featureviz import (
 )
 from vitsae.featureviz.objectives import ObjectiveError, diversity_B
 from vitsae.featureviz.params import ImageStatisticsError
-from vitsae.models import HookedViT, HookedViTConfig
 from vitsae.sae import SAEConfig, SparseAutoencoder, save_sae
 from vitsae.tokens import TokenLayout
 
 HOOK = "blocks.1.hook_resid_post"
-
-
-def tiny_vit() -> HookedViT:
-    """2 blocks on 32x32 images with a CLS token, 4x4 patches, a 5-class head, seeded random weights."""
-    cfg = HookedViTConfig(
-        d_model=32, n_layers=2, n_heads=4, d_mlp=64, image_size=(32, 32), patch_size=8, head_out=5
-    )
-    model = HookedViT(cfg, Preprocess(size=(32, 32)))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return model.eval()
 
 
 def tiny_sae(d_in: int = 32, architecture: str = "topk", hook: str = HOOK) -> SparseAutoencoder:
@@ -182,7 +168,7 @@ def test_augment_is_seeded_and_pads():
 
 @pytest.mark.parametrize("method", ["pixel", "fourier", "maco"])
 def test_objective_rises_and_the_run_repeats_exactly(method):
-    model = tiny_vit()
+    model = tiny_vit(n_layers=2)
     sae = tiny_sae()
     objective = SAEFeature(Site(HOOK, "mean"), sae, (3, 9))
     stats = ImageStatistics.power_law(32, 32)

@@ -283,16 +283,20 @@ class ConceptTally:
         masks_cN: torch.Tensor,
         concepts_c: torch.Tensor,
     ) -> None:
-        """One image: the on-pixels of units `units_a`, the masks of the concepts present `concepts_c`."""
+        """One image: the on-pixels of units `units_a`, the masks of the concepts present `concepts_c`.
+
+        Both are 0/1 (bool or float); counts are float32 sums, exact below 2^24 pixels an image.
+        """
         if units_a.numel() == 0:
             return
-        area_a = on_aN.sum(1)
+        on_aN = on_aN.float()
+        area_a = on_aN.sum(1).round().long()
         self.area_GU[block].index_add_(0, units_a, area_a)
         fired = area_a > 0
         self.fired_U[units_a[fired]] += 1
         if concepts_c.numel() == 0:
             return
-        inter_ac = (on_aN.float() @ masks_cN.float().T).round().long()
+        inter_ac = (on_aN @ masks_cN.float().T).round().long()
         self.inter_GUC[block].index_put_((units_a[:, None], concepts_c[None, :]), inter_ac, accumulate=True)
         self.both_UC.index_put_(
             (units_a[fired][:, None], concepts_c[None, :]),
@@ -696,9 +700,9 @@ def dissect(
             if config.resolution == "grid":
                 masks_cHW = masks_to_grid(masks_cHW, grid_hw)
                 size_hw = grid_hw
-            masks_cN = masks_cHW.reshape(len(present), -1)
+            masks_cN = masks_cHW.reshape(len(present), -1).float()
             block = seen * n_blocks // n_images
-            area_GC[block].index_add_(0, concepts_c, masks_cN.sum(1))
+            area_GC[block].index_add_(0, concepts_c, masks_cN.sum(1).round().long())
             present_C[concepts_c] += 1
             n_pixels += size_hw[0] * size_hw[1]
             seen += 1
@@ -710,7 +714,9 @@ def dissect(
                 live = maps_aP.max(1).values > threshold_a
                 units_a, maps_aP, threshold_a = units_a[live], maps_aP[live], threshold_a[live]
                 maps_aHW = maps_to_masks(maps_aP.reshape(-1, *grid_hw), size_hw, config.resolution)
-                on_aN = (maps_aHW > threshold_a[:, None, None]).reshape(units_a.numel(), masks_cN.shape[1])
+                # 1.0 where the map exceeds the threshold, else 0.0, in place (a bool mask costs a copy)
+                on_aHW = maps_aHW.sub_(threshold_a[:, None, None]).sign_().clamp_(min=0)
+                on_aN = on_aHW.reshape(units_a.numel(), masks_cN.shape[1])
                 tallies[basis.name].add(block, units_a, on_aN, masks_cN, concepts_c)
     area_C = area_GC.sum(0)
     results = {}
