@@ -220,7 +220,8 @@ class Trainer:
         if state.get("format_version", 0) < ckpt.FORMAT_VERSION:
             raise InvalidValue(
                 f"{path} was written by an older vitsae (checkpoint format {state.get('format_version', 0)}, "
-                f"this version writes {ckpt.FORMAT_VERSION}) and cannot be resumed; choose a new output folder"
+                f"this version writes {ckpt.FORMAT_VERSION}) and cannot be resumed; "
+                "choose a new output folder"
             )
         changed = describe_differences(state["config"], self.cfg, "the checkpoint")
         if changed:
