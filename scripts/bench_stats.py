@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
-from vitsae.report.browser import write_browser
+from vitsae.report.browser import BrowserConfig, write_browser
 from vitsae.tokens import TokenLayout
 
 GRID = TokenLayout(n_cls=1, n_registers=0, grid_hw=(14, 14), width=768)
@@ -106,7 +106,7 @@ def main() -> None:
         stats = acc.finish()
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            write_browser(stats, Path(tmp) / "site", features=[])
+            write_browser(stats, Path(tmp) / "site", features=[], config=BrowserConfig(progress=False))
             browser_s = time.perf_counter() - start
         print(f"| {n_features} | {tokens / acc_s:,.0f} | {dense} | {memory / 2**20:.0f} | {browser_s:.2f} |")
 

@@ -5,31 +5,37 @@ loader and `model.collect` with the results dropped (the bare forward pass), and
 `vitsae.store.harvest` (token selection, dtype cast, float64 statistics, shard writes with sha256).
 Each is repeated (interleaved) and the best wall and the best CPU time (this process and its threads;
 robust on a shared machine) kept; the target is harvest <= 1.15x the bare pass.
-Read: float32 batches per second from a sequential pass, the chunk-shuffled iterator
-(`ActivationStore.batches`) and a full random permutation gathered in sorted order per batch, over the
-ViT's store and over a wide store (width 768, 256 tokens per image) harvested from a one-layer patch
-convolution (a real HookedModule; its forward is cheap, so that harvest is bound by writing).
+Feed (`--part feed`): one epoch of training batches over the same ~1 GB store (768-wide float16, 256
+rows per image), each run from a cold page cache (dropped as root between runs; the script says whether
+the machine allowed it): a plain sequential read of the shard files (the disk's floor), the shuffled
+reader as it was on main (reproduced here), and the new feed (stored dtype as for a GPU, float32 as for a
+CPU, with and without the first-read sha256 check, and held in RAM), plus `vitsae verify`'s full check;
+rows/s, MB/s and the ratio to the floor, and how often neighbouring rows of one image share a batch.
 
     .venv/bin/python scripts/bench_store.py --n-images 2048 --batch-size 64
+    .venv/bin/python scripts/bench_store.py --part feed --feed-gb 1 --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchtools import timed
 
 from vitsae.data import ImageLoader, Preprocess, ShapesDataset
 from vitsae.models import HookedModule, hooked_vit_from_hf, load, shipped_names
 from vitsae.store import ActivationStore, HarvestConfig, harvest
+from vitsae.store.shuffle import BatchOrder, chunk_spans, same_batch_share
+from vitsae.store.verify import store_problems
 
 
 def bench_model(name: str):
@@ -52,62 +58,32 @@ def bench_model(name: str):
     ).eval(), "transformers ViTModel (4 layers, width 128, patch 8, 64x64; random weights)"
 
 
-def timed(run: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
+def drop_page_cache() -> bool:
+    """Write back and drop the page cache (root only); False where the machine refuses."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
 
 
-def best_of(repeats: int, run: Callable[[], object]) -> float:
-    return min(timed(run)[0] for _ in range(repeats))
+def cached_mib() -> float:
+    """The page cache's size (/proc/meminfo `Cached`) in MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Cached:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def read_benchmark(store: ActivationStore, read_batch: int, repeats: int) -> None:
-    """Rows/s and MB/s of sequential, chunk-shuffled and fully permuted reads of one store."""
-    row_bytes = store.d_model * np.dtype(np.float16).itemsize
-    n_rows, batch = len(store), read_batch
-    print(
-        f"\nread: {n_rows} rows x {store.d_model} ({n_rows * row_bytes / 1e6:.1f} MB float16, "
-        f"{store.manifest['counts']['shards']} shards; files in page cache), batches of {batch} as float32"
-    )
-
-    def sequential() -> None:
-        for _ in store.batches(batch, shuffle=False, epochs=1):
-            pass
-
-    def chunk_shuffled() -> None:
-        for _ in store.batches(batch, seed=0, epochs=1):
-            pass
-
-    def full_permutation() -> None:
-        perm = np.random.default_rng(0).permutation(n_rows)
-        for start in range(0, n_rows, batch):
-            store[np.sort(perm[start : start + batch])]
-
-    print(f"\n| read | best of {repeats} (s) | rows/s | MB/s (stored) | vs sequential |")
-    print("|---|---|---|---|---|")
-    variants = (
-        ("sequential (batches, shuffle=False)", sequential),
-        ("chunk-shuffled (batches, seed=0)", chunk_shuffled),
-        ("full permutation, sorted gather per batch", full_permutation),
-    )
-    reads = {name: best_of(repeats, fn) for name, fn in variants}
-    for name, seconds in reads.items():
-        megabytes_per_s = n_rows * row_bytes / seconds / 1e6
-        print(
-            f"| {name} | {seconds:.3f} | {n_rows / seconds:,.0f} | {megabytes_per_s:,.0f} | "
-            f"{seconds / reads[variants[0][0]]:.2f}x |"
-        )
-
-
-def harvest_wide(
-    out: Path, n_images: int, batch_size: int, num_workers: int
-) -> tuple[ActivationStore, float]:
-    """A 768-wide store: 16x16 patches of 256x256 shapes images through one patch convolution."""
+def harvest_feed_store(out: Path, gigabytes: float, batch_size: int) -> tuple[ActivationStore, float]:
+    """A 768-wide float16 store of about `gigabytes` GB: 16x16 patch tokens (256 rows per image) of 64x64
+    shapes images through one 4x4 patch convolution, 16,384-row shards (harvest's default shard size is
+    65,536 rows; smaller shards make the lazy sha256 check's granularity visible)."""
+    n_images = max(1, int(gigabytes * 1e9 / (256 * 768 * 2)))
     torch.manual_seed(0)
-    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 768, 16, stride=16), torch.nn.GELU()).eval()
-    model = HookedModule(conv, Preprocess(size=(256, 256)), config={"bench": "patch-conv-768"})
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 768, 4, stride=4), torch.nn.GELU()).eval()
+    model = HookedModule(conv, Preprocess(size=(64, 64)), config={"bench": "patch-conv-768"})
     start = time.perf_counter()
     harvest(
         HarvestConfig(
@@ -116,32 +92,133 @@ def harvest_wide(
             hooks=("1",),
             out=out,
             batch_size=batch_size,
-            num_workers=num_workers,
+            shard_rows=16384,
             progress=False,
         ),
         model=model,
         source=ShapesDataset(n_images=n_images, image_size=64),
     )
-    return ActivationStore.open(out / "1"), time.perf_counter() - start
+    return ActivationStore.open(out / "1", verify="size"), time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-images", type=int, default=2048)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument(
-        "--hooks", nargs="+", default=["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+def sequential_floor(store: ActivationStore) -> None:
+    """Every shard file read front to back in 16 MiB reads: what the disk gives at best."""
+    buffer = bytearray(16 << 20)
+    for entry in store.manifest["shards"]:
+        with open(store.path / entry["file"], "rb", buffering=0) as fh:
+            while fh.readinto(buffer):
+                pass
+
+
+def main_reader_batches(store: ActivationStore, batch: int, chunk_rows: int = 2048, buffer_rows: int = 65536):
+    """The shuffled reader as it was on main (7999389), reproduced as the baseline: memory-mapped chunk
+    reads concatenated into a 64k-row buffer, the buffer permuted (a second copy), float32 batches cut
+    from it in a prefetch thread (here inline: the consumer does nothing, so the thread would only add a
+    hand-over). Same order as the new feed with the same chunk and window sizes."""
+    order = BatchOrder(
+        chunk_spans([e["rows"] for e in store.manifest["shards"]], chunk_rows),
+        0,
+        True,
+        buffer_rows // chunk_rows,
     )
-    parser.add_argument("--shard-rows", type=int, default=16384)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--read-batch", type=int, default=4096)
-    parser.add_argument("--model", default="shapes-vit", help="shipped model name to prefer")
-    parser.add_argument(
-        "--wide-images", type=int, default=2048, help="images in the wide read store (0: skip it)"
-    )
-    args = parser.parse_args()
+    for w, spans in enumerate(order.windows(0)):
+        buffer_RD = np.concatenate([store.read_span(lo, hi) for lo, hi in spans])
+        buffer_RD = buffer_RD[order.within_window(0, w, len(buffer_RD))]
+        for pos in range(0, len(buffer_RD), batch):
+            store.to_float(buffer_RD[pos : pos + batch])
 
+
+def feed_benchmark(args: argparse.Namespace, work: Path) -> None:
+    """One cold epoch of each reading path over the same store, page cache dropped before each."""
+    store, seconds = harvest_feed_store(work / "feed", args.feed_gb, args.batch_size)
+    path, n_rows, row_bytes = store.path, len(store), store.row_bytes
+    nbytes = n_rows * row_bytes
+    chunk_rows = (args.read_chunk_mib << 20) // row_bytes
+    window_rows = (args.shuffle_window_mib << 20) // row_bytes
+    before = cached_mib()
+    dropped = drop_page_cache()
+    print(
+        f"\nfeed store: {n_rows:,} rows x {store.d_model} float16 = {nbytes / 1e9:.2f} GB in "
+        f"{store.manifest['counts']['shards']} shards (harvested in {seconds:.0f} s); batches of "
+        f"{args.read_batch}; page cache dropped before each run: {dropped} (Cached {before:,.0f} MiB -> "
+        f"{cached_mib():,.0f} MiB after a drop); free memory {available_gib():.1f} GiB"
+    )
+
+    def feed(verify: str, keep_dtype: bool, hold: bool = False, store: ActivationStore | None = None):
+        """One epoch of the new feed; on `store` (already used: its window buffers are reused) epoch 1."""
+
+        def run() -> None:
+            opened = store or ActivationStore.open(path, verify=verify)
+            held = opened.hold() if hold else None
+            epoch = 0 if store is None else 1
+            for _ in opened.batches(
+                args.read_batch,
+                start=(epoch, 0),
+                epochs=epoch + 1,
+                chunk_rows=chunk_rows,
+                window_rows=window_rows,
+                keep_dtype=keep_dtype,
+                held=held,
+            ):
+                pass
+
+        return run
+
+    used = ActivationStore.open(path, verify="size")
+    feed("size", True, store=used)()  # an untimed epoch: the store's two window buffers exist now
+
+    variants = {
+        "sequential file read (disk floor)": lambda: sequential_floor(
+            ActivationStore.open(path, verify="size")
+        ),
+        "main's shuffled reader (2048-row chunks, 64k-row buffer, float32)": lambda: main_reader_batches(
+            ActivationStore.open(path, verify="size"), args.read_batch
+        ),
+        "new feed, stored dtype (the GPU path), no sha256": feed("size", True),
+        "new feed, as above, a later epoch (window buffers reused)": feed("size", True, store=used),
+        "new feed, stored dtype, sha256 on first read (default)": feed("lazy", True),
+        "new feed, float32 (the CPU path), sha256 on first read": feed("lazy", False),
+        "new feed, hold ram (load + stream sha256 + serve)": feed("lazy", True, hold=True),
+        "vitsae verify (every sha256)": lambda: store_problems(path),
+    }
+    walls: dict[str, float] = {}
+    cpus: dict[str, float] = {}
+    for _ in range(args.repeats):  # interleaved, each from a cold cache
+        for name, run in variants.items():
+            drop_page_cache()
+            _, wall, cpu = timed(run)
+            walls[name], cpus[name] = min(walls.get(name, wall), wall), min(cpus.get(name, cpu), cpu)
+    floor = walls[next(iter(variants))]
+    print(
+        f"\n| read, one epoch from a cold cache | wall s (best of {args.repeats}) | rows/s | MB/s | "
+        "vs floor | CPU s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, t in walls.items():
+        print(
+            f"| {name} | {t:.2f} | {n_rows / t:,.0f} | {nbytes / t / 1e6:,.0f} | {floor / t:.2f} | "
+            f"{cpus[name]:.2f} |"
+        )
+
+    image_R = np.arange(n_rows) // 256
+    print("\nneighbouring rows of one image in the same batch (epoch 0):")
+    for name, chunk, window in (("main's reader", 2048, 65536), ("new feed", chunk_rows, window_rows)):
+        order = BatchOrder(
+            chunk_spans([e["rows"] for e in store.manifest["shards"]], chunk), 0, True, window // chunk
+        )
+        share = same_batch_share(order.epoch_row_ids(0), image_R, args.read_batch)
+        print(f"  {name}: {share:.3%} (batch / window rows = {args.read_batch / min(window, n_rows):.3%})")
+
+
+def available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def harvest_benchmark(args: argparse.Namespace, work: Path) -> None:
+    """Harvest overhead over a bare forward pass (interleaved repeats, best wall and CPU time)."""
     model, model_desc = bench_model(args.model)
     source = ShapesDataset(n_images=args.n_images, image_size=64)
     hooks = list(args.hooks)
@@ -149,9 +226,8 @@ def main() -> None:
     pixels = [batch.pixels_BCHW for batch in loader]
     print(
         f"model: {model_desc}; hooks {hooks}; {args.n_images} shapes images, batch {args.batch_size}, "
-        f"workers {args.num_workers}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"workers {args.num_workers}"
     )
-    print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
     def loader_only() -> None:
         for _ in loader:
@@ -166,8 +242,6 @@ def main() -> None:
         with torch.inference_mode():
             for batch_BCHW in pixels:
                 model.collect(batch_BCHW, hooks)
-
-    work = Path(tempfile.mkdtemp(prefix="bench_store_"))
 
     def run_harvest() -> None:
         out = work / "harvest"
@@ -196,7 +270,7 @@ def main() -> None:
             ("bare: loader + collect", bare),
             ("harvest", run_harvest),
         ):
-            wall, cpu = timed(fn)
+            _, wall, cpu = timed(fn)
             walls[name], cpus[name] = min(walls.get(name, wall), wall), min(cpus.get(name, cpu), cpu)
     base = "bare: loader + collect"
     print(f"\n| step | wall s (best of {args.repeats}) | images/s | wall vs bare | CPU s | CPU vs bare |")
@@ -207,20 +281,40 @@ def main() -> None:
             f"{walls[name] / walls[base]:.3f}x | {cpus[name]:.3f} | {cpus[name] / cpus[base]:.3f}x |"
         )
 
-    read_benchmark(ActivationStore.open(work / "harvest" / hooks[-1]), args.read_batch, args.repeats)
-    if args.wide_images:
-        wide, seconds = harvest_wide(work / "wide", args.wide_images, args.batch_size, args.num_workers)
-        megabytes = wide.manifest["counts"]["rows"] * wide.d_model * 2 / 1e6
-        print(
-            f"\nwide store: harvested {args.wide_images} images ({megabytes:.0f} MB) in {seconds:.1f} s "
-            f"({args.wide_images / seconds:.0f} images/s, {megabytes / seconds:.0f} MB/s written)"
-        )
-        read_benchmark(wide, args.read_batch, args.repeats)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=["harvest", "feed", "all"], default="all")
+    parser.add_argument("--n-images", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument(
+        "--hooks", nargs="+", default=["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+    )
+    parser.add_argument("--shard-rows", type=int, default=16384)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="shapes-vit", help="shipped model name to prefer")
+    parser.add_argument("--feed-gb", type=float, default=1.0, help="size of the store the feed reads")
+    parser.add_argument("--read-batch", type=int, default=4096)
+    parser.add_argument("--read-chunk-mib", type=int, default=4, help="the new feed's chunk (train default)")
+    parser.add_argument("--shuffle-window-mib", type=int, default=512, help="its window (train default)")
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; load: "
+        f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench_store_"))
+    try:
+        if args.part in ("harvest", "all"):
+            harvest_benchmark(args, work)
+        if args.part in ("feed", "all"):
+            feed_benchmark(args, work)
+    finally:
+        shutil.rmtree(work)
     print(
         f"\nmachine: {platform.machine()}, {platform.processor() or 'cpu'}; load after: "
         f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}"
     )
-    shutil.rmtree(work)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ from vitsae.errors import VitsaeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "hooks": ("vitsae.models.cli", "list a model's hook points and the shape of what each one holds"),
     "harvest": ("vitsae.store.cli", "save a model's activations at chosen hooks over an image set to disk"),
+    "verify": (
+        "vitsae.store.verify_cli",
+        "check every shard of a store against its manifest's sizes and sha256",
+    ),
     "train": ("vitsae.train.cli", "train an SAE, or a sweep of SAEs in one pass, on stored activations"),
     "stats": ("vitsae.analysis.cli", "per-feature statistics of an SAE over a store: top images, histograms"),
     "dissect": (

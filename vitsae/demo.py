@@ -33,6 +33,9 @@ class DemoConfig:
     k: int = field(default=16, metadata={"help": "active features per token (topk, batchtopk)"})
     total_tokens: int = field(default=1_500_000, metadata={"help": "activation rows to train on"})
     batch_size: int = field(default=4096, metadata={"help": "activation rows per training step"})
+    explorer_images: int = field(
+        default=100, metadata={"help": "images that get an image explorer page in the browser"}
+    )
     eval_images: int = field(
         default=256,
         metadata={"help": "held-out shapes images for the spliced evaluation (at most --n-images)"},
@@ -126,6 +129,8 @@ def run_demo(cfg: DemoConfig, main: Callable[[list[str]], int]) -> Path:
             str(sae_dir),
             "--out",
             str(stats_dir),
+            "--images",
+            str(min(cfg.explorer_images, cfg.n_images)),
             "--progress",
         ],
         main,
@@ -171,6 +176,7 @@ def run_demo(cfg: DemoConfig, main: Callable[[list[str]], int]) -> Path:
         print(f"  {name:<16} {value}")
     index = (browser_dir / "index.html").resolve()
     print(f"\nopen {index}")
+    print(f"image explorer: {(browser_dir / 'images.html').resolve()}")
     return index
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -25,21 +26,38 @@ def test_site_layout_and_escaping(small_site, small_stats):
     assert len(index["rows"]) == small_stats.n_features and index["n_tokens"] == small_stats.n_tokens
     assert [row[0] for row in index["rows"]] == list(range(small_stats.n_features))
     assert HOSTILE_LABEL in [row[-1] for row in index["rows"]]
+    top = [c["key"] for c in index["columns"]].index("top")
+    assert [row[top] for row in index["rows"]] == [
+        None if i < 0 else i for i in small_stats.top_image_index_Fk[:, 0].tolist()
+    ]
+    shown = set()
     for f in range(small_stats.n_features):
         data = read_callback_js(small_site / "data" / "f" / bucket(f) / f"{f}.js", "vitsaeFeature(")
         assert data["id"] == f and data["dead"] == (small_stats.fire_count_F[f] == 0)
         if data["dead"]:
-            assert data["top_images"] == [] and not list((small_site / "img").glob(f"*/{f}_*.jpg"))
-        else:
-            assert data["hist"]["counts"] == small_stats.hist_FH[f].tolist()
-            assert len(data["top_images"]) == min(6, int((small_stats.top_image_index_Fk[f] >= 0).sum()))
-            for picture in data["top_images"] + data["top_patches"] + data["quantiles"]:
-                assert (small_site / picture["src"]).is_file()
-            assert sum(count for _, count in data["classes"]) == len(data["top_images"])
-            # the tiny head has 5 classes: each is listed on the side it is pushed to
-            up, down = data["logits"]["up"], data["logits"]["down"]
-            assert all(v > 0 for _, v in up) and all(v < 0 for _, v in down) and len(up) + len(down) <= 5
-    assert json.loads((small_site / MARKER).read_text())["format"] == "vitsae.browser"
+            assert data["top_images"] == []
+            continue
+        lo, counts = data["hist"]
+        assert counts == small_stats.hist_FH[f, lo : lo + len(counts)].tolist() and sum(counts) == int(
+            small_stats.fire_count_F[f]
+        )
+        assert len(data["top_images"]) == min(6, int((small_stats.top_image_index_Fk[f] >= 0).sum()))
+        for rank, (image, score, _, key, map_b64) in enumerate(data["top_images"]):
+            assert image == int(small_stats.top_image_index_Fk[f, rank]) and key.startswith("shapes")
+            assert base64.b64decode(map_b64) == small_stats.top_image_map_FkP[f, rank].numpy().tobytes()
+            assert score == pytest.approx(float(small_stats.top_image_score_Fk[f, rank]), rel=1e-3)
+        shown |= {row[0] for row in data["top_images"] + data["top_patches"]}
+        shown |= {row[1] for row in data["quantiles"]}
+        assert sum(count for _, count in data["classes"]) == len(data["top_images"])
+        # the tiny head has 5 classes: each is listed on the side it is pushed to
+        up, down = data["logits"]["up"], data["logits"]["down"]
+        assert all(v > 0 for _, v in up) and all(v < 0 for _, v in down) and len(up) + len(down) <= 5
+    # one thumbnail per distinct image shown, and nothing else
+    thumbs = {int(p.stem) for p in (small_site / "img").rglob("*.jpg")}
+    assert thumbs == shown and len(list((small_site / "img").rglob("*"))) == len(thumbs) + len(
+        {bucket(i) for i in thumbs}
+    )
+    assert json.loads((small_site / MARKER).read_text())["format_version"] == 2
 
 
 def test_rewriting_replaces_an_earlier_browser_but_refuses_other_folders(tmp_path, small_stats):
@@ -64,7 +82,7 @@ def test_without_a_source_pages_carry_numbers_only(tmp_path, small_stats):
     write_browser(small_stats, site)
     live = int(torch.nonzero(small_stats.fire_count_F)[0])
     data = read_callback_js(site / "data" / "f" / bucket(live) / f"{live}.js", "vitsaeFeature(")
-    assert data["top_images"] == [] and "without the image source" in data["images_note"]
+    assert "without the image source" in data["images_note"]
     assert not (site / "img").exists()
 
 

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from tests.helpers import harvest_small_store, tiny_sae, tiny_vit
+from tests.helpers import HOOK, harvest_small_store, tiny_sae, tiny_vit
 from vitsae.analysis.logits import LOGIT_CLASSES, LogitEffects, logit_effects, unembedding
 from vitsae.analysis.stats import FeatureStats
 from vitsae.cli import main
@@ -97,6 +97,74 @@ def test_stats_with_an_explicit_model_saves_the_logit_effects_the_browser_shows(
     assert "no logit effects" not in capsys.readouterr().err
     text = (tmp_path / "site" / "data" / "f" / "000" / "5.js").read_text()
     data = json.loads(text[len("vitsaeFeature(") :].rstrip().rstrip(";").rstrip(")"))
-    assert data["logits"] is not None and data["top_images"] == []
+    assert data["logits"] is not None and "without the image source" in data["images_note"]
     assert stats_from_cli(tmp_path, "s", "--model", "module:nowhere:nothing") == 2
     assert "cannot find factory" in capsys.readouterr().err
+
+
+def test_stats_images_writes_the_explorer_data_and_browse_renders_it(tmp_path, capsys):
+    from vitsae.analysis.images import IMAGES_META, ImageData
+    from vitsae.analysis.neighbours import Neighbours
+
+    assert stats_from_cli(tmp_path, "s", "--images", "5", "--neighbours", "3", "--no-progress") == 0
+    images = ImageData.load(tmp_path / "s")
+    assert images.image_I.tolist() == [0, 1, 2, 3, 4] and images.meta["embed_dims"] == 32
+    assert Neighbours.load(tmp_path / "s").decoder_index_Fk.shape == (tiny_sae().cfg.d_sae, 3)
+    site = tmp_path / "site"
+    assert main(["browse", "--stats", str(tmp_path / "s"), "--out", str(site), "--no-progress"]) == 0
+    assert sorted(p.name for p in (site / "data" / "i" / "000").iterdir()) == [f"{i}.js" for i in range(5)]
+    assert (site / "img" / "000" / "4.jpg").is_file()
+    capsys.readouterr()
+    # rerun without --images: the explorer files of the earlier run go
+    rerun = main(
+        [
+            "stats",
+            "--store",
+            str(tmp_path / "harvest" / HOOK),
+            "--sae",
+            str(tmp_path / "sae"),
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
+    assert (
+        rerun == 0 and not (tmp_path / "s" / IMAGES_META).exists() and ImageData.load(tmp_path / "s") is None
+    )
+    assert stats_from_cli(tmp_path, "u", "--image-ids", "7", "2", "--no-progress") == 0
+    assert ImageData.load(tmp_path / "u").image_I.tolist() == [2, 7]
+    assert stats_from_cli(tmp_path, "v", "--image-ids", "99", "--no-progress") == 2
+    assert "images [99] are not in the store" in capsys.readouterr().err
+    assert main(["stats", "--store", "x", "--sae", "y", "--out", str(tmp_path / "t"), "--images", "-1"]) == 2
+    assert "images must be >= 0" in capsys.readouterr().err
+
+
+def test_stats_images_with_a_classifier_records_its_predictions(tmp_path, capsys):
+    model = "module:tests.helpers:tiny_vit"
+    assert stats_from_cli(tmp_path, "s", "--images", "3", "--model", model, "--no-progress") == 0
+    from vitsae.analysis.images import ImageData
+    from vitsae.analysis.predictions import main_features
+
+    images = ImageData.load(tmp_path / "s")
+    predictions = images.meta["predictions"]
+    vit = tiny_vit().eval()
+    source = harvest_small_store(tmp_path / "again").source()
+    with torch.no_grad():
+        probs = vit(torch.stack([vit.preprocess(source[i].image) for i in range(3)])).softmax(1)
+    names = predictions["class_names"]
+    assert [row[0][0] for row in predictions["top"]] == [names[int(c)] for c in probs.argmax(1)]
+    for position, ablated in enumerate(predictions["ablated"]):
+        assert sorted(ablated) == sorted(str(f) for f in main_features(images, position, 6)) and ablated
+        assert all(after[0] in names and 0 <= after[1] <= 1 for after in ablated.values())
+    site = tmp_path / "site"
+    assert main(["browse", "--stats", str(tmp_path / "s"), "--out", str(site), "--no-progress"]) == 0
+    assert '"ablated":{' in (site / "data" / "i" / "000" / "0.js").read_text()
+
+
+def test_explorer_predictions_never_load_a_module_spec_read_from_a_store():
+    from types import SimpleNamespace
+
+    from vitsae.analysis.cli import _classifier
+
+    store = SimpleNamespace(manifest={"model": {"spec": "module:os:abort"}})
+    model, why = _classifier(None, store)
+    assert model is None and "does not run code named in a file: pass --model" in why

@@ -49,8 +49,21 @@ def test_demo_writes_a_browser_that_works(tmp_path, capsys, page):
     page.goto((out / "browser" / "feature.html").as_uri() + f"#{busiest}")
     page.wait_for_selector("body[data-ready='1']")
     assert page.inner_text("#title").startswith(f"Feature {busiest}")
-    page.wait_for_function("[...document.images].every(img => img.complete)")
-    widths = page.eval_on_selector_all("main img", "imgs => imgs.map(img => img.naturalWidth)")
-    assert widths and all(w > 0 for w in widths)
+    page.wait_for_function(
+        "document.querySelectorAll('main canvas').length > 0 && "
+        "[...document.querySelectorAll('main canvas')].every(c => c.dataset.drawn === '1')"
+    )
     assert "pushes up" in page.inner_text("main")  # the shipped ViT has a classification head
+    assert page.locator("#near-decoder li a").count() == 8
+    assert page.problems == []
+
+    # the demo gives its first images (all 96 here) an explorer page
+    page.goto((out / "browser" / "images.html").as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#rows tr").count() == 96
+    page.goto((out / "browser" / "image.html").as_uri() + "#5")
+    page.wait_for_selector("body[data-ready='1']")
+    box = page.locator("#main-canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("document.querySelectorAll('#patch-panel tr[data-feature]').length > 0")
     assert page.problems == []

@@ -1,4 +1,5 @@
-"""Heatmap overlays, patch boxes and crops against hand-computed pixels."""
+"""Map upsampling and patch boxes against hand-computed pixels (the page draws with the same rules), and
+the thumbnails and colour table the browser ships."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vitsae.analysis.maps import patch_box, upsample_map
-from vitsae.report.render import BOX_COLOUR, crop_patch, mark_patch, overlay_heatmap
+from vitsae.report.render import inferno_lut, thumbnail
 
 
 def test_upsampling_keeps_patch_values_at_patch_centres_and_stays_in_range():
@@ -39,28 +40,11 @@ def test_patch_box_outside_the_grid_is_an_error():
         patch_box(2, 0, (2, 3), (30, 20))
 
 
-def test_overlay_is_hot_where_the_map_is_and_dim_elsewhere():
-    image = Image.new("RGB", (64, 64), (200, 200, 200))
-    map_hw = np.zeros((4, 4), dtype=np.float32)
-    map_hw[0, 3] = 2.0
-    out = np.asarray(overlay_heatmap(image, map_hw, vmax=2.0, size=64), dtype=float)
-    hot, cold = out[8, 56], out[56, 8]
-    # near the top of inferno (pale yellow) at about 75 % opacity over the dimmed grey (110)
-    assert hot[0] > 180 and hot[1] > 180 and hot[2] < hot[0] - 50
-    np.testing.assert_allclose(cold, [200 * 0.55] * 3, atol=1)
-
-
-def test_crops_stay_inside_the_image_and_outline_the_patch():
-    pixels = np.full((32, 32, 3), 255, dtype=np.uint8)
-    pixels[:8, :8] = (10, 200, 10)  # patch (0, 0) of a 4x4 grid is green
-    image = Image.fromarray(pixels)
-    crop = np.asarray(crop_patch(image, 0, 0, (4, 4), size=48))
-    assert crop.shape == (48, 48, 3)
-    # a 24-px window from the corner: the patch fills its top-left third, no blank padding anywhere
-    assert (crop[4:12, 4:12] == (10, 200, 10)).all()
-    assert not (crop.sum(-1) == 0).any()
-    assert (crop[0, 0:16] == BOX_COLOUR).all()
-
-    marked = np.asarray(mark_patch(image, (3, 3), (4, 4), size=32))
-    assert (marked[31, 24:32] == BOX_COLOUR).all() and (marked[10, 10] == 255).all()
-    assert (np.asarray(mark_patch(image, None, (4, 4), size=32)) == np.asarray(image)).all()
+def test_thumbnails_are_square_rgb_and_the_colour_table_runs_dark_to_bright():
+    grey = Image.new("L", (50, 30), 128)
+    thumb = thumbnail(grey, 24)
+    assert thumb.mode == "RGB" and thumb.size == (24, 24)
+    assert np.asarray(thumb).min() == np.asarray(thumb).max() == 128
+    table = np.frombuffer(inferno_lut(), dtype=np.uint8).reshape(256, 3)
+    brightness = table.astype(int).sum(1)
+    assert brightness[0] < 40 and brightness[-1] > 600 and (np.diff(brightness) >= -2).all()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import shapes
+from tests.helpers import harvest_small_store, shapes
 from tests.store.store_worker import HOOKS, N_IMAGES
 from vitsae.store import ActivationStore, StoreError
 from vitsae.store.shuffle import BatchOrder, chunk_spans
@@ -66,7 +66,7 @@ def test_row_leads_back_to_its_image(store: ActivationStore) -> None:
 
 
 def test_every_row_once_per_epoch_and_reproducible(store: ActivationStore) -> None:
-    kwargs = {"seed": 3, "chunk_rows": 16, "buffer_rows": 64, "epochs": 2}
+    kwargs = {"seed": 3, "chunk_rows": 16, "window_rows": 64, "epochs": 2}
     batches = list(store.batches(50, **kwargs))
     per_epoch = math.ceil(len(store) / 50)
     assert len(batches) == 2 * per_epoch and batches[per_epoch - 1].shape[0] == len(store) % 50
@@ -91,7 +91,7 @@ def test_unshuffled_reads_in_store_order(store: ActivationStore) -> None:
 
 
 def test_position_resumes_exactly(store: ActivationStore) -> None:
-    kwargs = {"seed": 1, "chunk_rows": 32, "buffer_rows": 96, "epochs": 3}
+    kwargs = {"seed": 1, "chunk_rows": 32, "window_rows": 96, "epochs": 3}
     straight = list(store.batches(64, **kwargs))
     first = store.batches(64, **kwargs)
     taken = []
@@ -149,8 +149,20 @@ def test_corrupt_header_and_missing_manifest(copy: Path, tmp_path: Path) -> None
     data[8:12] = b"\xff\xfe\x00{"
     shard.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="shard-000001.safetensors has a corrupt safetensors header"):
-        ActivationStore.open(copy)[100]
+        ActivationStore.open(copy, verify="size")[100]
     with pytest.raises(StoreError, match="manifest.json is missing"):
         ActivationStore.open(tmp_path)
     with pytest.raises(ValueError, match="valid: \\['size', 'lazy', 'full'\\]"):
         ActivationStore.open(copy, verify="sometimes")
+
+
+def test_float32_store_batches_are_normalised_and_the_held_ones_equal(tmp_path: Path) -> None:
+    plain = harvest_small_store(tmp_path)
+    normed = ActivationStore.open(plain.path, normalize=True)
+    batches = list(normed.batches(32, seed=1, epochs=1, chunk_rows=16, window_rows=64))
+    held = list(normed.batches(32, seed=1, epochs=1, chunk_rows=16, window_rows=64, held=normed.hold()))
+    assert all(torch.equal(a, b) for a, b in zip(batches, held, strict=True))
+    order = BatchOrder(chunk_spans([68] * 3 + [34], 16), 1, True, 4)
+    assert torch.equal(torch.cat(batches), plain[order.epoch_row_ids(0)] * normed.norm_scale)
+    with pytest.raises(ValueError, match="keep_dtype batches are not normalised"):
+        normed.batches(32, keep_dtype=True)

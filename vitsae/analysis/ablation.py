@@ -62,7 +62,7 @@ def ablation_effects(
         for start in range(0, len(unique), batch_images):
             chunk = unique[start : start + batch_images]
             batch = torch.stack([pixels(i) for i in chunk]).to(device)
-            logits = model.run_with_hooks(batch, fwd_hooks=[(acts_hook, _ablate_per_image(None))])
+            logits = model.run_with_hooks(batch, fwd_hooks=[(acts_hook, ablate_per_image(None))])
             before.update(zip(chunk, logits.double().cpu(), strict=True))
             bar.update(len(chunk))
         after: list[torch.Tensor] = []
@@ -70,7 +70,7 @@ def ablation_effects(
             chunk = pairs[start : start + batch_images]
             batch = torch.stack([pixels(i) for _, i in chunk]).to(device)
             feature_B = torch.tensor([f for f, _ in chunk], device=device)
-            logits = model.run_with_hooks(batch, fwd_hooks=[(acts_hook, _ablate_per_image(feature_B))])
+            logits = model.run_with_hooks(batch, fwd_hooks=[(acts_hook, ablate_per_image(feature_B))])
             after.extend(logits.double().cpu())
             bar.update(len(chunk))
     bar.close()
@@ -95,7 +95,7 @@ def ablation_effects(
     return out
 
 
-def _ablate_per_image(feature_B: torch.Tensor | None):
+def ablate_per_image(feature_B: torch.Tensor | None):
     """A `hook_sae_acts` hook zeroing feature_B[b] at every token of image b (None: leave the codes)."""
 
     def hook(acts_BSF: torch.Tensor, hook) -> torch.Tensor | None:

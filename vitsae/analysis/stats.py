@@ -47,6 +47,10 @@ class StatsConfig:
     hist_min: float = field(default=1e-3, metadata={"help": "lower edge of the histogram (first bin open)"})
     hist_max: float = field(default=1e3, metadata={"help": "upper edge of the histogram (last bin open)"})
     seed: int = field(default=0, metadata={"help": "seed of the random sample's keys"})
+    co_slots: int = field(
+        default=8,
+        metadata={"help": "strongest features of each sampled token kept (co-activation, nearest features)"},
+    )
     store: Path | None = field(
         default=None,
         metadata={"help": "activation store directory (one hook)", "run_only": True, "required": True},
@@ -85,6 +89,28 @@ class StatsConfig:
             "run_only": True,
         },
     )
+    images: int = field(
+        default=0,
+        metadata={
+            "help": "image explorer: save per-image data (top features, error, embeddings per patch) for the "
+            "store's first N images (0: none)",
+            "run_only": True,
+        },
+    )
+    image_ids: tuple[int, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "image explorer: these image indices of the store instead of the first --images N",
+            "run_only": True,
+        },
+    )
+    neighbours: int = field(
+        default=8,
+        metadata={
+            "help": "nearest features saved per feature (decoder cosine, co-activation)",
+            "run_only": True,
+        },
+    )
     device: str = field(default="cpu", metadata={"help": "torch device for the SAE", "run_only": True})
     progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
 
@@ -95,7 +121,11 @@ class StatsConfig:
                 "batch_rows and merge_rows must be >= 1 and checkpoint_every_rows >= 0 (0: never); got "
                 f"{self.batch_rows}, {self.merge_rows}, {self.checkpoint_every_rows}"
             )
-        for name in ("k_images", "k_patches", "n_samples", "hist_bins"):
+        if self.images < 0 or self.neighbours < 1:
+            raise InvalidValue(
+                f"images must be >= 0 and neighbours >= 1, got {self.images}, {self.neighbours}"
+            )
+        for name in ("k_images", "k_patches", "n_samples", "hist_bins", "co_slots"):
             if getattr(self, name) < 1:
                 raise InvalidValue(f"StatsConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.hist_min < self.hist_max:
@@ -139,6 +169,7 @@ class FeatureStats:
     sample_value_FS: torch.Tensor
     sample_image_FS: torch.Tensor
     sample_token_FS: torch.Tensor
+    sample_cofire_FSc: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -184,7 +215,10 @@ class FeatureStats:
         """Write `feature_stats.safetensors` + `feature_stats.json` into `out_dir`."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic(out_dir / STATS_TENSORS, {name: getattr(self, name) for name in _TENSOR_FIELDS})
+        tensors = {name: getattr(self, name) for name in _TENSOR_FIELDS}
+        if self.sample_cofire_FSc is not None:
+            tensors["sample_cofire_FSc"] = self.sample_cofire_FSc
+        save_tensors_atomic(out_dir / STATS_TENSORS, tensors)
         write_json_atomic(
             out_dir / STATS_META,
             {
@@ -227,6 +261,7 @@ class FeatureStats:
             n_tokens=info["n_tokens"],
             n_images=info["n_images"],
             meta=info["meta"],
+            sample_cofire_FSc=tensors.get("sample_cofire_FSc"),  # absent in files written before it
             **{name: tensors[name] for name in _TENSOR_FIELDS},
         )
 
@@ -275,6 +310,7 @@ _STATE_TENSORS = (
     "sample_value_FS",
     "sample_image_FS",
     "sample_token_FS",
+    "sample_cofire_FSc",
 )
 
 
@@ -311,6 +347,9 @@ class FeatureStatsAccumulator:
         self.sample_value_FS = torch.zeros((n_features, config.n_samples), dtype=torch.float32)
         self.sample_image_FS = torch.full((n_features, config.n_samples), -1, dtype=torch.int64)
         self.sample_token_FS = torch.full((n_features, config.n_samples), -1, dtype=torch.int64)
+        self.sample_cofire_FSc = torch.full(
+            (n_features, config.n_samples, config.co_slots), -1, dtype=torch.int32
+        )
 
     def update(
         self,
@@ -379,6 +418,8 @@ class FeatureStatsAccumulator:
         self.sample_value_FS[writes.feature_W, writes.slot_W] = value_E[writes.candidate_W]
         self.sample_image_FS[writes.feature_W, writes.slot_W] = image_E[writes.candidate_W]
         self.sample_token_FS[writes.feature_W, writes.slot_W] = token_E[writes.candidate_W]
+        cofire_NC = _strongest_features(indices_NK, values_NK, self.config.co_slots)
+        self.sample_cofire_FSc[writes.feature_W, writes.slot_W] = cofire_NC[row_E[writes.candidate_W]]
 
     def _count(
         self, feature_E: torch.Tensor, value_E: torch.Tensor, local_image_E: torch.Tensor, n_images: int
@@ -409,9 +450,15 @@ class FeatureStatsAccumulator:
         Per-(image, feature) maxima go through a dense [images, F] table of this batch (its size is
         bounded by the batch, not the store), and so does the lookup from a patch entry to its new slot.
         """
-        n_features = self.n_features
+        n_features, n_patches = self.n_features, self.layout.n_patches
         patch_E = token_E - self.layout.n_prefix
-        is_patch = (patch_E >= 0) & (patch_E < self.layout.n_patches)
+        # Without a patch grid (a CLS-only or pooled store) images are ranked by their strongest token
+        # and keep no map.
+        is_patch = (
+            (patch_E >= 0) & (patch_E < n_patches)
+            if n_patches
+            else torch.ones_like(patch_E, dtype=torch.bool)
+        )
         feature_E, value_E, patch_E = feature_E[is_patch], value_E[is_patch], patch_E[is_patch]
         pair_E = local_image_E[is_patch] * n_features + feature_E
         score_IF = torch.zeros(local_images.numel() * n_features, dtype=torch.float32)
@@ -423,6 +470,8 @@ class FeatureStatsAccumulator:
         self.image_index_Fk[f_W, slot_W] = local_images[image_C[writes.candidate_W]]
         self.image_label_Fk[f_W, slot_W] = label_I[image_C[writes.candidate_W]]
 
+        if not n_patches:
+            return
         write_of_pair = torch.full(score_IF.shape, -1, dtype=torch.int64)
         write_of_pair[pair_W] = torch.arange(pair_W.numel())
         write_E = write_of_pair[pair_E]
@@ -495,8 +544,17 @@ class FeatureStatsAccumulator:
             sample_value_FS=by(sample_order, self.sample_value_FS),
             sample_image_FS=by(sample_order, self.sample_image_FS),
             sample_token_FS=by(sample_order, self.sample_token_FS),
+            sample_cofire_FSc=by(sample_order, self.sample_cofire_FSc),
             meta=dict(meta or {}),
         )
+
+
+def _strongest_features(indices_NK: torch.Tensor, values_NK: torch.Tensor, slots: int) -> torch.Tensor:
+    """Each row's `slots` strongest firing features, strongest first, padded with -1: int32 [N, slots]."""
+    width = min(slots, values_NK.shape[1])
+    top_NC, at_NC = values_NK.topk(width, dim=1)
+    strongest_NC = torch.where(top_NC > 0, indices_NK.gather(1, at_NC), -1).to(torch.int32)
+    return torch.nn.functional.pad(strongest_NC, (0, slots - width), value=-1)
 
 
 def _copy_state_into(targets: dict[str, torch.Tensor], state: dict[str, torch.Tensor], what: str) -> None:

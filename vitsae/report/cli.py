@@ -2,8 +2,11 @@
 
 Every option is a field of `BrowserConfig`. The images and their preprocessing come from what the
 statistics recorded; the logit effects from the `logit_effects.safetensors` that `vitsae stats` saved beside
-them (absent, with a note, when the model had no linear classification head). The browser only renders
-these files: it loads no model and no SAE.
+them (absent, with a note, when the model had no linear classification head), the nearest features from
+`neighbours.safetensors`, the image explorer from `images.safetensors` (`vitsae stats --images N`), concept
+labels from `dissection.json` (`vitsae dissect` into the same folder) and, with `--featureviz DIR`, the
+visualisations of `vitsae visualize`. The
+browser only renders these files: it loads no model and no SAE.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from vitsae.analysis.ablation_file import read_ablation_effects
+from vitsae.analysis.images import ImageData
 from vitsae.analysis.logits import LOGIT_EFFECTS_FILE, LogitEffects
+from vitsae.analysis.neighbours import Neighbours
 from vitsae.analysis.stats import FeatureStats
 from vitsae.config import add_config_arguments, config_from_args, config_from_dict
 from vitsae.data.open import source_from_description
@@ -23,6 +28,7 @@ from vitsae.data.sources import ImageSource
 from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
 from vitsae.report.browser import BrowserConfig, write_browser
+from vitsae.report.panels import read_dissection, read_featureviz
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         description=str(stats.meta.get("hook", "")),
         ablation=ablation,
+        neighbours=Neighbours.load(config.stats),
+        image_data=ImageData.load(config.stats),
+        dissection=read_dissection(config.stats, stats.n_features),
+        featureviz=None
+        if config.featureviz is None
+        else read_featureviz(config.featureviz, stats.n_features),
     )
     print(index)
     return 0

@@ -4,8 +4,9 @@ Layout: `<out>/harvest.json` (the run's config, model hash, source description) 
 in `<out>/<hook>/`. Images are cut into shards of `images_per_shard` consecutive source indices (a
 multiple of the batch size, so batches never straddle shards); shard k of every hook comes from the
 same forward passes. A shard is done once its file and its sidecar `<hook>/.progress/shard-k.json`
-(rows, bytes, sha256, float64 sums, skipped images) exist and agree in size; a rerun recomputes only the
-shards that are not done (also after the store was finished: delete a damaged shard and rerun), and
+(rows, bytes, sha256, float64 sums, skipped images) exist and agree in size and sha256; a rerun
+recomputes only the shards that are not done (also after the store was finished: a damaged or missing
+shard is recomputed, a manifest that disagrees with the sidecars rewritten), and
 the manifest is built from the sidecars in shard order, so an interrupted-and-resumed or a multi-process
 harvest writes exactly the bytes and manifest of an uninterrupted one-process run.
 Under torchrun each rank harvests a contiguous block of shards; rank 0 writes the manifests.
@@ -43,6 +44,7 @@ from vitsae.store.format import (
     shard_name,
 )
 from vitsae.store.stats import RunningStats
+from vitsae.store.verify import block_hashes, block_rows_for, sha256_problem, size_problem
 from vitsae.tokens import TokenLayout, provenance_rows, select_tokens
 
 if TYPE_CHECKING:  # the protocol only: readers of a store never import the models
@@ -50,6 +52,8 @@ if TYPE_CHECKING:  # the protocol only: readers of a store never import the mode
 
 RUN_RECORD = "harvest.json"
 PROGRESS_DIR = ".progress"
+# what the manifest lists per shard, copied from its sidecar (block checksums: stores since 2026-12-06)
+MANIFEST_SHARD_KEYS = ("file", "rows", "bytes", "sha256", "block_rows", "block_sha256", "images")
 
 
 @dataclass
@@ -181,14 +185,29 @@ def _sidecar(plan: _HookPlan, shard: int) -> Path:
 
 
 def _shard_done(plans: list[_HookPlan], shard: int) -> bool:
+    """Whether every hook's shard `shard` is written and has its sidecar's size and sha256."""
     for plan in plans:
         sidecar = _sidecar(plan, shard)
         if not sidecar.exists():
             return False
-        path = plan.directory / shard_name(shard)
-        if not path.exists() or path.stat().st_size != read_json(sidecar)["bytes"]:
+        record, path = read_json(sidecar), plan.directory / shard_name(shard)
+        if size_problem(path, record["bytes"]) or sha256_problem(path, record["sha256"]):
             return False
     return True
+
+
+def _manifest_current(plan: _HookPlan, n_shards: int) -> bool:
+    """Whether the hook's manifest exists and lists every shard as its sidecar records it (a damaged or
+    edited manifest is rewritten by a rerun)."""
+    try:
+        listed = read_json(plan.directory / MANIFEST_NAME)["shards"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    recorded = [
+        {k: v for k, v in read_json(_sidecar(plan, s)).items() if k in MANIFEST_SHARD_KEYS}
+        for s in range(n_shards)
+    ]
+    return listed == recorded
 
 
 def _runs(shards: list[int]) -> Iterator[tuple[int, int]]:
@@ -206,6 +225,9 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
     plan, rows = buffer.plan, buffer.rows
     data = shard_bytes(buffer.acts_RD[:rows], buffer.image_R[:rows], buffer.token_R[:rows])
     write_bytes_atomic(plan.directory / shard_name(shard), data)
+    row_bytes = plan.width * buffer.acts_RD.element_size()
+    block_rows = block_rows_for(row_bytes)
+    acts_bytes = memoryview(buffer.acts_RD[:rows].view(torch.uint8).numpy()).cast("B")
     write_json_atomic(
         _sidecar(plan, shard),
         {
@@ -213,6 +235,8 @@ def _write_shard(buffer: _ShardBuffer, shard: int, images: tuple[int, int], skip
             "rows": rows,
             "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
+            "block_rows": block_rows,
+            "block_sha256": block_hashes(acts_bytes, block_rows * row_bytes),
             "images": list(images),
             "skipped": skipped,
             "stats": buffer.stats.to_dict(),
@@ -294,7 +318,7 @@ def _finish(
                 )
             sidecar = read_json(path)
             stats.add(RunningStats.from_dict(sidecar["stats"]))
-            shards.append({key: sidecar[key] for key in ("file", "rows", "bytes", "sha256", "images")})
+            shards.append({key: sidecar[key] for key in MANIFEST_SHARD_KEYS if key in sidecar})
             skipped.extend(sidecar["skipped"])
         manifest = {
             "format": FORMAT_NAME,
@@ -351,8 +375,12 @@ def harvest(
         n_shards = -(-len(source) // per_shard)
         _check_or_write_record(config, _run_record(config, model, source, per_shard), rank, world)
         # the sidecars stay after the manifest is written: a shard deleted later is recomputed by a rerun
-        pending_all = [s for s in range(n_shards) if not _shard_done(plans, s)]
-        complete = not pending_all and all((plan.directory / MANIFEST_NAME).exists() for plan in plans)
+        checking = tqdm(  # a rerun hashes every shard written so far
+            range(n_shards), desc="check shards", unit="shard", disable=not (config.progress and rank == 0)
+        )
+        pending_all = [s for s in checking if not _shard_done(plans, s)]
+        checking.close()
+        complete = not pending_all and all(_manifest_current(plan, n_shards) for plan in plans)
         if not complete:
             mine = range(rank * n_shards // world, (rank + 1) * n_shards // world)
             pending = [s for s in pending_all if s in mine]

@@ -12,20 +12,21 @@ import math
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from vitsae.config import config_from_dict
 from vitsae.data.open import source_from_description
 from vitsae.data.preprocess import Preprocess
 from vitsae.data.sources import ImageSource
 from vitsae.errors import InvalidValue, MissingKey
-from vitsae.fileio import sha256_file
 from vitsae.store.format import (
     DTYPES,
     NUMPY_OF_CODE,
@@ -34,12 +35,12 @@ from vitsae.store.format import (
     read_manifest,
     read_shard_header,
 )
-from vitsae.store.shuffle import BatchOrder, ShuffledBatches, chunk_spans
+from vitsae.store.shuffle import RAW_DTYPES, BatchFeed, BatchOrder, RowSource, WindowPool, chunk_spans
+from vitsae.store.verify import block_problem, sha256_problem, shard_problem, size_problem
 from vitsae.tokens import TokenLayout, find_row, patch_to_token, token_to_patch
 
 Verify = Literal["size", "lazy", "full"]
 _INDEX_DTYPES = {"image_index": np.dtype("<i8"), "token_index": np.dtype("<i4")}
-_REPAIR = f"delete it and {RERUN_HARVEST}"
 
 
 @dataclass
@@ -50,7 +51,22 @@ class _Shard:
     image_range: tuple[int, int]
     nbytes: int
     sha256: str
+    block_rows: int  # rows per checksummed block (0: the store records none)
+    block_sha256: list[str]
     maps: dict[str, np.memmap] | None = None
+    blocks_ok: set[int] = field(default_factory=set)  # blocks checked by this process
+
+
+def _read_exact(path: Path, offset: int, out: np.ndarray) -> None:
+    """Fill `out` with the bytes of `path` from `offset` (one sequential read)."""
+    view = memoryview(out).cast("B")
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        while view:
+            got = fh.readinto(view)
+            if not got:
+                raise StoreError(f"shard {path} ended early; {RERUN_HARVEST}")
+            view = view[got:]
 
 
 class ActivationStore:
@@ -69,6 +85,7 @@ class ActivationStore:
         self._verify_on_read = verify == "lazy"
         self._verified: set[int] = set()
         self._lock = threading.Lock()
+        self._windows = WindowPool()
         self._shards: list[_Shard] = []
         self._source: ImageSource | None = None
         row = 0
@@ -81,6 +98,8 @@ class ActivationStore:
                     tuple(entry["images"]),
                     int(entry["bytes"]),
                     entry["sha256"],
+                    int(entry.get("block_rows", 0)),
+                    list(entry.get("block_sha256", [])),
                 )
             )
             row += int(entry["rows"])
@@ -98,10 +117,11 @@ class ActivationStore:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, *, normalize: bool = False, verify: Verify = "size"
+        cls, path: str | os.PathLike, *, normalize: bool = False, verify: Verify = "lazy"
     ) -> ActivationStore:
-        """Open a store directory. `verify`: 'size' checks every shard's byte size (cheap), 'lazy' also
-        checks each shard's sha256 the first time it is read, 'full' checks every sha256 now."""
+        """Open a store directory. Every shard's byte size is checked now; `verify`: 'lazy' also checks
+        each shard's sha256 the first time this process reads it, 'full' checks every sha256 now, 'size'
+        checks sizes only (for a store already verified, e.g. by `vitsae verify`)."""
         if verify not in ("size", "lazy", "full"):
             raise InvalidValue(f"unknown verify mode {verify!r}; valid: ['size', 'lazy', 'full']")
         path = Path(path)
@@ -118,42 +138,41 @@ class ActivationStore:
 
     # ---- integrity -------------------------------------------------------------------------------
     def _check_size(self, shard: _Shard) -> None:
-        try:
-            actual = shard.path.stat().st_size
-        except FileNotFoundError as exc:
-            raise StoreError(f"shard {shard.path} is missing; {RERUN_HARVEST}") from exc
-        if actual != shard.nbytes:
-            raise StoreError(
-                f"shard {shard.path} is {actual} bytes, the manifest says {shard.nbytes}: "
-                f"truncated or replaced; {RERUN_HARVEST}"
-            )
+        problem = size_problem(shard.path, shard.nbytes)
+        if problem:
+            raise StoreError(problem)
 
-    def _check_sha(self, index: int) -> None:
-        shard = self._shards[index]
-        digest = sha256_file(shard.path)
-        if digest != shard.sha256:
-            raise StoreError(
-                f"shard {shard.path} fails its sha256 check (got {digest[:16]}…, the manifest "
-                f"says {shard.sha256[:16]}…): the file was modified; {_REPAIR}"
-            )
+    def _check_sha(self, index: int, data: bytes | None = None) -> None:
+        problem = sha256_problem(self._shards[index].path, self._shards[index].sha256, data)
+        if problem:
+            raise StoreError(problem)
         self._verified.add(index)
 
     def verify(self) -> None:
-        """Check every shard's size and sha256 against the manifest; raise StoreError naming a bad file."""
-        for index, shard in enumerate(self._shards):
-            self._check_size(shard)
-            self._check_sha(index)
+        """Check every shard's size, sha256 and block checksums against the manifest; raise StoreError
+        naming the first bad file."""
+        for index, entry in enumerate(self.manifest["shards"]):
+            problem = shard_problem(self._shards[index].path, entry, self.row_bytes)
+            if problem:
+                raise StoreError(problem)
+            self._verified.add(index)
 
     # ---- raw access ------------------------------------------------------------------------------
     def _map(self, index: int) -> dict[str, np.memmap]:
+        """The shard's memory maps, its whole-file sha256 checked first when checking on first read."""
+        if self._verify_on_read and index not in self._verified:
+            with self._lock:
+                if index not in self._verified:
+                    self._check_sha(index)
+        return self._open(index)
+
+    def _open(self, index: int) -> dict[str, np.memmap]:
+        """The shard's memory maps (its header parsed on first use), without a checksum check."""
         shard = self._shards[index]
-        if shard.maps is not None and (index in self._verified or not self._verify_on_read):
-            return shard.maps
-        with self._lock:
-            if self._verify_on_read and index not in self._verified:
-                self._check_sha(index)
-            if shard.maps is None:
-                shard.maps = self._open_maps(shard)
+        if shard.maps is None:
+            with self._lock:
+                if shard.maps is None:
+                    shard.maps = self._open_maps(shard)
         return shard.maps
 
     def _open_maps(self, shard: _Shard) -> dict[str, np.memmap]:
@@ -298,6 +317,94 @@ class ActivationStore:
         return self.source()[int(image_index[0])].image
 
     # ---- training batches ------------------------------------------------------------------------
+    @property
+    def row_bytes(self) -> int:
+        return self.d_model * DTYPES[self.dtype][2]
+
+    def _shard_spans(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(shard index, first row in the shard, rows) of each shard's part of rows [start, stop)."""
+        while start < stop:
+            index = bisect.bisect_right(self._row_starts, start) - 1
+            shard = self._shards[index]
+            hi = min(stop, shard.row_start + shard.rows)
+            yield index, start - shard.row_start, hi - start
+            start = hi
+
+    def _data_offset(self, index: int) -> int:
+        """Where the shard's activations begin in its file (a shard without block checksums is checked
+        whole first when checking on first read)."""
+        maps = self._open(index) if self._shards[index].block_rows else self._map(index)
+        return maps["activations"].offset
+
+    def read_rows_into(self, start: int, stop: int, out_RD: np.ndarray) -> None:
+        """Rows [start, stop) as raw stored bits into `out_RD`, one sequential file read per shard. When
+        checking on first read, a shard with block checksums has each block checked from the bytes read
+        (the whole block is read where the rows cover only part of it), one without is hashed whole."""
+        pos = 0
+        for index, lo, rows in self._shard_spans(start, stop):
+            shard, offset, out = self._shards[index], self._data_offset(index), out_RD[pos : pos + rows]
+            if not self._verify_on_read or index in self._verified or not shard.block_rows:
+                _read_exact(shard.path, offset + lo * self.row_bytes, out)
+            else:
+                self._read_checked(shard, offset, lo, lo + rows, out)
+            pos += rows
+
+    def _read_checked(self, shard: _Shard, data_offset: int, lo: int, hi: int, out_RD: np.ndarray) -> None:
+        """Shard rows [lo, hi) into `out_RD`, checking each block they touch that is not checked yet."""
+        size = shard.block_rows
+        blocks = range(lo // size, -(-hi // size))
+        todo = [b for b in blocks if b not in shard.blocks_ok]
+        if not todo:
+            _read_exact(shard.path, data_offset + lo * self.row_bytes, out_RD)
+            return
+        first, last = blocks[0] * size, min(shard.rows, blocks[-1] * size + size)
+        whole = out_RD if (first, last) == (lo, hi) else np.empty((last - first, self.d_model), out_RD.dtype)
+        _read_exact(shard.path, data_offset + first * self.row_bytes, whole)
+        for block in todo:
+            rows = (block * size, min(shard.rows, block * size + size))
+            data = memoryview(whole[rows[0] - first : rows[1] - first]).cast("B")
+            problem = block_problem(shard.path, block, rows, shard.block_sha256[block], data)
+            if problem:
+                raise StoreError(problem)
+            shard.blocks_ok.add(block)
+        if whole is not out_RD:
+            out_RD[:] = whole[lo - first : hi - first]
+
+    def advise_rows(self, start: int, stop: int) -> None:
+        """Ask the kernel to start reading rows [start, stop) now (several reads in flight at once)."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for index, lo, rows in self._shard_spans(start, stop):
+            offset = self._data_offset(index) + lo * self.row_bytes
+            fd = os.open(self._shards[index].path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, offset, rows * self.row_bytes, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+
+    def hold(
+        self, device: torch.device | str = "cpu", *, pin: bool = False, progress: bool = False
+    ) -> torch.Tensor:
+        """Every row as raw stored bits (int16 for 16-bit dtypes) in one tensor on `device` (pinned host
+        memory with `pin`), each shard read whole, once, and its sha256 checked from the same bytes."""
+        device = torch.device(device)
+        raw = RAW_DTYPES[DTYPES[self.dtype][0]]
+        held_ND = torch.empty(len(self), self.d_model, dtype=raw, device=device, pin_memory=pin)
+        shards = tqdm(self._shards, desc="load store", unit="shard", disable=not progress)
+        for index, shard in enumerate(shards):
+            if shard.rows == 0:
+                continue
+            data = shard.path.read_bytes()
+            if self._verify_on_read and index not in self._verified:
+                self._check_sha(index, data)
+            offset = self._map(index)["activations"].offset
+            rows_RD = np.frombuffer(data, np.dtype(f"<i{raw.itemsize}"), shard.rows * self.d_model, offset)
+            with warnings.catch_warnings():  # read-only bytes, copied into the held tensor at once
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                rows_T = torch.from_numpy(rows_RD).view(shard.rows, self.d_model)
+            held_ND[shard.row_start : shard.row_start + shard.rows].copy_(rows_T)
+        return held_ND
+
     def batches(
         self,
         batch_size: int,
@@ -308,20 +415,40 @@ class ActivationStore:
         epochs: int | None = None,
         drop_last: bool = False,
         chunk_rows: int = 2048,
-        buffer_rows: int = 65536,
+        window_rows: int = 65536,
         prefetch: int = 4,
-    ) -> ShuffledBatches:
-        """float32 batches [batch_size, D], every row once per epoch, in an order fixed by (seed, epoch).
+        device: torch.device | str = "cpu",
+        keep_dtype: bool = False,
+        held: torch.Tensor | None = None,
+    ) -> BatchFeed:
+        """Batches [batch_size, D], every row once per epoch, in an order fixed by (seed, epoch) and the
+        chunk and window sizes (docs/store-format.md).
 
         Iterates epochs `start[0]`, … up to (not including) `epochs` (forever when None), starting at
-        batch `start[1]`; the returned iterator's `.position` is what to save to resume.
+        batch `start[1]`; the returned iterator's `.position` is what to save to resume. Batches are
+        float32 (normalised when the store normalises), or with `keep_dtype` in the stored dtype, on
+        `device`. `held`: the rows from `hold()`, served from memory in the same order.
         """
+        if keep_dtype and self.normalize:
+            raise InvalidValue("keep_dtype batches are not normalised: open the store with normalize=False")
         order = BatchOrder(
             chunk_spans([s.rows for s in self._shards], chunk_rows),
             seed,
             shuffle,
-            max(1, buffer_rows // chunk_rows),
+            max(1, window_rows // chunk_rows),
         )
-        return ShuffledBatches(
-            order, self.read_span, self.to_float, len(self), batch_size, start, epochs, drop_last, prefetch
+        rows = RowSource(self.d_model, DTYPES[self.dtype][0], self.read_rows_into, held, self.advise_rows)
+        return BatchFeed(
+            order,
+            rows,
+            len(self),
+            batch_size,
+            start=start,
+            epochs=epochs,
+            drop_last=drop_last,
+            device=device,
+            out_dtype=None if keep_dtype else torch.float32,
+            scale=self.norm_scale if self.normalize else None,
+            prefetch=prefetch,
+            pool=self._windows,
         )

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _trainer(cfg: TrainConfig) -> Trainer:
     """The trainer for the store or activations file `cfg` names, with the dictionary size checked."""
     if cfg.store is not None:
-        source = StoreBatches(cfg.store, cfg.batch_size, seed=cfg.seed)
+        source = StoreBatches.from_config(cfg)
         fields = {"hook_name": source.hook_name, "model_spec": source.model_spec, "store": source.store}
         norm_scale, d_in = source.norm_scale, source.d_in
     elif cfg.activations is not None:

@@ -95,6 +95,22 @@ class TrainConfig:
     )
     batch_size: int = field(default=4096, metadata={"help": "activation rows per step (all ranks together)"})
     total_tokens: int = field(default=1 << 22, metadata={"help": "activation rows to train on"})
+    hold: Literal["disk", "ram", "device"] = field(
+        default="disk",
+        metadata={
+            "help": "where a store is served from: disk (windows read ahead while one is served), ram (the "
+            "whole store loaded once) or device (loaded into GPU memory); the memory it uses is printed. "
+            "The batches are the same",
+            "run_only": True,
+        },
+    )
+    read_chunk_mib: int = field(
+        default=4, metadata={"help": "MiB of consecutive store rows read at once; chunks are shuffled"}
+    )
+    shuffle_window_mib: int = field(
+        default=512,
+        metadata={"help": "MiB of store rows shuffled together (reading from disk holds two windows in RAM)"},
+    )
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
     lr_warmup_steps: int | None = field(
@@ -175,6 +191,8 @@ class TrainConfig:
             raise InvalidValue(
                 f"need 0 < batch_size ({self.batch_size}) <= total_tokens ({self.total_tokens})"
             )
+        for name in ("read_chunk_mib", "shuffle_window_mib"):
+            _check_all(self, name, lambda v: v >= 1, ">= 1")
         for name in ("log_every", "checkpoint_every", "keep_checkpoints", "norm_batches", "dead_tokens"):
             _check_all(self, name, lambda v: v >= 1, ">= 1")
         _check_all(self, "resample_every", lambda v: v >= 1, ">= 1")

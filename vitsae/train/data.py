@@ -9,12 +9,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 from safetensors import safe_open
 
+from vitsae.distributed import local_device
 from vitsae.errors import InvalidValue, MissingKey
+
+if TYPE_CHECKING:
+    from vitsae.train.config import TrainConfig
+
+Hold = Literal["disk", "ram", "device"]
 
 
 @runtime_checkable
@@ -97,10 +103,24 @@ class StoreBatches:
     """Shuffled training batches from a harvested activation store (through its public reader).
 
     Exposes what the SAE records about its data: `d_in`, `norm_scale` (the store's sqrt(D) / E||x||),
-    `hook_name`, `model_spec` and `store` (the folder).
+    `hook_name`, `model_spec` and `store` (the folder). For a GPU the batches stay in the stored dtype
+    (float16/bfloat16) and arrive on the device already (pinned memory, non-blocking copies, the next ones
+    in flight); on the CPU they are float32. `hold` "ram" or "device" loads the whole store once (printing
+    the memory it takes); the batches are the same as from "disk".
     """
 
-    def __init__(self, path: str | Path, batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int,
+        seed: int = 0,
+        *,
+        read_chunk_mib: int = 4,
+        shuffle_window_mib: int = 512,
+        hold: Hold = "disk",
+        device: str = "cpu",
+        progress: bool = False,
+    ) -> None:
         from vitsae.store import ActivationStore  # the store stack is imported only when a store is used
 
         self.reader = ActivationStore.open(path)
@@ -115,10 +135,76 @@ class StoreBatches:
             raise InvalidValue(
                 f"{path}: {len(self.reader)} stored rows are fewer than a batch ({batch_size})"
             )
+        row_bytes = self.reader.row_bytes
+        self.chunk_rows = max(1, (read_chunk_mib << 20) // row_bytes)
+        self.window_rows = max(self.chunk_rows, (shuffle_window_mib << 20) // row_bytes)
+        self.device = local_device(device)
+        self.held = self._hold(hold, progress)
+
+    def _hold(self, hold: Hold, progress: bool) -> torch.Tensor | None:
+        """Load the store into RAM or GPU memory as asked (after checking it fits), saying how much."""
+        cuda = self.device.type == "cuda"
+        need = len(self.reader) * self.reader.row_bytes
+        if hold == "disk":
+            window = min(self.window_rows, len(self.reader)) * self.reader.row_bytes
+            print(f"reading {self.store} from disk: two shuffle windows of {_gib(window)} in RAM")
+            return None
+        if hold == "device" and not cuda:
+            raise InvalidValue(f"hold 'device' needs a CUDA device (the device is {self.device}); use ram")
+        free = torch.cuda.mem_get_info(self.device)[0] if hold == "device" else _available_ram()
+        where = f"GPU memory ({self.device})" if hold == "device" else "RAM"
+        if free is not None and need > 0.9 * free:
+            raise InvalidValue(
+                f"{self.store} takes {_gib(need)}, more than 90% of the {_gib(free)} of {where} free; "
+                "use hold 'disk'" + (" or 'ram'" if hold == "device" else "")
+            )
+        pinned = " (pinned)" if hold == "ram" and cuda else ""
+        print(f"holding {self.store} in {where}: {_gib(need)}{pinned}")
+        target = self.device if hold == "device" else "cpu"
+        return self.reader.hold(target, pin=hold == "ram" and cuda, progress=progress)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> StoreBatches:
+        """The batches `cfg` asks for from `cfg.store`."""
+        return cls(
+            cfg.store,
+            cfg.batch_size,
+            cfg.seed,
+            read_chunk_mib=cfg.read_chunk_mib,
+            shuffle_window_mib=cfg.shuffle_window_mib,
+            hold=cfg.hold,
+            device=cfg.device,
+            progress=cfg.progress,
+        )
 
     def batches(self, epoch: int, start_batch: int) -> Iterator[torch.Tensor]:
         return iter(
             self.reader.batches(
-                self.batch_size, seed=self.seed, start=(epoch, start_batch), epochs=epoch + 1, drop_last=True
+                self.batch_size,
+                seed=self.seed,
+                start=(epoch, start_batch),
+                epochs=epoch + 1,
+                drop_last=True,
+                chunk_rows=self.chunk_rows,
+                window_rows=self.window_rows,
+                device=self.device,
+                keep_dtype=self.device.type == "cuda",
+                held=self.held,
             )
         )
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def _available_ram() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -1,41 +1,23 @@
 // One feature's page: feature.html#<id> loads data/f/<id / 1000>/<id>.js, a script that calls
-// vitsaeFeature({...}); a script tag rather than fetch() so the site works from file://.
-// Every text goes in through textContent or SVG text nodes, never as HTML.
+// vitsaeFeature({...}); a script tag rather than fetch() so the site works from file://. Pictures are
+// drawn on canvas over the shared thumbnails (common.js). Every text goes in through textContent or SVG
+// text nodes, never as HTML.
 (function () {
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
+  var SITE = window.VITSAE_SITE;
   var main = document.getElementById("feature");
-  var current = null;
+  var el = V.el, num = V.num, pct = V.pct;
+  var shown = null;
 
-  function el(tag, attrs, text) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
   function svg(tag, attrs, text) {
     var node = document.createElementNS(SVG, tag);
     Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
     if (text !== undefined) node.textContent = String(text);
     return node;
   }
-  function num(x) { return x === 0 ? "0" : Number(x).toPrecision(3); }
-  function pct(x) {
-    var p = 100 * x;
-    if (p === 0) return "0%";
-    return (p >= 1 ? p.toFixed(2) : p >= 0.001 ? String(Number(p.toPrecision(2))) : p.toExponential(1)) + "%";
-  }
   function section(title) { var s = el("section"); s.appendChild(el("h2", {}, title)); main.appendChild(s); return s; }
   function notice(parent, text) { parent.appendChild(el("p", { "class": "notice" }, text)); }
-
-  function figure(src, caption, key, size) {
-    var fig = el("figure");
-    fig.style.width = (size + 10) + "px";
-    fig.appendChild(el("img", { src: src, width: size, height: size, alt: caption + " · " + key }));
-    fig.appendChild(el("figcaption", { title: caption }, caption));
-    fig.appendChild(el("figcaption", { "class": "key", title: key }, key));
-    return fig;
-  }
 
   function stat(parent, name, value) {
     var box = el("div", { "class": "stat" });
@@ -65,12 +47,13 @@
 
   function tick(x) { return x >= 1e4 || x < 1e-3 ? Number(x).toExponential(0) : String(Number(x.toPrecision(2))); }
 
-  function histogram(parent, full) {
-    // Show the bins from one below the first non-empty bin to one above the last.
-    var first = full.counts.findIndex(function (c) { return c > 0; }), last = first;
-    full.counts.forEach(function (c, i) { if (c > 0) last = i; });
-    var lo = Math.max(0, first - 1), hi = Math.min(full.counts.length - 1, last + 1);
-    var hist = { counts: full.counts.slice(lo, hi + 1), edges: full.edges.slice(lo, hi + 2) };
+  function histogram(parent, stored) {
+    // The page data holds the bins from the first non-empty one to the last; show one more each side.
+    var edges = SITE.hist_edges, nBins = edges.length - 1, first = stored[0], counts = stored[1];
+    var lo = Math.max(0, first - 1), hi = Math.min(nBins - 1, first + counts.length);
+    var all = [];
+    for (var b = lo; b <= hi; b++) all.push(b >= first && b < first + counts.length ? counts[b - first] : 0);
+    var hist = { counts: all, edges: edges.slice(lo, hi + 2) };
     var W = 560, H = 170, left = 40, bottom = 28, n = hist.counts.length;
     var chart = svg("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img" });
     chart.appendChild(svg("title", {}, "activation histogram (log-spaced bins, log count)"));
@@ -91,11 +74,57 @@
     parent.appendChild(chart);
   }
 
+  function mapOf(b64, score, gh, gw) {  // uint8 map (activation / score * 255) in activation units
+    var bytes = V.bytes(b64), map = new Float32Array(gh * gw);
+    for (var i = 0; i < map.length; i++) map[i] = bytes[i] * score / 255;
+    return map;
+  }
+
+  function topImages(d) {
+    var grid_hw = SITE.layout.grid_hw;
+    var s = section(grid_hw ? "Top images (ranked by their strongest patch; heatmap: activation per patch)"
+      : "Top images (ranked by their strongest token; this hook has no patch grid, so no heatmap)");
+    if (!d.top_images.length) notice(s, d.images_note || "No images were rendered for this feature.");
+    else if (!SITE.thumbs) notice(s, d.images_note || "The browser was written without the image source, so no pictures.");
+    var grid = el("div", { "class": "grid", id: "top-images" }), vmax = d.top_images.length ? d.top_images[0][1] : 1;
+    d.top_images.forEach(function (t, r) {
+      var caption = "#" + (r + 1) + " · " + num(t[1]) + (t[2] !== null ? " · " + t[2] : "");
+      grid.appendChild(V.figure(t[0], SITE.thumb_size, caption, t[3], function (canvas, img) {
+        if (!grid_hw || t[4] === null) { V.drawMarked(canvas, img, null); return; }
+        var layer = V.heatLayer(mapOf(t[4], t[1], grid_hw[0], grid_hw[1]), grid_hw[0], grid_hw[1], canvas.width, vmax);
+        V.drawDimmed(canvas, img, [layer]);
+      }));
+    });
+    s.appendChild(grid);
+  }
+
+  function nearest(d) {
+    if (!d.near) return;
+    var s = section("Nearest features");
+    var cols = el("div", { "class": "columns" });
+    [["decoder", "by decoder cosine", "cosine"], ["coact", "by co-activation", "Jaccard"]].forEach(function (kind) {
+      var box = el("div", { "class": "near", id: "near-" + kind[0] });
+      box.appendChild(el("h3", {}, kind[1]));
+      var list = el("ol");
+      d.near[kind[0]].forEach(function (n) {
+        var li = el("li");
+        li.appendChild(el("a", { href: "#" + n[0] }, "feature " + n[0]));
+        li.appendChild(el("span", { "class": "muted" }, " · " + kind[2] + " " + num(n[1])));
+        list.appendChild(li);
+      });
+      if (!d.near[kind[0]].length) list.appendChild(el("li", { "class": "muted" }, "none"));
+      box.appendChild(list);
+      cols.appendChild(box);
+    });
+    s.appendChild(cols);
+  }
+
   function render(d) {
     main.textContent = "";
-    document.getElementById("title").textContent = "Feature " + d.id + (d.label ? " · " + d.label : "");
-    document.title = "Feature " + d.id + " · " + (d.context.title || "vitsae");
-    document.getElementById("subtitle").textContent = d.context.description || "";
+    var named = d.label || (d.concept ? d.concept.concept : "");
+    document.getElementById("title").textContent = "Feature " + d.id + (named ? " · " + named : "");
+    document.title = "Feature " + d.id + " · " + (SITE.title || "vitsae");
+    document.getElementById("subtitle").textContent = SITE.description || "";
     var stats = el("div", { "class": "stats" });
     stat(stats, "of tokens it fires on", pct(d.freq));
     stat(stats, "of images it fires in", pct(d.img_freq));
@@ -103,35 +132,52 @@
     stat(stats, "max activation", num(d.max));
     stat(stats, "tokens it fires on", d.fire_count);
     main.appendChild(stats);
+    if (d.concept) {
+      var c = d.concept, ci = c.ci.length === 2 ? " [" + num(c.ci[0]) + ", " + num(c.ci[1]) + "]" : "";
+      main.appendChild(el("p", { id: "concept" }, "Network dissection: " + c.concept + ", IoU " + num(c.iou) + ci +
+        (c.runner_up ? "; runner-up " + c.runner_up + " (" + num(c.runner_up_iou) + ")" : "")));
+    }
     if (d.dead) {
-      notice(main, "This feature never fired on the " + d.context.n_tokens + " tokens of " + d.context.n_images + " images.");
+      notice(main, "This feature never fired on the " + SITE.n_tokens + " tokens of " + SITE.n_images + " images.");
+      nearest(d);
       return;
     }
-    var s = section("Top images (ranked by their strongest patch; heatmap: activation per patch)");
-    if (!d.top_images.length) notice(s, d.images_note || "No images were rendered for this feature.");
-    var grid = el("div", { "class": "grid" });
-    d.top_images.forEach(function (t, r) {
-      var caption = "#" + (r + 1) + " · " + num(t.score) + (t.cls !== null ? " · " + t.cls : "");
-      grid.appendChild(figure(t.src, caption, t.key, d.context.thumb_size));
-    });
-    s.appendChild(grid);
+    topImages(d);
+    if (d.viz) {
+      var vs = section("Feature visualisation (" + (d.viz.kind === "decoder" ? "its decoder direction" : "its activation") +
+        " maximised by `vitsae visualize`)");
+      var vgrid = el("div", { "class": "grid", id: "featureviz" });
+      d.viz.images.forEach(function (src, i) {
+        var fig = el("figure");
+        fig.style.width = (SITE.thumb_size + 10) + "px";
+        fig.appendChild(el("img", { src: src, width: SITE.thumb_size, height: SITE.thumb_size, alt: "visualisation " + i }));
+        var reached = d.viz.objective[i] !== undefined ? "reaches " + num(d.viz.objective[i]) : "";
+        var ratio = d.viz.ratio[i] !== undefined && d.viz.ratio[i] !== null ? " (" + num(d.viz.ratio[i]) + "x the top image)" : "";
+        fig.appendChild(el("figcaption", {}, reached + ratio));
+        vgrid.appendChild(fig);
+      });
+      vs.appendChild(vgrid);
+    }
 
-    s = section("Top patches");
-    grid = el("div", { "class": "grid" });
+    var s = section("Top patches");
+    var grid = el("div", { "class": "grid", id: "top-patches" });
     d.top_patches.forEach(function (p) {
-      grid.appendChild(figure(p.src, num(p.value) + " · (" + p.row + ", " + p.col + ")", p.key, d.context.patch_size));
+      var patch = V.patchOf(p[3]);
+      grid.appendChild(V.figure(p[0], SITE.patch_size, num(p[1]) + " · " + V.tokenName(p[3]), p[2], function (canvas, img) {
+        if (patch) V.drawPatch(canvas, img, patch[0], patch[1]); else V.drawMarked(canvas, img, null);
+      }));
     });
-    if (!d.top_patches.length) notice(s, "No patch tokens fired (the feature fires only on class or register tokens).");
+    if (!d.top_patches.length) notice(s, "No patch tokens fired (the feature fires only on class or register tokens, or the hook has no patch grid).");
     s.appendChild(grid);
 
     s = section("Activation histogram (tokens where it fires)");
     histogram(s, d.hist);
 
     s = section("Examples across its activation range (quantiles of a random sample of " + d.sample_size + " firing tokens)");
-    grid = el("div", { "class": "grid" });
+    grid = el("div", { "class": "grid", id: "quantiles" });
     d.quantiles.forEach(function (q) {
-      var where = q.patch ? "(" + q.patch[0] + ", " + q.patch[1] + ")" : "token " + q.token;
-      grid.appendChild(figure(q.src, "q" + Math.round(100 * q.q) + " · " + num(q.value) + " · " + where, q.key, d.context.thumb_size));
+      grid.appendChild(V.figure(q[1], SITE.thumb_size, "q" + Math.round(100 * q[0]) + " · " + num(q[2]) + " · " + V.tokenName(q[4]), q[3],
+        function (canvas, img) { V.drawMarked(canvas, img, V.patchOf(q[4])); }));
     });
     s.appendChild(grid);
 
@@ -159,33 +205,33 @@
       acols.appendChild(aup); acols.appendChild(adown);
       s.appendChild(acols);
     }
+    nearest(d);
   }
 
   function load() {
     var raw = decodeURIComponent(location.hash.replace(/^#/, ""));
     var id = /^\d+$/.test(raw) ? parseInt(raw, 10) : 0;
     document.body.dataset.ready = "";
+    shown = id;
     var prev = document.getElementById("prev-feature"), next = document.getElementById("next-feature");
     prev.href = "#" + Math.max(0, id - 1);
     prev.style.visibility = id > 0 ? "visible" : "hidden";
     next.href = "#" + (id + 1);
-    if (current) current.remove();
-    current = el("script", { src: "data/f/" + String(Math.floor(id / 1000)).padStart(3, "0") + "/" + id + ".js" });
-    current.onerror = function () {
-      main.textContent = "";
-      document.getElementById("title").textContent = "Feature " + id;
-      notice(main, "There is no page for feature " + id + ": it is outside the dictionary, or the browser " +
-        "was written for a subset of features.");
+    next.style.visibility = id + 1 < SITE.n_features ? "visible" : "hidden";
+    V.load("f", id, function (d) {
+      if (shown !== id) return;
+      if (d === null) {
+        main.textContent = "";
+        document.getElementById("title").textContent = "Feature " + id;
+        notice(main, "There is no page for feature " + id + ": it is outside the dictionary, or the browser " +
+          "was written for a subset of features.");
+      } else {
+        render(d);
+      }
       document.body.dataset.ready = "1";
-    };
-    document.head.appendChild(current);
+    });
   }
 
-  window.vitsaeFeature = function (d) {
-    render(d);
-    document.getElementById("next-feature").style.visibility = d.id + 1 < d.context.n_features ? "visible" : "hidden";
-    document.body.dataset.ready = "1";
-  };
   document.getElementById("goto").addEventListener("submit", function (event) {
     event.preventDefault();
     location.hash = "#" + document.getElementById("goto-id").value;

@@ -1,5 +1,6 @@
 // The feature index: one compact array of rows (data/index.js), sorted, filtered and paginated here, so
-// a dictionary of any size renders only the rows of one page. All text goes in through textContent.
+// a dictionary of any size renders only the rows of one page (and loads only its rows' thumbnails). All
+// text goes in through textContent.
 (function () {
   "use strict";
   var data = window.VITSAE_INDEX;
@@ -28,8 +29,10 @@
   function matches(row, query) {
     if (!query) return true;
     if (/^\d+$/.test(query)) return String(row[0]).indexOf(query) === 0;
-    var label = row[at.label];
-    return label !== null && label !== undefined && String(label).toLowerCase().indexOf(query) >= 0;
+    return ["label", "concept"].some(function (key) {
+      var text = at[key] === undefined ? null : row[at[key]];
+      return text !== null && text !== undefined && String(text).toLowerCase().indexOf(query) >= 0;
+    });
   }
 
   function compute() {
@@ -60,10 +63,11 @@
       th.textContent = c.name;
       th.dataset.key = c.key;
       if (c.key === "label") th.className = "label";
+      if (c.key === "top") { th.className = "nosort"; tr.appendChild(th); return; }
       if (c.key === state.key) th.classList.add(state.desc ? "sorted-desc" : "sorted-asc");
       th.addEventListener("click", function () {
         if (state.key === c.key) state.desc = !state.desc;
-        else { state.key = c.key; state.desc = c.key !== "id" && c.key !== "label"; }
+        else { state.key = c.key; state.desc = ["id", "label", "concept"].indexOf(c.key) < 0; }
         state.page = 0;
         refresh();
       });
@@ -99,9 +103,23 @@
           bar.className = "freqbar";
           bar.style.width = Math.round(60 * Math.sqrt(row[at.freq] / maxFreq)) + "px";
           td.appendChild(bar);
+        } else if (c.key === "top") {
+          var image = row[at.top];
+          if (image !== null && image !== undefined) {
+            var link = document.createElement("a");
+            link.href = "image.html#" + image;
+            var img = document.createElement("img");
+            img.className = "thumb";
+            img.loading = "lazy";
+            img.width = img.height = 36;
+            img.alt = "image " + image;
+            img.src = "img/" + String(Math.floor(image / 1000)).padStart(3, "0") + "/" + image + ".jpg";
+            link.appendChild(img);
+            td.appendChild(link);
+          }
         } else {
           td.textContent = fmt(row[at[c.key]], c.key);
-          if (c.key === "label") td.className = "label";
+          if (c.key === "label" || c.key === "concept") td.className = "label";
         }
         tr.appendChild(td);
       });

@@ -1,0 +1,127 @@
+"""Dissection labels and `vitsae visualize` images on feature pages and in the index, and the files they
+refuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import HOSTILE_LABEL
+from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
+from vitsae.cli import main
+from vitsae.report.browser import BrowserConfig, write_browser
+from vitsae.report.panels import read_dissection, read_featureviz
+from vitsae.sae.config import SAEConfig
+from vitsae.sae.io import save_sae
+from vitsae.sae.model import SparseAutoencoder
+from vitsae.tokens import TokenLayout
+
+N_FEATURES = 192  # the SAE below: shapes ViT width 96, expansion 2
+
+
+def stats_of(n_features: int):
+    acc = FeatureStatsAccumulator(n_features, TokenLayout(1, 0, (2, 2), 8), StatsConfig(k_images=2))
+    gen = torch.Generator().manual_seed(0)
+    acc.update(
+        torch.randint(0, n_features, (50, 4), generator=gen),
+        torch.rand((50, 4), generator=gen) + 0.1,
+        torch.arange(10).repeat_interleave(5),
+        torch.arange(5).repeat(10),
+    )
+    return acc.finish()
+
+
+def dissection_json(folder, units):
+    record = {
+        "format": "vitsae.dissection",
+        "format_version": 1,
+        "bases": {"sae": {"quantile": 0.5, "units": units}},
+    }
+    (folder / "dissection.json").write_text(json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def viz_dir(tmp_path_factory):
+    """A real `vitsae visualize` run on features 3 and 7 of a random SAE at the shapes ViT's middle block."""
+    root = tmp_path_factory.mktemp("viz")
+    cfg = SAEConfig(
+        d_in=96, expansion_factor=2, architecture="topk", k=4, hook_name="blocks.2.hook_resid_post"
+    )
+    save_sae(SparseAutoencoder(cfg, generator=torch.Generator().manual_seed(0)), root / "sae")
+    args = ["visualize", "--model", "vitsae:shapes-vit", "--sae", str(root / "sae"), "--features", "3,7",
+            "--steps", "2", "--samples", "2", "--out", str(root / "out"), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    return root / "out"
+
+
+def test_concepts_and_visualisations_show_on_pages_and_in_the_index(page, tmp_path, viz_dir):
+    dissection_json(
+        tmp_path,
+        [
+            {"unit": 3, "concept": "shape:circle", "iou": 0.21, "ci": [0.18, 0.24], "runner_up": "colour:red",
+             "runner_up_iou": 0.05},
+            {"unit": 5, "concept": HOSTILE_LABEL, "iou": 0.1, "ci": [0.05, 0.12]},
+            {"unit": 6, "concept": "shape:square", "iou": 0.0, "ci": [0.0, 0.0]},
+        ],
+    )  # fmt: skip
+    labels = read_dissection(tmp_path, N_FEATURES)
+    assert sorted(labels) == [3, 5]  # IoU 0: no label
+    site = tmp_path / "site"
+    write_browser(
+        stats_of(N_FEATURES),
+        site,
+        dissection=labels,
+        featureviz=read_featureviz(viz_dir, N_FEATURES),
+        config=BrowserConfig(progress=False),
+    )
+    assert sorted(p.name for p in (site / "viz" / "000").iterdir()) == [
+        "3_0.png",
+        "3_1.png",
+        "7_0.png",
+        "7_1.png",
+    ]
+    page.goto((site / "feature.html").as_uri() + "#3")
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.inner_text("#title") == "Feature 3 · shape:circle"
+    assert "IoU 0.210 [0.180, 0.240]; runner-up colour:red (0.0500)" in page.inner_text("#concept")
+    page.wait_for_function("[...document.querySelectorAll('#featureviz img')].every(i => i.complete)")
+    widths = page.eval_on_selector_all("#featureviz img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(widths) == 2 and all(w > 0 for w in widths)
+    page.goto((site / "index.html").as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+    page.fill("#search", "circle")
+    page.wait_for_function("document.querySelector('#count').textContent.startsWith('1 of')")
+    page.fill("#search", "stripes")
+    page.wait_for_function("document.querySelector('#rows').textContent.includes('stripes')")
+    assert page.locator("#rows tr").count() == 1
+    assert HOSTILE_LABEL in page.inner_text("#rows") and page.evaluate("window.__pwned") is None
+    assert page.problems == []
+
+
+def test_bad_featureviz_and_dissection_files_are_named(tmp_path, viz_dir, capsys):
+    record = json.loads((viz_dir / "featureviz.json").read_text())
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    record["targets"][0]["images"] = ["../../etc/passwd"]
+    (bad / "featureviz.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="expected a file name in images/"):
+        read_featureviz(bad, N_FEATURES)
+    record["targets"][0]["images"] = ["missing.png"]
+    (bad / "featureviz.json").write_text(json.dumps(record))
+    with pytest.raises(FileNotFoundError, match="missing.png is missing: rerun `vitsae visualize`"):
+        read_featureviz(bad, N_FEATURES)
+    (bad / "images" / "missing.png").write_text("<script>not an image</script>")
+    with pytest.raises(ValueError, match="is not an image"):
+        read_featureviz(bad, N_FEATURES)
+    with pytest.raises(ValueError, match="visualises feature 7; the statistics have 5 features"):
+        read_featureviz(viz_dir, 5)
+    (tmp_path / "dissection.json").write_text(
+        json.dumps({"format": "vitsae.dissection", "format_version": 9})
+    )
+    with pytest.raises(ValueError, match="not vitsae.dissection version 1"):
+        read_dissection(tmp_path, N_FEATURES)
+    assert read_dissection(tmp_path / "bad", N_FEATURES) is None
+    with pytest.raises(FileNotFoundError, match="no featureviz.json"):
+        read_featureviz(tmp_path, N_FEATURES)
