@@ -30,7 +30,8 @@ LAYERS: list[set[str]] = [
     {"eval.metrics"},  # the reconstruction metrics the trainer also reports; the rest of eval sits above
     {"train", "edit", "featureviz", "attribution"},
     {"eval"},
-    {"analysis", "circuits"},
+    {"analysis"},
+    {"circuits"},  # ranks edges by the statistics' E[a | a > 0] and reads the head through analysis.logits
     {"report"},
     {"cli"},
     {"demo"},  # drives every stage through cli.main

@@ -52,6 +52,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vitsae.eval.cli",
         "how well SAEs stand in for their layer: FVU, L0, spliced accuracy, KL, recovered",
     ),
+    "trace": (
+        "vitsae.circuits.cli",
+        "trace the circuit of a class or SAE feature over SAEs at several hooks: graph, page, picture",
+    ),
     "ablation": (
         "vitsae.analysis.ablation_cli",
         "ablate each feature on its top images; the effect goes to the stats folder",

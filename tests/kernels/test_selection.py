@@ -75,3 +75,19 @@ def test_sparse_codes_round_trip_and_errors():
         SparseCodes(codes.indices_BK, torch.zeros(3, 3), codes.counts_B)
     with pytest.raises(ValueError, match=r"counts_B \(2,\)"):
         SparseCodes(codes.indices_BK, codes.values_BK, codes.counts_B[:2])
+
+
+SPECIAL = [float("-inf"), -2.5, -1e-30, -0.0, 0.0, 1e-30, 1.0, 2.5, float("inf")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(SPECIAL), min_size=1, max_size=30), st.integers(1, 30))
+def test_one_topk_over_order_keys_equals_the_two_sorts(values, k):
+    """Signed zeros, infinities and ties: the int64 key orders exactly as value desc, index asc."""
+    values_BC = torch.tensor(values, dtype=torch.float32)[None, :]
+    indices_BC = torch.randperm(values_BC.shape[1])[None, :].to(torch.int32)
+    k = min(k, values_BC.shape[1])
+    got = selection.merge_topk_candidates(values_BC, indices_BC, k)
+    order = selection._order_desc(values_BC.double(), indices_BC)[:, :k]
+    assert torch.equal(got[1], indices_BC.gather(1, order))
+    assert torch.equal(got[0], values_BC.gather(1, order))

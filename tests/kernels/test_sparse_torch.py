@@ -163,3 +163,44 @@ def test_sparse_decode_and_backward_allocate_nothing_of_size_b_by_f(monkeypatch,
     assert all(leaves[n].grad is not None for n in leaves)
     too_big = [s for s in recorder.shapes if torch.Size(s).numel() >= B * F]
     assert not too_big, too_big
+
+
+def test_unknown_encoder_precision_is_named():
+    t = make_sae_tensors(4, 8, 12)
+    with pytest.raises(ValueError, match="auto, float32, tf32, bfloat16, float16"):
+        api.encode(t["x"], t["W_enc"], t["b_enc"], t["b_dec"], activation="topk", k=2, precision="fp8")
+    assert api.resolve_precision("auto", torch.device("cpu")) == "float32"
+    assert api.resolve_precision("auto", torch.device("cuda")) == "bfloat16"
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_half_encoder_precision_rounds_the_operands_and_accumulates_in_float32(precision):
+    """What the GPU kernel computes with half operands (up to summation order), and how far from float32."""
+    t = make_sae_tensors(64, 768, 512, dtype=torch.float32, seed=2)
+    zero_b_dec = torch.zeros(768)  # the folded bias b_enc - b_dec W_enc stays in float32 on every path
+    args = (t["x"], t["W_enc"], t["b_enc"], zero_b_dec, "relu", None, None, None)
+    got = sparse_torch.encode_select(*args, precision=precision)
+    half = getattr(torch, precision)
+    rounded = (t["x"].to(half).float(), t["W_enc"].to(half).float(), *args[2:])
+    want = sparse_torch.encode_select(*rounded, precision="float32")
+    assert all(torch.equal(g, w) for g, w in zip(got[:3], want[:3], strict=True))
+    exact = sparse_torch.encode_select(*args, precision="float32")
+    codes = [SparseCodes(*out[:3]).to_dense(512) for out in (got, exact)]
+    # Pre-activations are O(1): bf16 keeps 8 bits, fp16 11, so errors of a few 1e-3 / 1e-4 over D=768.
+    tol = 2e-2 if precision == "bfloat16" else 3e-3
+    assert (codes[0] - codes[1]).abs().max() < tol
+
+
+def test_b_dec_gradient_does_not_gather_grad_x_when_x_needs_none(monkeypatch):
+    """d b_dec = -W_enc (sum_b d_pre_b): the B x D gather over W_enc's columns runs only for x's own grad."""
+    calls = []
+    real = sparse_torch.gather_rows_sum
+    monkeypatch.setattr(sparse_torch, "gather_rows_sum", lambda *a: calls.append(a[3].shape) or real(*a))
+    t = make_sae_tensors(16, 24, 80, dtype=torch.float32)
+    b_dec = t["b_dec"].requires_grad_()
+    for x_grad in (False, True):
+        calls.clear()
+        x = t["x"].clone().requires_grad_(x_grad)
+        enc = api.encode(x, t["W_enc"], t["b_enc"], b_dec, activation="topk", k=3, backend="sparse")
+        api.decode(enc.codes, t["W_dec"], b_dec, backend="sparse").square().sum().backward()
+        assert calls.count((80, 24)) == 1 + x_grad  # the decode's gather, plus grad x when x needs it

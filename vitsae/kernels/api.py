@@ -25,6 +25,10 @@ from vitsae.kernels.functions import SparseDecode, SparseEncode
 
 Backend = Literal["dense", "sparse", "auto"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# The sparse encoder's matmul: "auto" is bfloat16 operands with float32 accumulation on CUDA (tensor
+# cores; docs/design.md allows bf16/tf32 matmuls on GPU) and float32 elsewhere.
+Precision = Literal["auto", "float32", "tf32", "bfloat16", "float16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,15 @@ def resolve_backend(backend: str, activation: str, k: int | None, n_features: in
     return "sparse"
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The encoder matmul precision for one call ("auto": bfloat16 on CUDA, else float32)."""
+    if precision not in PRECISIONS:
+        raise InvalidValue(f"unknown encoder precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return precision
+
+
 def encode(
     x_BD: torch.Tensor,
     W_enc_DF: torch.Tensor,
@@ -72,11 +85,15 @@ def encode(
     threshold_F: torch.Tensor | None = None,
     l1_weights_F: torch.Tensor | None = None,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> Encoded:
     """Sparse codes of f = act((x - b_dec) W_enc + b_enc), differentiable in x, W_enc, b_enc, b_dec and
-    `l1_weights_F` (through `l1_B`). JumpReLU's threshold is a constant on the sparse path."""
+    `l1_weights_F` (through `l1_B`). JumpReLU's threshold is a constant on the sparse path.
+    `precision` is the sparse encoder matmul's (see `Precision`; gradients are float32 either way); the
+    dense backend computes in the weights' dtype under PyTorch's own matmul settings."""
     reference.check_activation(activation, k, threshold_F)
     _check_encoder_shapes(x_BD, W_enc_DF, b_enc_F, b_dec_D, threshold_F, l1_weights_F)
+    mm_precision = resolve_precision(precision, x_BD.device)
     F = W_enc_DF.shape[1]
     if resolve_backend(backend, activation, k, F) == "dense":
         pre_BF = reference.pre_activations(x_BD, W_enc_DF, b_enc_F, b_dec_D)
@@ -92,9 +109,9 @@ def encode(
         )
     ops = sparse_ops(x_BD.device)
     values_BK, indices_BK, counts_B, l1_B, fire_F = SparseEncode.apply(
-        ops, activation, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D, l1_weights_F
+        ops, activation, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D, l1_weights_F, mm_precision
     )
-    codes = SparseCodes(indices_BK, values_BK, counts_B)
+    codes = SparseCodes(indices_BK, values_BK, counts_B, packed=True)
     return Encoded(codes, None if l1_weights_F is None else l1_B, fire_F)
 
 
@@ -116,8 +133,11 @@ def decode(
 
 def _slots_in_use(codes: SparseCodes) -> torch.Tensor:
     """Per-row slot counts for the sparse products: `counts_B` when every nonzero value sits in its row's
-    first counts_B[b] slots (codes from this package), else every slot (codes packed otherwise, e.g. a
-    TopK with ReLU'd zeros in place): the products are then exact too, padding slots adding zero."""
+    first counts_B[b] slots (codes marked `packed`, or found so: one device sync), else every slot (codes
+    packed otherwise, e.g. a TopK with ReLU'd zeros in place): the products are then exact too, padding
+    slots adding zero."""
+    if codes.packed:
+        return codes.counts_B
     if bool(((codes.values_BK != 0) & ~codes.used_BK).any()):
         return torch.full_like(codes.counts_B, codes.k)
     return codes.counts_B

@@ -21,12 +21,14 @@ class SparseCodes:
     `indices_BK` (int32) and `values_BK` hold the active features of each row, `counts_B[b]` how many
     there are; the unused slots of a row hold index 0 and value 0, so a slot never contributes to a sum
     and every index is a valid row of the decoder. Codes made by `vitsae.kernels` put the active features
-    first, largest first; consumers must not rely on that order.
+    first, largest first; consumers must not rely on that order. `packed` promises that no unused slot
+    holds a nonzero value (set by this package's encoders; it spares the sparse decode a device sync).
     """
 
     indices_BK: torch.Tensor
     values_BK: torch.Tensor
     counts_B: torch.Tensor
+    packed: bool = False
 
     def __post_init__(self) -> None:
         if self.indices_BK.dtype != torch.int32:
@@ -74,4 +76,4 @@ class SparseCodes:
         used_BK = used_slots(counts_B, width)
         indices_BK = torch.where(used_BK, indices_BK, 0)
         values_BK = torch.where(used_BK, codes_BF.gather(1, indices_BK), 0)
-        return SparseCodes(indices_BK.to(torch.int32), values_BK, counts_B.to(torch.int32))
+        return SparseCodes(indices_BK.to(torch.int32), values_BK, counts_B.to(torch.int32), packed=True)

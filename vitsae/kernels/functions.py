@@ -19,10 +19,20 @@ class SparseEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, ops: ModuleType, activation: str, k, threshold_F, x_BD, W_enc_DF, b_enc_F, b_dec_D, l1_weights_F
+        ctx,
+        ops: ModuleType,
+        activation: str,
+        k,
+        threshold_F,
+        x_BD,
+        W_enc_DF,
+        b_enc_F,
+        b_dec_D,
+        l1_weights_F,
+        precision: str = "float32",
     ):
         indices_BK, values_BK, counts_B, l1_B, fire_F = ops.encode_select(
-            x_BD, W_enc_DF, b_enc_F, b_dec_D, activation, k, threshold_F, l1_weights_F
+            x_BD, W_enc_DF, b_enc_F, b_dec_D, activation, k, threshold_F, l1_weights_F, precision
         )
         ctx.ops = ops
         ctx.x_dtype = x_BD.dtype
@@ -47,17 +57,19 @@ class SparseEncode(torch.autograd.Function):
             if ctx.needs_input_grad[8]:
                 d_l1w_F = ops.feature_sums(indices_BK, values_BK.abs() * d_l1_B[:, None], counts_B, F)
         d_pre_BK = torch.where(used_BK, d_pre_BK, 0)
-        d_x = d_W_enc = d_b_enc = d_b_dec = None
-        if ctx.needs_input_grad[4] or ctx.needs_input_grad[7]:
-            d_x_BD = ops.gather_rows_sum(indices_BK, d_pre_BK, counts_B, W_enc_DF.T)
-            d_x = d_x_BD.to(ctx.x_dtype) if ctx.needs_input_grad[4] else None
-            d_b_dec = -d_x_BD.sum(dim=0) if ctx.needs_input_grad[7] else None
+        d_x = d_W_enc = d_b_enc = d_b_dec = d_pre_sum_F = None
+        if ctx.needs_input_grad[4]:  # a gather over W_enc's columns: only when x itself needs a gradient
+            d_x = ops.gather_rows_sum(indices_BK, d_pre_BK, counts_B, W_enc_DF.T).to(ctx.x_dtype)
         if ctx.needs_input_grad[5] or ctx.needs_input_grad[6]:
             centred_BD = x_BD.to(W_enc_DF.dtype) - b_dec_D
-            d_W_enc_FD, d_b_enc_F = ops.scatter_outer(indices_BK, d_pre_BK, counts_B, centred_BD, F)
+            d_W_enc_FD, d_pre_sum_F = ops.scatter_outer(indices_BK, d_pre_BK, counts_B, centred_BD, F)
             d_W_enc = d_W_enc_FD.T if ctx.needs_input_grad[5] else None
-            d_b_enc = d_b_enc_F if ctx.needs_input_grad[6] else None
-        return None, None, None, None, d_x, d_W_enc, d_b_enc, d_b_dec, d_l1w_F
+            d_b_enc = d_pre_sum_F if ctx.needs_input_grad[6] else None
+        if ctx.needs_input_grad[7]:  # d b_dec = -sum_b d_pre_b W_enc^T = -W_enc (sum_b d_pre_b): exact
+            if d_pre_sum_F is None:
+                d_pre_sum_F = ops.feature_sums(indices_BK, d_pre_BK, counts_B, F)
+            d_b_dec = -(W_enc_DF @ d_pre_sum_F.to(W_enc_DF.dtype))
+        return None, None, None, None, d_x, d_W_enc, d_b_enc, d_b_dec, d_l1w_F, None
 
 
 class SparseDecode(torch.autograd.Function):

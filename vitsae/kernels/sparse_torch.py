@@ -34,16 +34,20 @@ def encode_select(
     k: int | None,
     threshold_F: torch.Tensor | None,
     l1_weights_F: torch.Tensor | None,
+    precision: str = "float32",
 ) -> tuple[torch.Tensor, ...]:
     """Encode and pack: (indices_BK int32, values_BK, counts_B int32, l1_B or None, fire_counts_F int64).
 
     The pre-activations use b_dec folded into the bias, x W_enc - (b_dec W_enc - b_enc); every active
-    feature is kept (K is the widest row's count), so nothing overflows.
+    feature is kept (K is the widest row's count), so nothing overflows. `precision` "bfloat16" or
+    "float16" rounds both matmul operands to that type and accumulates in the weights' dtype (what the
+    GPU kernel computes, up to summation order); "tf32" runs as "float32" here (TF32 is a GPU format).
     """
     check_activation(activation, k, threshold_F)
     F = W_enc_DF.shape[1]
     folded_bias_F = b_enc_F - b_dec_D @ W_enc_DF
-    pre_BF = torch.addmm(folded_bias_F, x_BD.to(W_enc_DF.dtype), W_enc_DF)
+    x_BD, W_mm_DF = round_operands(x_BD.to(W_enc_DF.dtype), W_enc_DF, precision)
+    pre_BF = torch.addmm(folded_bias_F, x_BD, W_mm_DF)
     if activation == "topk":
         top_BK, idx_BK = torch.topk(pre_BF, min(k, F), dim=1)
         indices_BK, values_BK, counts_B = selection.pack_topk(top_BK, idx_BK)
@@ -59,12 +63,21 @@ def encode_select(
     return indices_BK, values_BK, counts_B, *code_statistics(indices_BK, values_BK, counts_B, l1_weights_F, F)
 
 
+def round_operands(x_BD: Tensor, W_DF: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+    """x and W rounded to the half type `precision` names, kept in their dtype (unchanged otherwise)."""
+    half = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    if half is None:
+        return x_BD, W_DF
+    return x_BD.to(half).to(x_BD.dtype), W_DF.to(half).to(W_DF.dtype)
+
+
 def code_statistics(
     indices_BK: Tensor, values_BK: Tensor, counts_B: Tensor, l1_weights_F: Tensor | None, n_features: int
 ) -> tuple[Tensor | None, Tensor]:
-    """(l1_B = sum_k |v| w[idx], or None without weights; fire_counts_F) of packed codes."""
-    _, feature_E, _ = _entries(indices_BK, None, counts_B)
-    fire_F = torch.bincount(feature_E, minlength=n_features)
+    """(l1_B = sum_k |v| w[idx], or None without weights; fire_counts_F) of packed codes. No device sync:
+    the counts are an integer scatter-add of the used-slot mask (exact, so deterministic)."""
+    used_E = used_slots(counts_B, indices_BK.shape[1]).reshape(-1).long()
+    fire_F = used_E.new_zeros(n_features).index_add_(0, indices_BK.reshape(-1).long(), used_E)
     if l1_weights_F is None:
         return None, fire_F
     return (values_BK.abs() * l1_weights_F[indices_BK.long()]).sum(dim=1), fire_F
@@ -129,7 +142,8 @@ def _is_dense(counts_B: torch.Tensor, n_features: int) -> bool:
     return nnz > DENSE_DENSITY_THRESHOLD * counts_B.shape[0] * n_features
 
 
-def _dense(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
+def dense_codes(indices_BK, coef_BK, counts_B, n_features: int) -> torch.Tensor:
+    """The B x F matrix of the used slots' coefficients."""
     used_BK = used_slots(counts_B, indices_BK.shape[1])
     dense_BF = coef_BK.new_zeros(counts_B.shape[0], n_features)
     return dense_BF.scatter_add_(1, indices_BK.long(), torch.where(used_BK, coef_BK, 0))
@@ -140,7 +154,7 @@ def gather_rows_sum(indices_BK: Tensor, coef_BK: Tensor, counts_B: Tensor, rows_
     F = rows_FD.shape[0]
     coef_BK = coef_BK.to(rows_FD.dtype)
     if _is_dense(counts_B, F):
-        return _dense(indices_BK, coef_BK, counts_B, F) @ rows_FD
+        return dense_codes(indices_BK, coef_BK, counts_B, F) @ rows_FD
     return _csr(indices_BK, coef_BK, counts_B, F) @ rows_FD
 
 
@@ -153,7 +167,7 @@ def scatter_outer(
     """
     coef_BK = coef_BK.to(dense_BD.dtype)
     if _is_dense(counts_B, n_features):
-        dense_BF = _dense(indices_BK, coef_BK, counts_B, n_features)
+        dense_BF = dense_codes(indices_BK, coef_BK, counts_B, n_features)
         return dense_BF.T @ dense_BD, dense_BF.sum(dim=0)
     sums_F = feature_sums(indices_BK, coef_BK, counts_B, n_features)
     return _csr_transposed(indices_BK, coef_BK, counts_B, n_features) @ dense_BD, sums_F

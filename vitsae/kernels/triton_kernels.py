@@ -4,13 +4,20 @@
   b_enc - b_dec W_enc and applies the activation without writing the B x F pre-activations:
   ReLU/JumpReLU append each row's active features to its slots (one atomic per row and block hands out
   the slot range), write the row's weighted-L1 partial for this block and add the block's firing counts;
-  TopK writes each row's top-KC candidates of this block (iterative argmax, ties to the lower index),
-  merged exactly afterwards.
+  TopK writes each row's top-KC candidates of this block (KC rounds of one fused max/argmax, ties to
+  the lower index; KC is small and independent of F), merged and checked for exactness afterwards.
+  DOT picks the matmul: 0 fp32 FMA ("ieee"), 1 TF32 tensor cores, 2 half-precision (bf16/fp16)
+  operands; all three accumulate in fp32.
 - `gather_rows_kernel`: out[b] = sum_k coef[b, k] rows[idx[b, k]] (decode; grad x = d_pre W_enc^T).
 - `gather_dot_kernel`: out[b, k] = <dense[b], rows[idx[b, k]]> (grad of the code values).
 - `segment_outer_kernel`: out[f] = sum over entries of feature f of coef * dense[row] with the entries
   sorted by feature, so each feature's sum has one fixed order (deterministic, no float atomics); a
-  program walks a group of features in step, vectorised across the group.
+  program walks a group of features in step, vectorised across the group. Features with more entries
+  than a bound are left to a dense matmul by the caller (their range is passed empty), so no program
+  walks a long segment one entry at a time.
+
+Every offset that grows with B (rows * width, entry numbers) is computed in int64: B x F and B x K
+exceed 2**31 at sizes users train at.
 """
 
 import triton
@@ -36,19 +43,20 @@ def encode_kernel(
     stride_xd,
     stride_wd,
     stride_wf,
+    MAX_K,
     MODE: tl.constexpr,
-    MAX_K: tl.constexpr,
     KC: tl.constexpr,
     HAS_L1: tl.constexpr,
-    HALF_DOT: tl.constexpr,
+    DOT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_F: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """MODE 0: ReLU, 1: JumpReLU (threshold per feature), 2: TopK candidates (KC per block)."""
+    """MODE 0: ReLU, 1: JumpReLU (threshold per feature), 2: TopK candidates (KC per block).
+    MAX_K (the ReLU slot width) is a runtime argument, so a new width does not recompile."""
     pid_b = tl.program_id(0)
     pid_f = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
     row_ok = rows < B
     col_ok = cols < F
@@ -66,8 +74,10 @@ def encode_kernel(
             mask=d_ok[:, None] & col_ok[None, :],
             other=0.0,
         )
-        if HALF_DOT:
+        if DOT == 2:
             acc += tl.dot(x_tile, w_tile.to(x_tile.dtype))
+        elif DOT == 1:
+            acc += tl.dot(x_tile.to(tl.float32), w_tile.to(tl.float32), input_precision="tf32")
         else:
             acc += tl.dot(x_tile.to(tl.float32), w_tile.to(tl.float32), input_precision="ieee")
     pre = acc + tl.load(bias_ptr + cols, mask=col_ok, other=0.0)[None, :]
@@ -76,8 +86,7 @@ def encode_kernel(
         local = tl.arange(0, BLOCK_F)
         work = tl.where(valid, pre, float("-inf"))
         for i in range(KC):
-            best = tl.max(work, axis=1)
-            best_col = tl.argmax(work, axis=1, tie_break_left=True)
+            best, best_col = tl.max(work, axis=1, return_indices=True, return_indices_tie_break_left=True)
             slot = rows * (tl.num_programs(1) * KC) + pid_f * KC + i
             tl.store(val_ptr + slot, best, mask=row_ok)
             tl.store(idx_ptr + slot, pid_f * BLOCK_F + best_col, mask=row_ok)
@@ -121,7 +130,7 @@ def gather_rows_kernel(
 ):
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     row_ok = rows < B
     d_ok = ds < D
@@ -156,7 +165,7 @@ def gather_dot_kernel(
     BLOCK_D: tl.constexpr,
 ):
     """One program per BLOCK_E (row, slot) entries of the flattened B x K codes."""
-    es = tl.program_id(0) * BLOCK_E + tl.arange(0, BLOCK_E)
+    es = tl.program_id(0).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
     rows = es // K
     e_ok = es < B * K
     used = e_ok & ((es % K) < tl.load(count_ptr + rows, mask=e_ok, other=0))
@@ -173,7 +182,8 @@ def gather_dot_kernel(
 
 @triton.jit
 def segment_outer_kernel(
-    seg_ptr,
+    start_ptr,
+    end_ptr,
     entry_row_ptr,
     entry_coef_ptr,
     dense_ptr,
@@ -186,14 +196,15 @@ def segment_outer_kernel(
     BLOCK_FS: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """BLOCK_FS features per program; step e adds each feature's e-th entry (its own fixed order)."""
+    """BLOCK_FS features per program; step e adds each feature's e-th entry (its own fixed order).
+    Feature f's entries are start[f]:end[f] (int64) of the feature-sorted entry arrays."""
     fs = tl.program_id(0) * BLOCK_FS + tl.arange(0, BLOCK_FS)
     pid_d = tl.program_id(1)
     ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     f_ok = fs < F
     d_ok = ds < D
-    start = tl.load(seg_ptr + fs, mask=f_ok, other=0)
-    length = tl.load(seg_ptr + fs + 1, mask=f_ok, other=0) - start
+    start = tl.load(start_ptr + fs, mask=f_ok, other=0)
+    length = (tl.load(end_ptr + fs, mask=f_ok, other=0) - start).to(tl.int32)  # short: heavy ones are 0
     acc = tl.zeros((BLOCK_FS, BLOCK_D), dtype=tl.float32)
     total = tl.zeros((BLOCK_FS,), dtype=tl.float32)
     for e in range(0, tl.max(length, axis=0)):
