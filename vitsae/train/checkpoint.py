@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from vitsae.errors import InvalidValue, MissingFile
 from vitsae.fileio import read_json, write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-run windows hold eval's ReconstructionStats sums, dead windows, controller
 
 
 @dataclass
