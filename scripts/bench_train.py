@@ -2,9 +2,8 @@
 
 Each architecture trains alone through `vitsae.train.Trainer` (the real loop: schedules, dead-feature
 tracking, logging, one checkpoint at the end) on the same batches; the first of `--runs` (by default the
-ReLU-L1 SAE) is the baseline the relative speed is measured against. L1/L0 coefficients of ReLU and
-JumpReLU are first calibrated to the target L0 in one sweep pass (several SAEs reading each batch once);
-TopK/BatchTopK use k = target L0.
+ReLU-L1 SAE) is the baseline the relative speed is measured against. ReLU and JumpReLU train with
+`--target-l0` (the penalty coefficient steered to the target L0); TopK/BatchTopK use k = target L0.
 FVU, L0 and dead fraction are measured afterwards with `vitsae.eval.evaluate_sae` on rows held out from
 training (synthetic data) or on a sample of the store's rows (in-sample; stated in the header).
 
@@ -105,15 +104,6 @@ def config(args, architecture: str, **kw) -> TrainConfig:
     return TrainConfig(**{**values, **kw})
 
 
-def calibrate(args, source, scale, architecture: str, coefficients: tuple[float, ...], out: Path) -> float:
-    """The coefficient of a one-pass sweep whose training L0 lands closest to the target."""
-    summaries = Trainer(
-        config(args, architecture, l1_coefficient=coefficients), source, out, norm_scale=scale
-    ).fit()
-    l0 = {s["l1_coefficient"]: s["final_metrics"]["l0"] for s in summaries.values()}
-    return min(l0, key=lambda c: abs(l0[c] - args.target_l0))
-
-
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -121,20 +111,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        architectures = {architecture for architecture, _ in args.runs}
         settings = {"topk": f"k={args.target_l0}", "batchtopk": f"k={args.target_l0}"}
-        penalties = {}
-        if "relu" in architectures:
-            relu_l1 = calibrate(args, source, scale, "relu", (2.0, 4.0, 8.0, 16.0), tmp / "cal_relu")
-            settings["relu"], penalties["relu"] = f"l1={relu_l1:g}", (relu_l1,)
-        if "jumprelu" in architectures:
-            jump_l0 = calibrate(args, source, scale, "jumprelu", (0.3, 1.0, 3.0, 10.0), tmp / "cal_jump")
-            settings["jumprelu"], penalties["jumprelu"] = f"l0 coef={jump_l0:g}", (jump_l0,)
+        settings |= {"relu": f"target L0 {args.target_l0}", "jumprelu": f"target L0 {args.target_l0}"}
         plans = []
         for architecture, backend in args.runs:
             kw = {"backend": backend}
-            if architecture in penalties:
-                kw["l1_coefficient"] = penalties[architecture]
+            if architecture in ("relu", "jumprelu"):
+                kw["target_l0"] = (float(args.target_l0),)
             plans.append((architecture, backend, settings[architecture], kw))
         warm_up = dict(plans[0][3], total_tokens=2 * args.batch_size)  # one-time costs off the first row
         Trainer(config(args, plans[0][0], **warm_up), source, tmp / "warm_up", norm_scale=scale).fit()

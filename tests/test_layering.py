@@ -140,7 +140,7 @@ def inject(path: Path, code: str) -> None:
         ("store/reader.py", "import vitsae.analysis.stats", "store -> analysis (a back edge"),
         ("tokens.py", "from vitsae import models", "tokens -> models (a back edge"),
         ("report/render.py", "from vitsae.models import load", "report -> models (report must not"),
-        ("analysis/maps.py", "from ..report import render", "analysis -> report (a back edge"),
+        ("analysis/topk.py", "from ..report import render", "analysis -> report (a back edge"),
         ("train/config.py", "from vitsae.edit import splice", "train -> edit (same row"),
         ("models/load.py", "importlib.import_module('vitsae.cli')", "models -> cli (a back edge"),
         ("eval/metrics.py", "from vitsae.train import trainer", "eval.metrics -> train (a back edge"),

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from tests.helpers import HOSTILE_LABEL
+from tests.helpers import HOSTILE_LABEL, random_sae
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.cli import main
 from vitsae.report.browser import BrowserConfig, write_browser
-from vitsae.report.panels import read_dissection, read_featureviz
+from vitsae.report.panels import read_circuit, read_dissection, read_featureviz
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.io import save_sae
 from vitsae.sae.model import SparseAutoencoder
@@ -125,3 +125,35 @@ def test_bad_featureviz_and_dissection_files_are_named(tmp_path, viz_dir, capsys
     assert read_dissection(tmp_path / "bad", N_FEATURES) is None
     with pytest.raises(FileNotFoundError, match="no featureviz.json"):
         read_featureviz(tmp_path, N_FEATURES)
+
+
+def test_a_traced_circuit_lists_upstream_and_downstream_features(page, tmp_path):
+    """A real `vitsae trace` over two SAEs of the tiny ViT; the browser of the second SAE's features shows
+    what feeds each feature (linked when it is a feature of the same SAE) and what it feeds."""
+    hooks = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+    args = ["trace", "--model", "module:tests.helpers:tiny_vit", "--source", "shapes:8:0:32",
+            "--target", "class:1", "--images", "8", "--batch-size", "4", "--confirm", "2",
+            "--out", str(tmp_path / "graph"), "--no-progress"]  # fmt: skip
+    for i, hook in enumerate(hooks):
+        save_sae(random_sae(32, hook, seed=i), tmp_path / f"sae{i}")
+        args += ["--sae", str(tmp_path / f"sae{i}")]
+    assert main(args) == 0
+    n_features = 128  # random_sae: 4 x width 32
+    circuit = read_circuit(tmp_path / "graph", hooks[1], n_features)
+    assert circuit["hook"] == hooks[1] and circuit["target"]
+    feature = next(f for f, entry in circuit["features"].items() if entry["upstream"])
+    upstream = circuit["features"][feature]["upstream"]
+    site = tmp_path / "site"
+    write_browser(stats_of(n_features), site, circuit=circuit, config=BrowserConfig(progress=False))
+    page.goto((site / "feature.html").as_uri() + f"#{feature}")
+    page.wait_for_selector("body[data-ready='1']")
+    text = page.inner_text("#circuit-upstream")
+    kind, hook, source, _, _ = upstream[0]
+    assert (f"{hook} feature {source}" if kind == "feature" else f"error node of {hook}") in text
+    assert text.count("attribution") == len(upstream)
+    assert page.locator("#circuit-downstream li").count() >= 1
+    assert page.problems == []
+    with pytest.raises(ValueError, match=r"traces the SAEs at \['blocks.0.hook_resid_post', 'blocks.1"):
+        read_circuit(tmp_path / "graph", "blocks.2.hook_resid_post", n_features)
+    with pytest.raises(ValueError, match="lists feature .*; the statistics have 5 features"):
+        read_circuit(tmp_path / "graph", hooks[1], 5)

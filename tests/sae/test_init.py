@@ -34,4 +34,5 @@ def test_median_is_no_worse_than_the_mean_or_nearby_points(n, d, seed):
     assert best <= summed_distance(points, points.mean(0)) + 1e-9
     for _ in range(5):
         nudge = 1e-3 * torch.randn(d, generator=generator, dtype=torch.float64)
-        assert best <= summed_distance(points, median + nudge) + 1e-7
+        # Weiszfeld stops at a relative step size, so optimality holds to a relative tolerance
+        assert best <= summed_distance(points, median + nudge) * (1 + 1e-6)

@@ -25,7 +25,7 @@ def test_train_sweep_on_activations_file(tmp_path, capsys):
     assert main(argv + COMMON) == 0
     printed = capsys.readouterr().out
     names = sorted(json.loads((out / "sweep.json").read_text()))
-    assert names == ["topk_x2_k2_lr0.0004", "topk_x2_k4_lr0.0004"]
+    assert names == ["topk_x2_k2_lr0.004", "topk_x2_k4_lr0.004"]  # the derived rate, capped at 4e-3
     for name, k in zip(names, (2, 4), strict=True):
         assert name in printed
         sae = load_sae(out / name)

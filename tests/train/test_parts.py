@@ -51,8 +51,15 @@ def test_sweep_expands_only_the_values_an_architecture_uses():
         "relu_x8_l1_2_lr0.001",
         "relu_x8_l1_2_lr0.0001",
     ]
-    with pytest.raises(ValueError, match="lr needs at least one value"):
-        TrainConfig(lr=())
+    with pytest.raises(ValueError, match="l1_coefficient needs at least one value"):
+        TrainConfig(l1_coefficient=())
+    targets = expand_sweep(TrainConfig(target_l0=(8, 16), lr=(1e-3,)), d_in=4)
+    assert [(r.name, r.target_l0) for r in targets] == [
+        ("relu_x8_l0_8_lr0.001", 8),
+        ("relu_x8_l0_16_lr0.001", 16),
+    ]
+    with pytest.raises(ValueError, match="use --k for topk"):
+        TrainConfig(architecture="topk", target_l0=(8,))
 
 
 def test_dead_tracker_counts_tokens_since_firing():

@@ -144,21 +144,3 @@ def test_fewer_total_tokens_than_trained_is_one_line(tmp_path, acts, capsys) -> 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "the checkpoint already trained 640 tokens (step 20), more than the 320 requested" in err
-
-
-def test_a_folder_finished_by_an_older_vitsae_and_emptied_by_a_rerun_recovers_its_metrics(tmp_path, acts):
-    """Checkpoints written before the last record was kept: the rerun takes it from metrics.jsonl."""
-    out = tmp_path / "run"
-    assert main(argv(acts, out)) == 0
-    expected = json.loads((out / "sweep.json").read_text())
-    final = max((out / "checkpoints").glob("step_*"))
-    for name in expected:
-        extra = json.loads((final / f"{name}.json").read_text())
-        del extra["last_record"]
-        (final / f"{name}.json").write_text(json.dumps(extra))
-        summary = json.loads((out / name / "sae.json").read_text())
-        summary["training_summary"]["final_metrics"] = {}  # what the old rerun wrote
-        (out / name / "sae.json").write_text(json.dumps(summary))
-    (out / "sweep.json").write_text(json.dumps({k: {**v, "final_metrics": {}} for k, v in expected.items()}))
-    assert main(argv(acts, out)) == 0
-    assert json.loads((out / "sweep.json").read_text()) == expected

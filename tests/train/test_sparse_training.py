@@ -7,6 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from vitsae.kernels import sparse_torch
 from vitsae.sae import SAEConfig, SparseAutoencoder
 from vitsae.train import TensorBatches, TrainConfig, Trainer
+from vitsae.train import trainer as trainer_module
 from vitsae.train.dead import auxk_loss, auxk_loss_sparse
 
 
@@ -99,6 +100,16 @@ def test_sparse_training_allocates_nothing_of_size_b_by_f(monkeypatch, tmp_path,
             recorder.paused = False
 
     monkeypatch.setattr(sparse_torch, "encode_select", encode_select_unrecorded)
+    scan = trainer_module.duplicate_fraction
+
+    def duplicate_scan_unrecorded(*args):  # a metric record's F x F scan, not part of a step
+        recorder.paused = True
+        try:
+            return scan(*args)
+        finally:
+            recorder.paused = False
+
+    monkeypatch.setattr(trainer_module, "duplicate_fraction", duplicate_scan_unrecorded)
     cfg = TrainConfig(
         architecture="topk",
         expansion_factor=(32,),

@@ -86,6 +86,13 @@ class BrowserConfig:
             "run_only": True,
         },
     )
+    circuit: Path | None = field(
+        default=None,
+        metadata={
+            "help": "a `vitsae trace` folder: each feature's upstream and downstream features on its page",
+            "run_only": True,
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar", "run_only": True})
 
     title: str = field(default="vitsae feature browser", metadata={"help": "page title"})
@@ -162,13 +169,14 @@ class _Site:
         image_data: ImageData | None,
         dissection: Mapping[int, Mapping[str, Any]] | None = None,
         featureviz: Mapping[int, Mapping[str, Any]] | None = None,
+        circuit: Mapping[str, Any] | None = None,
     ) -> None:
         self.stats, self.root, self.config = stats, root, config
         self.source, self.preprocess = source, preprocess
         self.class_names, self.feature_labels = class_names, feature_labels
         self.description, self.ablation = description, ablation
         self.neighbours, self.image_data = neighbours, image_data
-        self.dissection, self.featureviz = dissection, featureviz
+        self.dissection, self.featureviz, self.circuit = dissection, featureviz, circuit
         k_images = min(config.n_images, stats.config.k_images)
         k_patches = min(config.n_patches, stats.config.k_patches)
         self.fire_count_F = stats.fire_count_F.numpy()
@@ -350,6 +358,12 @@ class _Site:
             data["concept"] = dict(self.dissection[f])
         if self.featureviz is not None and f in self.featureviz:
             data["viz"] = self._viz(f)
+        if self.circuit is not None and f in self.circuit["features"]:
+            data["circuit"] = {
+                "target": self.circuit["target"],
+                "hook": self.circuit["hook"],
+                **self.circuit["features"][f],
+            }
         if data["dead"]:
             return data
         if self.source is None:
@@ -582,6 +596,7 @@ def write_browser(
     image_data: ImageData | None = None,
     dissection: Mapping[int, Mapping[str, Any]] | None = None,
     featureviz: Mapping[int, Mapping[str, Any]] | None = None,
+    circuit: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the browser for `stats` (or a statistics directory) into `out_dir`; return its index.html.
 
@@ -590,7 +605,8 @@ def write_browser(
     (measured effects of ablating each feature, shown beside the logit effects), `neighbours` its nearest
     features and `image_data` its image explorer data (`vitsae stats --images N`). `features` limits which
     features get a page (default all; dead features get a light page). `dissection` and `featureviz` are
-    `report.panels.read_dissection` / `read_featureviz` results (concept labels, visualisations).
+    `report.panels.read_dissection` / `read_featureviz` results (concept labels, visualisations), `circuit`
+    a `read_circuit` result (upstream and downstream features from `vitsae trace`).
     `out_dir` is replaced whole if it holds an earlier browser and refused if it holds anything else.
     """
     config = config or BrowserConfig()
@@ -636,6 +652,7 @@ def write_browser(
             image_data,
             dissection,
             featureviz,
+            circuit,
         )
         _build(site, chosen, config)
         write_json_atomic(

@@ -4,8 +4,9 @@ Every option is a field of `BrowserConfig`. The images and their preprocessing c
 statistics recorded; the logit effects from the `logit_effects.safetensors` that `vitsae stats` saved beside
 them (absent, with a note, when the model had no linear classification head), the nearest features from
 `neighbours.safetensors`, the image explorer from `images.safetensors` (`vitsae stats --images N`), concept
-labels from `dissection.json` (`vitsae dissect` into the same folder) and, with `--featureviz DIR`, the
-visualisations of `vitsae visualize`. The
+labels from `dissection.json` (`vitsae dissect` into the same folder), with `--featureviz DIR` the
+visualisations of `vitsae visualize` and with `--circuit DIR` the upstream and downstream features that
+`vitsae trace` found. The
 browser only renders these files: it loads no model and no SAE.
 """
 
@@ -28,7 +29,7 @@ from vitsae.data.sources import ImageSource
 from vitsae.errors import InvalidValue
 from vitsae.fileio import read_json
 from vitsae.report.browser import BrowserConfig, write_browser
-from vitsae.report.panels import read_dissection, read_featureviz
+from vitsae.report.panels import read_circuit, read_dissection, read_featureviz
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         featureviz=None
         if config.featureviz is None
         else read_featureviz(config.featureviz, stats.n_features),
+        circuit=None
+        if config.circuit is None
+        else read_circuit(config.circuit, str(stats.meta.get("hook", "")), stats.n_features),
     )
     print(index)
     return 0

@@ -1,4 +1,5 @@
-"""Optional feature-page panels from other stages' files: dissection labels and feature visualisations.
+"""Optional feature-page panels from other stages' files: dissection labels, feature visualisations and
+the upstream and downstream features of a traced circuit.
 
 Both are read as data only (JSON and PNG), checked against their documented formats (docs/dissection.md,
 docs/featureviz.md), and reduced to what the pages show. Visualisation files are named by bare file names
@@ -17,6 +18,8 @@ from vitsae.fileio import read_json
 
 DISSECTION_JSON = "dissection.json"  # as vitsae.analysis.dissection writes it (format 1)
 FEATUREVIZ_JSON = "featureviz.json"  # as vitsae.featureviz.run writes it (format 1)
+CIRCUIT_JSON = "features.json"  # as vitsae.circuits.files writes it (format 1)
+CIRCUIT_ROWS = 8  # upstream and downstream nodes shown per feature
 
 
 def _check_format(path: Path, info: Any, name: str, version: int, fix: str) -> dict[str, Any]:
@@ -95,3 +98,50 @@ def _png(folder: Path, name: Any) -> Path:
     except (UnidentifiedImageError, OSError) as err:
         raise InvalidValue(f"{path} is not an image ({err}): rerun `vitsae visualize`") from err
     return path
+
+
+def _circuit_row(row: Any) -> list[Any]:
+    """[kind, hook, feature or None, attribution, ablation or None] of one upstream or downstream node."""
+    feature = row.get("feature")
+    ablation = row.get("ablation")
+    return [
+        str(row["kind"]),
+        str(row["hook"]),
+        None if feature is None else int(feature),
+        round(float(row["attribution"]), 4),
+        None if ablation is None else round(float(ablation), 4),
+    ]
+
+
+def read_circuit(folder: str | Path, hook: str, n_features: int) -> dict[str, Any]:
+    """The features of the SAE at `hook` in a `vitsae trace` folder's `features.json`:
+    {"target": label, "hook": hook, "features": {feature: {"upstream": rows, "downstream": rows}}}, rows as
+    `_circuit_row`, largest |attribution| first."""
+    path = Path(folder) / CIRCUIT_JSON
+    if not path.is_file():
+        raise MissingFile(f"no {CIRCUIT_JSON} in {folder}: not a `vitsae trace` output folder")
+    info = _check_format(path, read_json(path), "vitsae.circuit_features", 1, "rerun `vitsae trace`")
+    saes = info.get("saes", {})
+    if hook not in saes:
+        raise InvalidValue(
+            f"{path} traces the SAEs at {sorted(saes)}; these statistics are of hook {hook!r}: "
+            "pass a trace that includes this SAE"
+        )
+    features: dict[int, dict[str, list[list[Any]]]] = {}
+    try:
+        for key, entry in saes[hook]["features"].items():
+            feature = int(key)
+            if not 0 <= feature < n_features:
+                raise InvalidValue(
+                    f"{path} lists feature {feature}; the statistics have {n_features} features"
+                )
+            features[feature] = {
+                side: [_circuit_row(row) for row in entry.get(side, [])[:CIRCUIT_ROWS]]
+                for side in ("upstream", "downstream")
+            }
+        target = str(info["target"]["label"])
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, InvalidValue):
+            raise
+        raise InvalidValue(f"{path} is damaged ({type(err).__name__}: {err}): rerun `vitsae trace`") from err
+    return {"target": target, "hook": hook, "features": features}

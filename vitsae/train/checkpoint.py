@@ -17,7 +17,6 @@ on from the newest checkpoint; a finished run folder is recognised and left as i
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from vitsae.config import describe_differences
 from vitsae.errors import DamagedFile, InvalidValue, MissingFile
 from vitsae.fileio import damaged, load_safetensors, read_json, write_json_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-run windows hold eval's ReconstructionStats sums, dead windows, controller
 
 
 @dataclass
@@ -119,7 +118,9 @@ def save_checkpoint(out_dir: Path, trainer_state: dict[str, Any], runs: dict[str
 def read_trainer_state(path: Path) -> dict[str, Any]:
     state = read_json(path / "trainer.json", _repair(path), dict)
     if state.get("format_version", 0) > FORMAT_VERSION:
-        raise InvalidValue(f"{path}: checkpoint format {state['format_version']} is newer than vitsae reads")
+        raise InvalidValue(
+            f"{path}: checkpoint format {state['format_version']} is newer than vitsae reads; upgrade vitsae"
+        )
     return state
 
 
@@ -131,26 +132,7 @@ def load_run(path: Path, run_name: str, run: RunCheckpoint) -> None:
     _load_optimizer_tensors(run.sae, run.optimizer, tensors)
     for key in run.counters_F:
         run.counters_F[key].copy_(tensors[f"counter.{key}"])
-    extra = read_json(path / f"{run_name}.json", _repair(path), dict)
-    if "last_record" not in extra:  # a checkpoint of an older vitsae: the record logged at its step
-        extra["last_record"] = _logged_record(path, run_name)
-    run.extra.update(extra)
-
-
-def _logged_record(path: Path, run_name: str) -> dict[str, Any]:
-    """The record `<out>/<run>/metrics.jsonl` holds for checkpoint `path`'s step (empty if none)."""
-    step = read_trainer_state(path)["step"]
-    log = path.parent.parent / run_name / "metrics.jsonl"
-    if not log.is_file():
-        return {}
-    for line in reversed(log.read_text().splitlines()):
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut by a kill
-            continue
-        if isinstance(record, dict) and record.get("step") == step:
-            return record
-    return {}
+    run.extra.update(read_json(path / f"{run_name}.json", _repair(path), dict))
 
 
 def restore_rng(path: Path) -> None:

@@ -16,6 +16,12 @@ from typing import Any, Literal
 from vitsae.config import check_choices
 from vitsae.errors import InvalidValue
 from vitsae.sae.config import Architecture, Backend, BDecInit, SAEConfig
+from vitsae.train.schedules import (
+    derived_dead_tokens,
+    derived_lr,
+    derived_target_warmup_steps,
+    derived_warmup_steps,
+)
 
 # SAEConfig fields that TrainConfig carries as one value for every SAE of a sweep (`expand_sweep` copies
 # them into each run's SAEConfig; `expansion_factor` and `k` are swept).
@@ -70,9 +76,23 @@ class TrainConfig:
     expansion_factor: tuple[int, ...] = sae_field("expansion_factor", sweep=True)
     k: tuple[int, ...] = sae_field("k", sweep=True)
     l1_coefficient: tuple[float, ...] = field(
-        default=(5.0,), metadata={"help": "L1 (relu) or L0 (jumprelu) penalty coefficient; several = a sweep"}
+        default=(5.0,),
+        metadata={
+            "help": "L1 (relu) or L0 (jumprelu) penalty coefficient; several = a sweep "
+            "(with --target-l0: the controller's starting value)"
+        },
     )
-    lr: tuple[float, ...] = field(default=(4e-4,), metadata={"help": "Adam learning rate; several = a sweep"})
+    target_l0: tuple[float, ...] = field(
+        default=(),
+        metadata={
+            "help": "relu, jumprelu: adapt the penalty coefficient until the training L0 is this "
+            "(docs/training.md); several = a sweep"
+        },
+    )
+    lr: tuple[float, ...] = field(
+        default=(),
+        metadata={"help": "Adam learning rate (default: derived from the run size); several = a sweep"},
+    )
     batch_size: int = field(default=4096, metadata={"help": "activation rows per step (all ranks together)"})
     total_tokens: int = field(default=1 << 22, metadata={"help": "activation rows to train on"})
     hold: Literal["disk", "ram", "device"] = field(
@@ -93,7 +113,9 @@ class TrainConfig:
     )
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
-    lr_warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warm-up steps"})
+    lr_warmup_steps: int | None = field(
+        default=None, metadata={"help": "linear learning-rate warm-up steps (default: from the run size)"}
+    )
     lr_decay: Literal["constant", "linear", "cosine"] = field(
         default="linear", metadata={"help": "learning-rate decay shape after lr_decay_start"}
     )
@@ -109,12 +131,28 @@ class TrainConfig:
     dead_handling: Literal["none", "resample", "auxk"] = field(
         default="auxk", metadata={"help": "revive dead features by resampling or an auxiliary loss"}
     )
-    dead_tokens: int = field(default=1 << 21, metadata={"help": "tokens unfired before a feature is dead"})
+    dead_tokens: int | None = field(
+        default=None,
+        metadata={"help": "tokens unfired before a feature is dead (default: from the run size)"},
+    )
     resample_every: int = field(default=2000, metadata={"help": "steps between resamplings"})
     resample_until: float = field(default=0.5, metadata={"help": "fraction of training with resampling"})
     auxk_k: int = field(default=0, metadata={"help": "AuxK features (0: D / 2)"})
     auxk_coefficient: float = field(default=1 / 32, metadata={"help": "AuxK loss coefficient"})
     dense_frequency: float = field(default=0.1, metadata={"help": "firing rate of a dense feature"})
+    dictionary_init: Literal["random", "data"] = field(
+        default="random",
+        metadata={
+            "help": "decoder rows: random directions, or directions of training rows (docs/training.md)"
+        },
+    )
+    refit_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "relu: final fraction of steps that refits the decoder with the support fixed "
+            "(encoder frozen, no penalty)"
+        },
+    )
     decoder_init_norm: float | None = sae_field("decoder_init_norm")
     b_dec_init: BDecInit = sae_field("b_dec_init")
     jumprelu_bandwidth: float = sae_field("jumprelu_bandwidth")
@@ -134,13 +172,21 @@ class TrainConfig:
         check_choices(self)
         if self.store is not None and self.activations is not None:
             raise InvalidValue("give either store or activations, not both")
-        for name in ("expansion_factor", "k", "l1_coefficient", "lr"):
+        for name in ("expansion_factor", "k", "l1_coefficient"):
             if not getattr(self, name):
                 raise InvalidValue(f"{name} needs at least one value")
         _check_all(self, "expansion_factor", lambda v: v >= 1, ">= 1")
         _check_all(self, "k", lambda v: v >= 1, ">= 1")
         _check_all(self, "lr", lambda v: v > 0, "> 0")
         _check_all(self, "l1_coefficient", lambda v: v >= 0, ">= 0")
+        _check_all(self, "target_l0", lambda v: v > 0, "> 0")
+        if self.target_l0 and self.architecture not in ("relu", "jumprelu"):
+            raise InvalidValue(
+                f"target_l0 (--target-l0) steers a penalty, which {self.architecture} has none of; "
+                "use --k for topk and batchtopk"
+            )
+        if self.target_l0 and min(self.l1_coefficient) <= 0:
+            raise InvalidValue("with --target-l0 the starting --l1-coefficient must be > 0")
         if self.batch_size <= 0 or self.total_tokens < self.batch_size:
             raise InvalidValue(
                 f"need 0 < batch_size ({self.batch_size}) <= total_tokens ({self.total_tokens})"
@@ -154,7 +200,7 @@ class TrainConfig:
             _check_all(self, name, lambda v: v >= 0, ">= 0")
         for name in ("adam_beta1", "adam_beta2"):
             _check_all(self, name, lambda v: 0 <= v < 1, "in [0, 1)")
-        for name in ("lr_decay_start", "lr_min_ratio", "resample_until"):
+        for name in ("lr_decay_start", "lr_min_ratio", "resample_until", "refit_fraction"):
             _check_all(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
         _check_all(self, "dense_frequency", lambda v: 0 < v <= 1, "in (0, 1]")
         _check_all(self, "jumprelu_bandwidth", lambda v: v > 0, "> 0")
@@ -163,6 +209,25 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.total_tokens // self.batch_size
+
+    @property
+    def resolved_lr_warmup_steps(self) -> int:
+        """`lr_warmup_steps`, or the warm-up derived from the number of steps."""
+        if self.lr_warmup_steps is not None:
+            return self.lr_warmup_steps
+        return derived_warmup_steps(self.total_steps)
+
+    @property
+    def resolved_dead_tokens(self) -> int:
+        """`dead_tokens`, or the dead-feature window derived from the token budget."""
+        if self.dead_tokens is not None:
+            return self.dead_tokens
+        return derived_dead_tokens(self.total_tokens)
+
+    @property
+    def target_warmup_steps(self) -> int:
+        """Steps over which the `target_l0` controller's setpoint reaches the target."""
+        return derived_target_warmup_steps(self.total_steps)
 
 
 def _check_all(cfg: TrainConfig, name: str, ok: Any, wanted: str) -> None:
@@ -183,6 +248,7 @@ class RunSpec:
     sae: SAEConfig
     lr: float
     l1_coefficient: float
+    target_l0: float | None = None
 
 
 def _fmt(value: float) -> str:
@@ -192,19 +258,24 @@ def _fmt(value: float) -> str:
 def expand_sweep(cfg: TrainConfig, d_in: int, **sae_fields) -> list[RunSpec]:
     """One `RunSpec` per combination of the swept values that the architecture uses.
 
-    `sae_fields` (hook_name, model_spec, store, norm_scale) are copied into every SAE's config.
+    An empty `lr` is the rate derived from each SAE's width; with `target_l0` the penalty is steered
+    (swept over the targets, starting from the first `l1_coefficient`). `sae_fields` (hook_name,
+    model_spec, store, norm_scale) are copied into every SAE's config.
     """
     uses_k = cfg.architecture in ("topk", "batchtopk")
     uses_l1 = cfg.architecture in ("relu", "jumprelu")
     ks = cfg.k if uses_k else cfg.k[:1]
-    l1s = cfg.l1_coefficient if uses_l1 else cfg.l1_coefficient[:1]
+    l1s = cfg.l1_coefficient if uses_l1 and not cfg.target_l0 else cfg.l1_coefficient[:1]
+    targets: tuple[float | None, ...] = cfg.target_l0 or (None,)
     runs = []
-    for ef, k, l1, lr in itertools.product(cfg.expansion_factor, ks, l1s, cfg.lr):
-        parts = [cfg.architecture, f"x{ef}"]
-        parts += [f"k{k}"] if uses_k else []
-        parts += [f"l1_{_fmt(l1)}"] if uses_l1 else []
-        parts.append(f"lr{_fmt(lr)}")
-        shared = {name: getattr(cfg, name) for name in SAE_FIELDS}
-        sae_cfg = SAEConfig(d_in=d_in, expansion_factor=ef, k=k, **shared, **sae_fields)
-        runs.append(RunSpec("_".join(parts), sae_cfg, lr, l1))
+    for ef, k, l1, target in itertools.product(cfg.expansion_factor, ks, l1s, targets):
+        for lr in cfg.lr or (derived_lr(ef * d_in),):
+            parts = [cfg.architecture, f"x{ef}"]
+            parts += [f"k{k}"] if uses_k else []
+            parts += [f"l1_{_fmt(l1)}"] if uses_l1 and target is None else []
+            parts += [f"l0_{_fmt(target)}"] if target is not None else []
+            parts.append(f"lr{_fmt(lr)}")
+            shared = {name: getattr(cfg, name) for name in SAE_FIELDS}
+            sae_cfg = SAEConfig(d_in=d_in, expansion_factor=ef, k=k, **shared, **sae_fields)
+            runs.append(RunSpec("_".join(parts), sae_cfg, lr, l1, target))
     return runs

@@ -11,25 +11,48 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vitsae import kernels
+from vitsae.eval.metrics import RARE_RATE
 from vitsae.kernels.codes import SparseCodes
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.train.distributed import all_reduce_sum
 
 
 class DeadFeatureTracker:
-    """Tokens since each feature last fired (float64, so counts stay exact far beyond 2^24)."""
+    """Which features stopped firing, counted the two ways a user needs (docs/training.md, "Dead features").
+
+    - `dead_mask_F`: no firing in the last `dead_tokens` training rows (what AuxK and resampling revive);
+      `dead_fraction` is its mean: the dead fraction over the last window, at every step.
+    - `rare_fraction`: the fraction of features that fired on fewer than 1 row in 10^5
+      (`vitsae.eval.metrics.RARE_RATE`) over the last completed window of `dead_tokens` rows (at least
+      10^5 of them), i.e. features a held-out evaluation sees as never firing even though they fire now and
+      then in training. None until the first window completes.
+    Counts are float64, so they stay exact far beyond 2^24.
+    """
 
     def __init__(self, n_features: int, dead_tokens: int, device: torch.device | str = "cpu") -> None:
         self.dead_tokens = dead_tokens
+        self.rare_window = max(dead_tokens, math.ceil(1 / RARE_RATE))
         self.tokens_since_fired_F = torch.zeros(n_features, dtype=torch.float64, device=device)
+        self.window_fired_F = torch.zeros(n_features, dtype=torch.float64, device=device)
+        self.window_tokens = 0
+        self.rare_fraction: float | None = None
 
     def update(self, fired_count_F: torch.Tensor, n_tokens: int) -> None:
         """Advance by a batch of `n_tokens` in which feature f fired `fired_count_F[f]` times."""
         self.tokens_since_fired_F += n_tokens
         self.tokens_since_fired_F[fired_count_F > 0] = 0
+        self.window_fired_F += fired_count_F
+        self.window_tokens += n_tokens
+        if self.window_tokens >= self.rare_window:
+            rare_F = self.window_fired_F < RARE_RATE * self.window_tokens
+            self.rare_fraction = float(rare_F.double().mean())
+            self.window_fired_F.zero_()
+            self.window_tokens = 0
 
     @property
     def dead_mask_F(self) -> torch.Tensor:
@@ -37,6 +60,14 @@ class DeadFeatureTracker:
 
     def dead_fraction(self) -> float:
         return float(self.dead_mask_F.double().mean())
+
+    def state(self) -> dict[str, float | int | None]:
+        """The scalar state a checkpoint holds (the per-feature counts are tensors beside it)."""
+        return {"window_tokens": self.window_tokens, "rare_fraction": self.rare_fraction}
+
+    def load_state(self, state: dict) -> None:
+        self.window_tokens = state["window_tokens"]
+        self.rare_fraction = state["rare_fraction"]
 
 
 def auxk_loss(

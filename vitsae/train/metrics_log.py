@@ -13,7 +13,19 @@ from vitsae.fileio import atomic_path
 
 # log10 firing-frequency bin edges of the feature-density histogram; never-fired features go in bin 0.
 DENSITY_EDGES: tuple[float, ...] = (-math.inf, -7, -6, -5, -4, -3, -2, -1, 0.0)
-CURVES: tuple[str, ...] = ("loss", "mse", "fvu", "l0", "l1", "dead_fraction", "dense_fraction", "lr")
+CURVES: tuple[str, ...] = (
+    "loss",
+    "mse",
+    "fvu",
+    "l0",
+    "l1",
+    "l1_coefficient",
+    "dead_fraction",
+    "rare_fraction",
+    "duplicate_fraction",
+    "dense_fraction",
+    "lr",
+)
 
 
 def density_histogram(frequency_F: torch.Tensor) -> list[int]:
@@ -76,12 +88,12 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     records = read_metrics(metrics_path)
-    keys = [k for k in CURVES if any(k in r for r in records)]
+    keys = [k for k in CURVES if any(r.get(k) is not None for r in records)]
     cols = 4
     rows = max(1, math.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        points = [(r["tokens"], r[key]) for r in records if key in r]
+        points = [(r["tokens"], r[key]) for r in records if r.get(key) is not None]
         ax.plot([p[0] for p in points], [p[1] for p in points])
         ax.set_title(key)
         ax.set_xlabel("tokens")

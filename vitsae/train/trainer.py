@@ -22,8 +22,10 @@ from tqdm import tqdm
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.distributed import barrier, local_device, rank_world
 from vitsae.errors import InvalidValue, VitsaeError
+from vitsae.eval.metrics import ReconstructionStats, duplicate_fraction
 from vitsae.fileio import write_json_atomic
 from vitsae.sae.config import SAEConfig
+from vitsae.sae.init import rows_from_data
 from vitsae.sae.io import save_sae
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.train import checkpoint as ckpt
@@ -31,11 +33,14 @@ from vitsae.train import distributed as ddp
 from vitsae.train.config import RunSpec, TrainConfig, expand_sweep
 from vitsae.train.data import BatchSource, as_batch_source
 from vitsae.train.dead import DeadFeatureTracker, auxk_loss, auxk_loss_sparse, resample_dead
+from vitsae.train.l0_control import L0Controller
 from vitsae.train.metrics_log import MetricsLog, density_histogram, plot_curves
 from vitsae.train.schedules import lr_factor, penalty_factor
 
-# Scalars summed over ranks each step, ahead of the per-dimension sum of x and per-feature firing counts.
-_STAT_NAMES = ("rows", "sq_err", "x_sq", "l0", "l1", "loss", "sparsity", "auxk")
+# Loss terms summed (times rows) over ranks beside the reconstruction statistics of each step.
+LOSS_NAMES = ("loss", "sparsity", "auxk")
+# Above this many multiply-adds (F * F * D) the duplicate-feature scan runs only for the final record.
+DUPLICATE_SCAN_LIMIT = 1 << 34
 
 
 class TrainingDiverged(VitsaeError, RuntimeError):
@@ -43,31 +48,48 @@ class TrainingDiverged(VitsaeError, RuntimeError):
 
 
 @dataclass
-class _Window:
-    """Sums over the steps since the last metric record (kept in place so checkpoints can hold them)."""
+class _Losses:
+    """One step's loss terms (means over this rank's rows) and the coefficient they were weighted with."""
 
-    stats: torch.Tensor
-    x_sum_D: torch.Tensor
-    fired_F: torch.Tensor
+    recon: torch.Tensor
+    sparsity: torch.Tensor
+    aux: torch.Tensor
+    total: torch.Tensor
+    coefficient: float
+
+
+@dataclass
+class _Stats:
+    """Statistics summed over every rank: the reconstruction sums `eval` summarises, and the loss sums.
+
+    One step's, or a window's since the last metric record (kept in place so checkpoints can hold them).
+    """
+
+    recon: ReconstructionStats
+    losses: torch.Tensor  # LOSS_NAMES, each summed over rows
     steps: int = 0
 
     @classmethod
-    def zeros(cls, d_in: int, d_sae: int, device: torch.device) -> _Window:
-        def zeros(n: int) -> torch.Tensor:
-            return torch.zeros(n, dtype=torch.float64, device=device)
+    def zeros(cls, device: torch.device) -> _Stats:
+        return cls(ReconstructionStats(), torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=device))
 
-        return cls(zeros(len(_STAT_NAMES)), zeros(d_in), zeros(d_sae))
+    @property
+    def rows(self) -> float:
+        return self.recon.scalars["rows"]
 
-    def add(self, stats: torch.Tensor, x_sum_D: torch.Tensor, fired_F: torch.Tensor) -> None:
+    def loss_means(self) -> dict[str, float]:
+        rows = max(self.rows, 1.0)
+        return {name: value / rows for name, value in zip(LOSS_NAMES, self.losses.tolist(), strict=True)}
+
+    def add(self, other: _Stats) -> None:
         self.steps += 1
-        self.stats += stats
-        self.x_sum_D += x_sum_D
-        self.fired_F += fired_F
+        self.recon.add(other.recon)
+        self.losses += other.losses
 
     def reset(self) -> None:
         self.steps = 0
-        for tensor in (self.stats, self.x_sum_D, self.fired_F):
-            tensor.zero_()
+        self.recon.reset()
+        self.losses.zero_()
 
 
 @dataclass
@@ -76,9 +98,11 @@ class _Run:
     sae: SparseAutoencoder
     optimizer: torch.optim.Adam
     dead: DeadFeatureTracker
-    window: _Window
+    window: _Stats
+    controller: L0Controller | None = None
     log: MetricsLog | None = None
     last_record: dict[str, Any] = field(default_factory=dict)
+    last_coefficient: float = 0.0  # the penalty coefficient of the last step (the controller's trajectory)
     resampled: int = 0
 
 
@@ -126,15 +150,16 @@ class Trainer:
         return taken, itertools.chain(taken, epoch0)
 
     def _build_runs(self, specs: list[RunSpec]) -> None:
+        cfg = self.cfg
         for index, spec in enumerate(specs):
-            generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + index)
+            generator = torch.Generator().manual_seed(cfg.seed * 7919 + index)
             sae = SparseAutoencoder(spec.sae, generator=generator).to(self.device).train()
-            optimizer = torch.optim.Adam(
-                sae.parameters(), lr=spec.lr, betas=(self.cfg.adam_beta1, self.cfg.adam_beta2)
-            )
-            dead = DeadFeatureTracker(spec.sae.d_sae, self.cfg.dead_tokens, self.device)
-            window = _Window.zeros(spec.sae.d_in, spec.sae.d_sae, self.device)
-            self.runs.append(_Run(spec, sae, optimizer, dead, window))
+            optimizer = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+            dead = DeadFeatureTracker(spec.sae.d_sae, cfg.resolved_dead_tokens, self.device)
+            controller = None
+            if spec.target_l0 is not None:
+                controller = L0Controller(spec.target_l0, spec.l1_coefficient, cfg.target_warmup_steps)
+            self.runs.append(_Run(spec, sae, optimizer, dead, _Stats.zeros(self.device), controller))
 
     def _start_fresh(self) -> Iterator[torch.Tensor]:
         """Initialise every run from the first batches; returns the data iterator of epoch 0."""
@@ -157,12 +182,47 @@ class Trainer:
         specs = expand_sweep(self.cfg, d_in, norm_scale=self.norm_scale, **self.sae_fields)
         self._build_runs(specs)
         first_ND = sample[0].to(self.device) * (self.norm_scale or 1.0)
-        for run in self.runs:
+        sample_ND = torch.cat(sample).to(self.device) * (self.norm_scale or 1.0)
+        for index, run in enumerate(self.runs):
             run.sae.init_b_dec(first_ND)
+            if self.cfg.dictionary_init == "data":
+                self._init_dictionary_from_data(run, sample_ND, index)
+            if run.spec.target_l0 is not None and run.spec.sae.architecture == "jumprelu":
+                self._init_thresholds_at_target(run, sample_ND)
         return data
+
+    @torch.no_grad()
+    def _init_thresholds_at_target(self, run: _Run, sample_ND: torch.Tensor) -> None:
+        """JumpReLU with a target L0: each feature's threshold at the (1 - target / F) quantile of its
+        pre-activations on the sample, so training starts at the target L0 (Adam moves log-thresholds
+        only about lr per step, too slowly to come down from ReLU's F / 2 in a short run)."""
+        sae = run.sae
+        rows_ND = sample_ND[: 1 << 14]
+        quantile = 1.0 - min(run.spec.target_l0 / sae.cfg.d_sae, 1.0)
+        pre_NF = sae.pre_activations(rows_ND, normalized=True)
+        threshold_F = pre_NF.float().kthvalue(max(round(quantile * len(rows_ND)), 1), dim=0).values
+        sae.log_threshold.copy_(threshold_F.clamp_min(1e-3).log())
+
+    @torch.no_grad()
+    def _init_dictionary_from_data(self, run: _Run, sample_ND: torch.Tensor, index: int) -> None:
+        """Decoder rows at sample rows minus b_dec (`vitsae.sae.init.rows_from_data`), encoder = its
+        transpose, as the random initialisation ties them."""
+        generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + index + 1)
+        sae = run.sae
+        rows_FD = rows_from_data(
+            sample_ND, sae.b_dec, sae.cfg.d_sae, sae.cfg.initial_decoder_norm, generator
+        ).to(sae.W_dec)
+        sae.W_dec.copy_(rows_FD)
+        sae.W_enc.copy_(rows_FD.T)
 
     def _resume(self, path: Path) -> None:
         state = ckpt.read_trainer_state(path)
+        if state.get("format_version", 0) < ckpt.FORMAT_VERSION:
+            raise InvalidValue(
+                f"{path} was written by an older vitsae (checkpoint format {state.get('format_version', 0)}, "
+                f"this version writes {ckpt.FORMAT_VERSION}) and cannot be resumed; "
+                "choose a new output folder"
+            )
         changed = ckpt.resume_changes(state, self.cfg)
         if changed:
             raise InvalidValue(
@@ -170,7 +230,13 @@ class Trainer:
                 "rerun with the same options or choose a new output folder"
             )
         specs = [
-            RunSpec(r["name"], config_from_dict(SAEConfig, r["sae"]), r["lr"], r["l1_coefficient"])
+            RunSpec(
+                r["name"],
+                config_from_dict(SAEConfig, r["sae"]),
+                r["lr"],
+                r["l1_coefficient"],
+                r.get("target_l0"),
+            )
             for r in state["runs"]
         ]
         self._build_runs(specs)
@@ -179,6 +245,9 @@ class Trainer:
             ckpt.load_run(path, run.spec.name, checkpoint)
             run.resampled = checkpoint.extra["resampled"]
             run.window.steps = checkpoint.extra["window_steps"]
+            run.dead.load_state(checkpoint.extra["dead"])
+            if run.controller is not None:
+                run.controller = L0Controller.from_state(checkpoint.extra["controller"])
             run.last_record = checkpoint.extra.get("last_record", {})  # the final one, at a finished run
         self.step, self.tokens = state["step"], state["tokens"]
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
@@ -187,19 +256,27 @@ class Trainer:
         self.last_checkpoint = path
 
     def _run_checkpoint(self, run: _Run) -> ckpt.RunCheckpoint:
+        if run.window.recon.sums is None:  # a checkpoint before the first step: allocate the sums
+            width, features = run.spec.sae.d_in, run.spec.sae.d_sae
+            zeros_BD = torch.zeros(1, width, device=self.device)
+            run.window.recon.update_counts(zeros_BD, zeros_BD, torch.zeros(features, device=self.device))
+            run.window.recon.reset()
         counters = {
             "tokens_since_fired": run.dead.tokens_since_fired_F,
-            "window_stats": run.window.stats,
-            "window_x_sum": run.window.x_sum_D,
-            "window_fired": run.window.fired_F,
+            "window_fired_rare": run.dead.window_fired_F,
+            "window_recon": run.window.recon.sums,
+            "window_losses": run.window.losses,
         }
         extra = {
             "name": run.spec.name,
             "sae": config_to_dict(run.spec.sae),
             "lr": run.spec.lr,
             "l1_coefficient": run.spec.l1_coefficient,
+            "target_l0": run.spec.target_l0,
             "resampled": run.resampled,
             "window_steps": run.window.steps,
+            "dead": run.dead.state(),
+            "controller": None if run.controller is None else run.controller.state(),
             "last_record": run.last_record,
         }
         return ckpt.RunCheckpoint(run.sae, run.optimizer, counters, extra)
@@ -237,7 +314,8 @@ class Trainer:
                             stacklevel=2,
                         )
                         if self.step % self.cfg.log_every:
-                            self._log((self.tokens - start_tokens) / max(time.perf_counter() - started, 1e-9))
+                            rate = (self.tokens - start_tokens) / max(time.perf_counter() - started, 1e-9)
+                            self._log(rate, final=True)
                         self._checkpoint()
                         break
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -247,7 +325,7 @@ class Trainer:
                 bar.update(1)
                 if self.step % self.cfg.log_every == 0 or self.step == total:
                     rate = (self.tokens - start_tokens) / max(time.perf_counter() - started, 1e-9)
-                    self._log(rate)
+                    self._log(rate, final=self.step == total)
                     bar.set_postfix(loss=f"{self.runs[0].last_record['loss']:.4g}", tok_s=f"{rate:,.0f}")
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
                     self._checkpoint()
@@ -283,26 +361,56 @@ class Trainer:
         self.tokens += x_BD.shape[0]
 
     def _train_one(self, run: _Run, x_BD: torch.Tensor, x_full_BD: torch.Tensor) -> None:
-        cfg, sae, opt = self.cfg, run.sae, run.optimizer
+        """One optimiser step of one SAE: loss, reduction over ranks, step, then the counters."""
+        self._set_lr(run)
+        out, losses = self._loss(run, x_BD)
+        run.optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        stats = self._reduce(x_BD, out, losses)
+        self._check_finite(run, stats)
+        self._optimise(run)
+        self._update_counters(run, stats, x_full_BD)
+        run.last_coefficient = losses.coefficient
+
+    def _in_refit(self) -> bool:
+        """Whether this step is in the final refit phase (ReLU: encoder frozen, no penalty)."""
+        cfg = self.cfg
+        return cfg.refit_fraction > 0 and self.step >= (1.0 - cfg.refit_fraction) * cfg.total_steps
+
+    def _refitting(self, run: _Run) -> bool:
+        return run.spec.sae.architecture == "relu" and self._in_refit()
+
+    def _coefficient(self, run: _Run) -> float:
+        if self._refitting(run):
+            return 0.0
+        if run.controller is not None:
+            return run.controller.coefficient
+        return run.spec.l1_coefficient * penalty_factor(self.step, self.cfg.l1_warmup_steps)
+
+    def _set_lr(self, run: _Run) -> None:
+        cfg = self.cfg
         lr = run.spec.lr * lr_factor(
             self.step,
             cfg.total_steps,
-            cfg.lr_warmup_steps,
+            cfg.resolved_lr_warmup_steps,
             cfg.lr_decay,
             cfg.lr_decay_start,
             cfg.lr_min_ratio,
         )
-        for group in opt.param_groups:
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
-        coefficient = run.spec.l1_coefficient * penalty_factor(self.step, cfg.l1_warmup_steps)
+
+    def _loss(self, run: _Run, x_BD: torch.Tensor) -> tuple[Any, _Losses]:
+        """The forward pass and the loss: reconstruction + coefficient * sparsity (+ AuxK, dead features)."""
+        cfg, sae = self.cfg, run.sae
+        coefficient = self._coefficient(run)
         out = sae.forward_train(x_BD, self.world_size)
-        sq_err_B = (x_BD - out.recon_BD).square().sum(-1)
-        recon_loss = sq_err_B.mean()
-        sparsity = recon_loss.new_zeros(()) if out.penalty_B is None else out.penalty_B.mean()
-        loss = recon_loss + coefficient * sparsity
-        aux = recon_loss.new_zeros(())
+        recon = (x_BD - out.recon_BD).square().sum(-1).mean()
+        sparsity = recon.new_zeros(()) if out.penalty_B is None else out.penalty_B.mean()
+        total = recon + coefficient * sparsity
+        aux = recon.new_zeros(())
         dead_mask_F = run.dead.dead_mask_F
-        if cfg.dead_handling == "auxk" and bool(dead_mask_F.any()):
+        if cfg.dead_handling == "auxk" and not self._refitting(run) and bool(dead_mask_F.any()):
             k_aux = cfg.auxk_k or max(run.spec.sae.d_in // 2, 1)
             if out.pre_BF is None:
                 aux = auxk_loss_sparse(sae, x_BD, out.recon_BD, dead_mask_F, k_aux, self.world_size)
@@ -310,51 +418,56 @@ class Trainer:
                 aux = auxk_loss(
                     x_BD, out.recon_BD, out.pre_BF, sae.W_dec, dead_mask_F, k_aux, self.world_size
                 )
-            loss = loss + cfg.auxk_coefficient * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+            total = total + cfg.auxk_coefficient * aux
+        return out, _Losses(recon, sparsity, aux, total, coefficient)
 
-        with torch.no_grad():
-            rows = x_BD.shape[0]
-            fired_F = out.fire_counts_F.to(torch.float64)
-            scalars = torch.stack(
-                [
-                    torch.tensor(float(rows), dtype=torch.float64, device=x_BD.device),
-                    sq_err_B.sum().double(),
-                    x_BD.double().square().sum(),
-                    fired_F.sum(),
-                    out.abs_sum.double(),
-                    loss.detach().double() * rows,
-                    sparsity.detach().double() * rows,
-                    aux.detach().double() * rows,
-                ]
-            )
-            packed = torch.cat([scalars, x_BD.double().sum(0), fired_F])
-            ddp.all_reduce_sum(packed, self.world_size)
-            n_stats, d_in = len(_STAT_NAMES), x_BD.shape[1]
-            stats, x_sum_D, fired_F = (
-                packed[:n_stats],
-                packed[n_stats : n_stats + d_in],
-                packed[n_stats + d_in :],
-            )
-        if not math.isfinite(float(stats[5])):
+    @torch.no_grad()
+    def _reduce(self, x_BD: torch.Tensor, out: Any, losses: _Losses) -> _Stats:
+        """This step's statistics summed over ranks (one all-reduce of the packed sums)."""
+        stats = _Stats.zeros(x_BD.device)
+        stats.recon.update_counts(x_BD, out.recon_BD, out.fire_counts_F, out.abs_sum)
+        rows = x_BD.shape[0]
+        stats.losses = torch.stack([losses.total, losses.sparsity, losses.aux]).detach().double() * rows
+        packed = torch.cat([stats.recon.sums, stats.losses])
+        ddp.all_reduce_sum(packed, self.world_size)
+        n_recon = stats.recon.sums.numel()
+        stats.recon.sums, stats.losses = packed[:n_recon], packed[n_recon:]
+        return stats
+
+    def _check_finite(self, run: _Run, stats: _Stats) -> None:
+        loss = stats.loss_means()["loss"]
+        if not math.isfinite(loss):
             where = self.last_checkpoint or "none (no checkpoint was written yet)"
             raise TrainingDiverged(
-                f"{run.spec.name}: the loss became {float(stats[5] / stats[0])} at step {self.step}; "
+                f"{run.spec.name}: the loss became {loss} at step {self.step}; "
                 f"training stopped. Last good checkpoint: {where}. Try a lower learning rate or grad_clip."
             )
+
+    def _optimise(self, run: _Run) -> None:
+        """Average gradients over ranks, clip, keep unit-norm decoders on the sphere, take the Adam step."""
+        sae = run.sae
         ddp.all_reduce_mean_grads(list(sae.parameters()), self.world_size)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        if self._refitting(run):
+            for frozen in (sae.W_enc, sae.b_enc, sae.b_dec):
+                frozen.grad = None  # Adam skips a parameter without a gradient: the support stays fixed
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), self.cfg.grad_clip)
         if run.spec.sae.unit_norm_decoder:
             sae.project_decoder_grad()
-        opt.step()
+        run.optimizer.step()
         if run.spec.sae.unit_norm_decoder:
             sae.normalise_decoder()
-        run.dead.update(fired_F, int(stats[0]))
-        run.window.add(stats, x_sum_D, fired_F)
+
+    def _update_counters(self, run: _Run, stats: _Stats, x_full_BD: torch.Tensor) -> None:
+        """Dead-feature counters, the L0 controller, the metric window and resampling."""
+        rows = int(stats.rows)
+        fired_F = stats.recon.fired_F
+        run.dead.update(fired_F, rows)
+        if run.controller is not None and not self._refitting(run):
+            run.controller.update(self.step, stats.recon.scalars["l0"] / rows)
+        run.window.add(stats)
         if self._resample_due():
-            n = resample_dead(sae, opt, x_full_BD, run.dead.dead_mask_F)
+            n = resample_dead(run.sae, run.optimizer, x_full_BD, run.dead.dead_mask_F)
             run.dead.tokens_since_fired_F[run.dead.dead_mask_F] = 0
             run.resampled += n
 
@@ -367,35 +480,43 @@ class Trainer:
         )
 
     # --- records, checkpoints, outputs -----------------------------------------------------------
-    def _log(self, tokens_per_s: float) -> None:
+    def _log(self, tokens_per_s: float, final: bool = False) -> None:
         for run in self.runs:
             w = run.window
-            s = dict(zip(_STAT_NAMES, w.stats.tolist(), strict=True))
-            rows = max(s["rows"], 1.0)
-            total_var = s["x_sq"] - float(w.x_sum_D.square().sum()) / rows
-            frequency_F = w.fired_F / rows
+            summary = w.recon.summary() if w.rows else {}
+            losses = w.loss_means()
+            frequency_F = w.recon.fired_F / max(w.rows, 1.0) if w.rows else None
+            sae_cfg = run.spec.sae
             record: dict[str, Any] = {
                 "step": self.step,
                 "tokens": self.tokens,
                 "lr": run.optimizer.param_groups[0]["lr"],
-                "l1_coefficient": run.spec.l1_coefficient
-                * penalty_factor(self.step - 1, self.cfg.l1_warmup_steps),
-                "loss": s["loss"] / rows,
-                "mse": s["sq_err"] / (rows * run.spec.sae.d_in),
-                "fvu": s["sq_err"] / total_var if total_var > 0 else float("nan"),
-                "l0": s["l0"] / rows,
-                "l1": s["l1"] / rows,
-                "sparsity_loss": s["sparsity"] / rows,
-                "auxk_loss": s["auxk"] / rows,
+                "l1_coefficient": run.last_coefficient,
+                "loss": losses["loss"],
+                "mse": summary.get("mse", float("nan")),
+                "fvu": summary.get("fvu", float("nan")),
+                "l0": summary.get("l0", float("nan")),
+                "l1": summary.get("l1", float("nan")),
+                "sparsity_loss": losses["sparsity"],
+                "auxk_loss": losses["auxk"],
                 "dead_fraction": run.dead.dead_fraction(),
-                "dense_fraction": float((frequency_F > self.cfg.dense_frequency).double().mean()),
-                "density_histogram": density_histogram(frequency_F.cpu()),
+                "rare_fraction": run.dead.rare_fraction,
+                "dense_fraction": float((frequency_F > self.cfg.dense_frequency).double().mean())
+                if frequency_F is not None
+                else 0.0,
+                "density_histogram": density_histogram(frequency_F.cpu()) if frequency_F is not None else [],
                 "resampled": run.resampled,
                 "tokens_per_s": tokens_per_s,
             }
-            if run.spec.sae.architecture == "batchtopk":
+            if final or sae_cfg.d_sae**2 * sae_cfg.d_in <= DUPLICATE_SCAN_LIMIT:
+                record["duplicate_fraction"] = duplicate_fraction(run.sae.W_dec)
+            if run.controller is not None:
+                record["l0_target"] = run.controller.setpoint(self.step - 1)
+            if self._refitting(run):
+                record["phase"] = "refit"
+            if sae_cfg.architecture == "batchtopk":
                 record["threshold"] = float(run.sae.threshold)
-            if run.spec.sae.architecture == "jumprelu":
+            if sae_cfg.architecture == "jumprelu":
                 record["mean_threshold"] = float(run.sae.jumprelu_threshold.detach().mean())
             run.last_record = record
             if run.log is not None:
@@ -417,6 +538,7 @@ class Trainer:
                     "sae": config_to_dict(r.spec.sae),
                     "lr": r.spec.lr,
                     "l1_coefficient": r.spec.l1_coefficient,
+                    "target_l0": r.spec.target_l0,
                 }
                 for r in self.runs
             ],

@@ -119,6 +119,37 @@
     s.appendChild(cols);
   }
 
+  function circuitNode(row, hook, target) {
+    // row: [kind, hook, feature, attribution, ablation]
+    if (row[0] === "error") return el("span", {}, "error node of " + row[1]);
+    if (row[0] === "target") return el("span", {}, "target: " + target);
+    if (row[1] === hook) return el("a", { href: "#" + row[2] }, "feature " + row[2]);
+    return el("span", {}, row[1] + " feature " + row[2]);
+  }
+
+  function circuit(d) {
+    if (!d.circuit) return;
+    var c = d.circuit;
+    var s = section("Circuit (vitsae trace, target " + c.target + ")");
+    var cols = el("div", { "class": "columns" });
+    [["upstream", "fed by"], ["downstream", "feeds"]].forEach(function (side) {
+      var box = el("div", { "class": "near", id: "circuit-" + side[0] });
+      box.appendChild(el("h3", {}, side[1]));
+      var list = el("ol");
+      c[side[0]].forEach(function (row) {
+        var li = el("li");
+        li.appendChild(circuitNode(row, c.hook, c.target));
+        var text = " · attribution " + num(row[3]) + (row[4] === null ? "" : ", ablation " + num(row[4]));
+        li.appendChild(el("span", { "class": "muted" }, text));
+        list.appendChild(li);
+      });
+      if (!c[side[0]].length) list.appendChild(el("li", { "class": "muted" }, "none kept"));
+      box.appendChild(list);
+      cols.appendChild(box);
+    });
+    s.appendChild(cols);
+  }
+
   function render(d) {
     main.textContent = "";
     var named = d.label || (d.concept ? d.concept.concept : "");
@@ -140,6 +171,7 @@
     if (d.dead) {
       notice(main, "This feature never fired on the " + SITE.n_tokens + " tokens of " + SITE.n_images + " images.");
       nearest(d);
+      circuit(d);
       return;
     }
     topImages(d);
@@ -205,6 +237,7 @@
       acols.appendChild(aup); acols.appendChild(adown);
       s.appendChild(acols);
     }
+    circuit(d);
     nearest(d);
   }
 
