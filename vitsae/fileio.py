@@ -117,6 +117,26 @@ def read_json(path: str | os.PathLike, repair: str = "", kind: type | None = Non
     return value
 
 
+def check_format(
+    path: str | os.PathLike,
+    info: Any,
+    name: str,
+    version: int | str,
+    error: type[Exception] = InvalidValue,
+    fix: str = "",
+) -> dict[str, Any]:
+    """`info` (a versioned file's header: its JSON object or safetensors metadata) when it says format `name`
+    version `version`; else an `error` naming what was found, what this vitsae reads and, with `fix`, how
+    to make the file again."""
+    found = (info.get("format"), info.get("format_version")) if isinstance(info, dict) else (None, None)
+    if found != (name, version):
+        raise error(
+            f"{path} is format {found[0]!r} version {found[1]!r}, not {name} version {version} (the one this "
+            "vitsae reads)" + (f": {fix}" if fix else "")
+        )
+    return info
+
+
 def damaged(path: str | os.PathLike, what: str, repair: str = "") -> DamagedFile:
     """The one wording of a damaged file: `<path> is damaged: <what>; <repair>`."""
     return DamagedFile(f"{path} is damaged: {what}" + (f"; {repair}" if repair else ""))

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from vitsae.errors import InvalidValue
-from vitsae.fileio import damaged, save_tensors_atomic
+from vitsae.fileio import check_format, damaged, save_tensors_atomic
 
 LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
 LOGIT_EFFECTS_FORMAT = "vitsae.logit_effects"
@@ -61,16 +61,10 @@ class LogitEffects:
         except (SafetensorError, ValueError, OSError) as err:
             raise damaged(path, f"not a readable safetensors file ({err})", "rerun `vitsae stats`") from err
         with file_cm as file:
-            meta = file.metadata() or {}
-            if (meta.get("format"), meta.get("format_version")) != (
-                LOGIT_EFFECTS_FORMAT,
-                str(LOGIT_EFFECTS_VERSION),
-            ):
-                raise InvalidValue(
-                    f"{path} is format {meta.get('format')!r} version {meta.get('format_version')!r}; "
-                    f"this vitsae reads {LOGIT_EFFECTS_FORMAT} version {LOGIT_EFFECTS_VERSION}: "
-                    "rerun `vitsae stats`"
-                )
+            fix = "rerun `vitsae stats`"
+            check_format(
+                path, file.metadata() or {}, LOGIT_EFFECTS_FORMAT, str(LOGIT_EFFECTS_VERSION), fix=fix
+            )
             names = [f.name for f in fields(cls)]
             missing = sorted(set(names) - set(file.keys()))
             if missing:

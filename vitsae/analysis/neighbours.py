@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 
 from vitsae.analysis.stats import FeatureStats
 from vitsae.errors import InvalidValue
-from vitsae.fileio import damaged, save_tensors_atomic
+from vitsae.fileio import check_format, damaged, save_tensors_atomic
 
 NEIGHBOURS_FILE = "neighbours.safetensors"
 NEIGHBOURS_FORMAT = "vitsae.neighbours"
@@ -58,13 +58,8 @@ class Neighbours:
         except (SafetensorError, ValueError, OSError) as err:
             raise damaged(path, f"not a readable safetensors file ({err})", "rerun `vitsae stats`") from err
         with opened as file:
-            meta = file.metadata() or {}
-            if meta.get("format") != NEIGHBOURS_FORMAT or meta.get("format_version") != str(
-                NEIGHBOURS_VERSION
-            ):
-                raise InvalidValue(
-                    f"{path} is not {NEIGHBOURS_FORMAT} version {NEIGHBOURS_VERSION}: rerun `vitsae stats`"
-                )
+            fix = "rerun `vitsae stats`"
+            check_format(path, file.metadata() or {}, NEIGHBOURS_FORMAT, str(NEIGHBOURS_VERSION), fix=fix)
             missing = [name for name in _FIELDS if name not in file.keys()]
             if missing:
                 raise InvalidValue(f"{path} lacks {missing}: rerun `vitsae stats`")
