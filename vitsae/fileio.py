@@ -137,6 +137,26 @@ def check_format(
     return info
 
 
+def load_versioned_tensors(
+    path: str | os.PathLike, name: str, version: int, names: list[str], repair: str
+) -> dict[str, Any]:
+    """The tensors `names` of the safetensors file `path`, whose metadata must say format `name` version
+    `version`; an unreadable file is a `DamagedFile`, another format or a missing tensor an `InvalidValue`,
+    each saying how to make the file again (`repair`)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        opened = safe_open(str(path), framework="pt")
+    except (SafetensorError, ValueError, OSError) as err:
+        raise damaged(path, f"not a readable safetensors file ({err})", repair) from err
+    with opened as file:
+        check_format(path, file.metadata() or {}, name, str(version), fix=repair)
+        missing = sorted(set(names) - set(file.keys()))
+        if missing:
+            raise InvalidValue(f"{path} lacks tensors {missing}: {repair}")
+        return {tensor: file.get_tensor(tensor) for tensor in names}
+
+
 def damaged(path: str | os.PathLike, what: str, repair: str = "") -> DamagedFile:
     """The one wording of a damaged file: `<path> is damaged: <what>; <repair>`."""
     return DamagedFile(f"{path} is damaged: {what}" + (f"; {repair}" if repair else ""))
