@@ -69,8 +69,9 @@ def test_concepts_and_visualisations_show_on_pages_and_in_the_index(page, tmp_pa
     labels = read_dissection(tmp_path, N_FEATURES)
     assert sorted(labels) == [3, 5]  # IoU 0: no label
     site = tmp_path / "site"
+    stats = stats_of(N_FEATURES)
     write_browser(
-        stats_of(N_FEATURES),
+        stats,
         site,
         dissection=labels,
         featureviz=read_featureviz(viz_dir, N_FEATURES),
@@ -91,6 +92,9 @@ def test_concepts_and_visualisations_show_on_pages_and_in_the_index(page, tmp_pa
     assert len(widths) == 2 and all(w > 0 for w in widths)
     page.goto((site / "index.html").as_uri())
     page.wait_for_selector("body[data-ready='1']")
+    viz = page.eval_on_selector_all("img[alt^='visualisation of feature']", "imgs => imgs.map(i => i.alt)")
+    shown = [f for f in (3, 7) if stats.fire_count_F[f] > 0]  # the index hides dead features at first
+    assert shown and viz == [f"visualisation of feature {f}" for f in shown]
     page.fill("#search", "circle")
     page.wait_for_function("document.querySelector('#count').textContent.startsWith('1 of')")
     page.fill("#search", "stripes")

@@ -244,8 +244,9 @@ class _Site:
         (self.root / "data").mkdir(exist_ok=True)
         (self.root / "data" / "site.js").write_text(f"window.VITSAE_SITE = {_js_json(payload)};\n")
 
-    def write_index(self) -> None:
+    def write_index(self, chosen: Sequence[int]) -> None:
         has_labels = bool(self.feature_labels)
+        with_page = set(chosen)
         columns = [
             {"key": "id", "name": "feature"},
             {"key": "freq", "name": "frequency"},
@@ -254,6 +255,8 @@ class _Site:
             {"key": "max", "name": "max act."},
             {"key": "top", "name": "top image"},
         ]
+        if self.featureviz is not None:
+            columns.append({"key": "viz", "name": "visualisation"})
         if self.dissection is not None:
             columns += [{"key": "concept", "name": "dissection concept"}, {"key": "iou", "name": "IoU"}]
         if has_labels:
@@ -273,6 +276,8 @@ class _Site:
         ):
             row: list[Any] = [f, _round(freq), _round(img_freq), _round(mean), _round(peak)]
             row.append(top if top >= 0 and self.source is not None else None)
+            if self.featureviz is not None:  # the first sample, copied there by `_viz` with the page
+                row.append(self._viz_name(f, 0) if f in self.featureviz and f in with_page else None)
             if self.dissection is not None:
                 concept = self.dissection.get(f)
                 row += [None, None] if concept is None else [concept["concept"], concept["iou"]]
@@ -436,13 +441,17 @@ class _Site:
             )
         }
 
+    @staticmethod
+    def _viz_name(f: int, sample: int) -> str:
+        return f"viz/{bucket(f)}/{f}_{sample}.png"
+
     def _viz(self, f: int) -> dict[str, Any]:
         """Copy a feature's visualisations into `viz/` and describe them for its page."""
         assert self.featureviz is not None
         entry = self.featureviz[f]
         names = []
         for sample, source in enumerate(entry["files"]):
-            name = f"viz/{bucket(f)}/{f}_{sample}.png"
+            name = self._viz_name(f, sample)
             (self.root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, self.root / name)
             names.append(name)
@@ -687,7 +696,7 @@ def _build(site: _Site, chosen: list[int], config: BrowserConfig) -> None:
     positions = [] if image_data is None else list(range(int(image_data.image_I.numel())))
     site.write_shell()
     site.write_site([] if image_data is None else image_data.image_I.tolist())
-    site.write_index()
+    site.write_index(chosen)
     if site.source is not None:
         shown = site.images_shown(chosen)
         with tqdm(total=len(shown), unit="img", desc="thumbnails", disable=not config.progress) as bar:

@@ -63,7 +63,7 @@
       th.textContent = c.name;
       th.dataset.key = c.key;
       if (c.key === "label") th.className = "label";
-      if (c.key === "top") { th.className = "nosort"; tr.appendChild(th); return; }
+      if (c.key === "top" || c.key === "viz") { th.className = "nosort"; tr.appendChild(th); return; }
       if (c.key === state.key) th.classList.add(state.desc ? "sorted-desc" : "sorted-asc");
       th.addEventListener("click", function () {
         if (state.key === c.key) state.desc = !state.desc;
@@ -116,6 +116,20 @@
             img.src = "img/" + String(Math.floor(image / 1000)).padStart(3, "0") + "/" + image + ".jpg";
             link.appendChild(img);
             td.appendChild(link);
+          }
+        } else if (c.key === "viz") {
+          var src = row[at.viz];
+          if (src) {
+            var vlink = document.createElement("a");
+            vlink.href = "feature.html#" + row[at.id];
+            var vimg = document.createElement("img");
+            vimg.className = "thumb";
+            vimg.loading = "lazy";
+            vimg.width = vimg.height = 36;
+            vimg.alt = "visualisation of feature " + row[at.id];
+            vimg.src = src;
+            vlink.appendChild(vimg);
+            td.appendChild(vlink);
           }
         } else {
           td.textContent = fmt(row[at[c.key]], c.key);
