@@ -7,8 +7,13 @@ as the test; `module:tests.helpers:tiny_vit` names the ViT as a model spec.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -148,5 +153,31 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+
+
+@contextlib.contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """Debian's headless Chromium under Playwright (closed on exit); skips the test where it is absent."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/browser.sh to install Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def recording_problems(page: Any) -> Any:
+    """`page`, with its console errors and warnings and its page errors collected in `page.problems`."""
+    page.problems = []
+    page.on(
+        "console",
+        lambda m: page.problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
+    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+    return page
+
+
 # A label that would run script in a page that inserted it as HTML.
 HOSTILE_LABEL = '<img src=x onerror="window.__pwned=1">stripes & "dots"</script>'

@@ -117,6 +117,46 @@ def read_json(path: str | os.PathLike, repair: str = "", kind: type | None = Non
     return value
 
 
+def check_format(
+    path: str | os.PathLike,
+    info: Any,
+    name: str,
+    version: int | str,
+    error: type[Exception] = InvalidValue,
+    fix: str = "",
+) -> dict[str, Any]:
+    """`info` (a versioned file's header: its JSON object or safetensors metadata) when it says format `name`
+    version `version`; else an `error` naming what was found, what this vitsae reads and, with `fix`, how
+    to make the file again."""
+    found = (info.get("format"), info.get("format_version")) if isinstance(info, dict) else (None, None)
+    if found != (name, version):
+        raise error(
+            f"{path} is format {found[0]!r} version {found[1]!r}, not {name} version {version} (the one this "
+            "vitsae reads)" + (f": {fix}" if fix else "")
+        )
+    return info
+
+
+def load_versioned_tensors(
+    path: str | os.PathLike, name: str, version: int, names: list[str], repair: str
+) -> dict[str, Any]:
+    """The tensors `names` of the safetensors file `path`, whose metadata must say format `name` version
+    `version`; an unreadable file is a `DamagedFile`, another format or a missing tensor an `InvalidValue`,
+    each saying how to make the file again (`repair`)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        opened = safe_open(str(path), framework="pt")
+    except (SafetensorError, ValueError, OSError) as err:
+        raise damaged(path, f"not a readable safetensors file ({err})", repair) from err
+    with opened as file:
+        check_format(path, file.metadata() or {}, name, str(version), fix=repair)
+        missing = sorted(set(names) - set(file.keys()))
+        if missing:
+            raise InvalidValue(f"{path} lacks tensors {missing}: {repair}")
+        return {tensor: file.get_tensor(tensor) for tensor in names}
+
+
 def damaged(path: str | os.PathLike, what: str, repair: str = "") -> DamagedFile:
     """The one wording of a damaged file: `<path> is damaged: <what>; <repair>`."""
     return DamagedFile(f"{path} is damaged: {what}" + (f"; {repair}" if repair else ""))

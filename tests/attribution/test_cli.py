@@ -7,27 +7,15 @@ from safetensors.torch import load_file
 from vitsae.cli import main
 
 
+def command(name: str, model: str, source: str, target: str, *rest: str) -> list[str]:
+    """The argv of `vitsae NAME --model MODEL --source SOURCE --target TARGET REST...`."""
+    return [name, "--model", model, "--source", source, "--target", target, *rest]
+
+
 def test_attribute_writes_versioned_json_heatmaps_grid_and_overlays(tmp_path):
     out = tmp_path / "attr"
-    argv = [
-        "attribute",
-        "--model",
-        "vitsae:shapes-vit",
-        "--source",
-        "shapes:2:1000",
-        "--target",
-        "class:label",
-    ]
-    argv += [
-        "--methods",
-        "saliency",
-        "gradcam",
-        "--out",
-        str(out),
-        "--n-overlays",
-        "1",
-        "--no-progress",
-    ]
+    argv = command("attribute", "vitsae:shapes-vit", "shapes:2:1000", "class:label")
+    argv += ["--methods", "saliency", "gradcam", "--out", str(out), "--n-overlays", "1", "--no-progress"]
     assert main(argv) == 0
     meta = json.loads((out / "attribution.json").read_text())
     assert (meta["format"], meta["version"]) == ("vitsae.attribution", 1)
@@ -41,8 +29,8 @@ def test_attribute_writes_versioned_json_heatmaps_grid_and_overlays(tmp_path):
 
 def test_faithfulness_writes_a_table_with_a_random_row(tmp_path):
     out = tmp_path / "faith"
-    argv = ["faithfulness", "--model", "vitsae:shapes-vit", "--source", "shapes:2:1000"]
-    argv += ["--target", "class:label", "--methods", "saliency", "--substrates", "zero", "--steps", "2"]
+    argv = command("faithfulness", "vitsae:shapes-vit", "shapes:2:1000", "class:label")
+    argv += ["--methods", "saliency", "--substrates", "zero", "--steps", "2"]
     argv += ["--randomisation-images", "1", "--randomisation-methods", "saliency", "--out", str(out)]
     argv += ["--no-progress", "--n-overlays", "1"]
     assert main(argv) == 0
@@ -61,38 +49,14 @@ def test_faithfulness_writes_a_table_with_a_random_row(tmp_path):
 
 
 def test_bad_input_is_one_line_on_stderr(tmp_path, capsys):
-    argv = [
-        "attribute",
-        "--model",
-        "vitsae:shapes-vit",
-        "--source",
-        "shapes:2:1000",
-        "--target",
-        "class:wolf",
-    ]
+    argv = command("attribute", "vitsae:shapes-vit", "shapes:2:1000", "class:wolf")
     assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
     assert err.startswith(
         "vitsae attribute: error: target 'class:wolf': no class 'wolf'; classes: round-warm"
     )
-    argv = [
-        "faithfulness",
-        "--model",
-        "vitsae:shapes-cnn",
-        "--source",
-        "shapes:2:1000",
-        "--target",
-        "class:0",
-    ]
-    argv += [
-        "--methods",
-        "gradcam",
-        "--gradcam-hook",
-        "hook_logits",
-        "--out",
-        str(tmp_path),
-        "--no-progress",
-    ]
+    argv = command("faithfulness", "vitsae:shapes-cnn", "shapes:2:1000", "class:0")
+    argv += ["--methods", "gradcam", "--gradcam-hook", "hook_logits", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after any model-loading bars
     assert err.startswith("vitsae faithfulness: error: Grad-CAM hook 'hook_logits' has no patch grid")
@@ -106,17 +70,8 @@ def test_attribute_explains_an_sae_feature_given_its_run_directory(tmp_path):
     sae = SparseAutoencoder(SAEConfig(d_in=96, expansion_factor=2, architecture="relu", hook_name=hook))
     save_sae(sae, tmp_path / "sae")
     out = tmp_path / "attr"
-    argv = ["attribute", "--model", "vitsae:shapes-vit", "--sae", str(tmp_path / "sae"), "--source"]
-    argv += [
-        "shapes:1:1000",
-        "--target",
-        "feature:3@2,5",
-        "--methods",
-        "saliency",
-        "gradcam",
-        "--out",
-        str(out),
-    ]
+    argv = command("attribute", "vitsae:shapes-vit", "shapes:1:1000", "feature:3@2,5")
+    argv += ["--sae", str(tmp_path / "sae"), "--methods", "saliency", "gradcam", "--out", str(out)]
     assert main([*argv, "--n-overlays", "0", "--no-progress"]) == 0
     meta = json.loads((out / "attribution.json").read_text())
     assert meta["target"] == "feature:3@2,5" and meta["target_hook"] == hook
@@ -124,7 +79,7 @@ def test_attribute_explains_an_sae_feature_given_its_run_directory(tmp_path):
 
 
 def test_an_unknown_method_lists_the_methods(tmp_path, capsys):
-    argv = ["attribute", "--model", "vitsae:shapes-vit", "--source", "shapes:1", "--target", "class:0"]
+    argv = command("attribute", "vitsae:shapes-vit", "shapes:1", "class:0")
     assert main([*argv, "--methods", "lime", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (

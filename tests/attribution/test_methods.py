@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from tests.attribution.conftest import small_vit
 from vitsae.attribution import MethodConfig, Target, TargetFunction, attribute, grid_view
 from vitsae.attribution.rise import rise, rise_masks
 from vitsae.data.preprocess import Preprocess
-from vitsae.models import HookedModule, HookedViT, HookedViTConfig
+from vitsae.models import HookedModule
 
 
 def linear_model() -> HookedModule:
@@ -18,15 +19,6 @@ def linear_model() -> HookedModule:
 def smooth_cnn() -> HookedModule:
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     return HookedModule(net, Preprocess(size=(8, 8))).eval()
-
-
-def tiny_vit() -> HookedViT:
-    cfg = HookedViTConfig(
-        d_model=16, n_layers=2, n_heads=2, d_mlp=32, image_size=(16, 16), patch_size=4, head_out=3
-    )
-    model = HookedViT(cfg)
-    model.init_weights(std=0.3)
-    return model.eval()
 
 
 def test_gradients_of_a_linear_model_are_its_weights():
@@ -58,7 +50,7 @@ def test_integrated_gradients_is_complete_within_its_stated_error():
 
 
 def test_grad_cam_on_vit_tokens_equals_the_hand_computed_map():
-    model = tiny_vit()
+    model = small_vit()
     hook = "blocks.1.hook_resid_pre"
     fn = TargetFunction(model, Target.parse("class:2"))
     pixels = torch.randn(2, 3, 16, 16)
@@ -80,7 +72,7 @@ def test_grad_cam_on_vit_tokens_equals_the_hand_computed_map():
 
 
 def test_grid_view_leaves_the_forward_pass_unchanged():
-    model = tiny_vit()
+    model = small_vit()
     pixels = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         before = model(pixels)
@@ -95,7 +87,7 @@ def test_grid_view_leaves_the_forward_pass_unchanged():
 
 @pytest.mark.parametrize("method", ["occlusion", "rise", "smoothgrad:saliency", "smoothgrad:gradcam"])
 def test_every_method_gives_finite_maps_at_image_resolution(method):
-    model = tiny_vit()
+    model = small_vit()
     fn = TargetFunction(model, Target.parse("class:0"))
     cfg = MethodConfig(rise_masks=32, smoothgrad_samples=2, occlusion_window=4)
     maps = attribute(fn, method, torch.randn(2, 3, 16, 16), torch.tensor([0, 0]), cfg).maps_BHW

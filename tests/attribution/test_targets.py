@@ -4,22 +4,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.attribution.conftest import small_vit
 from vitsae.attribution import MethodConfig, Target, TargetError, TargetFunction, attribute
 from vitsae.data.preprocess import Preprocess
 from vitsae.errors import VitsaeError
-from vitsae.models import HookedModule, HookedViT, HookedViTConfig
+from vitsae.models import HookedModule
 from vitsae.sae import SAEConfig, SparseAutoencoder
 
 NAMES = ["cat", "dog", "fox"]
-
-
-def tiny_vit() -> HookedViT:
-    cfg = HookedViTConfig(
-        d_model=16, n_layers=2, n_heads=2, d_mlp=32, image_size=(16, 16), patch_size=4, head_out=3
-    )
-    model = HookedViT(cfg)
-    model.init_weights(std=0.3)
-    return model.eval()
 
 
 @pytest.mark.parametrize(
@@ -49,7 +41,7 @@ def test_a_class_the_source_lacks_is_one_line_listing_the_classes():
 
 def test_a_class_index_the_model_lacks_is_refused():
     with pytest.raises(TargetError, match=r"class 5 out of range: the model has 3 outputs"):
-        TargetFunction(tiny_vit(), Target.parse("class:5"))
+        TargetFunction(small_vit(), Target.parse("class:5"))
 
 
 @pytest.mark.parametrize("spec", ["klass:1", "feature:x", "neuron:blocks.0.hook_resid_post", "feature:1@2"])
@@ -59,7 +51,7 @@ def test_bad_specs_say_what_is_accepted(spec):
 
 
 def test_grad_cam_at_a_hook_without_a_grid_lists_the_hooks_that_have_one():
-    model = tiny_vit()
+    model = small_vit()
     fn = TargetFunction(model, Target.parse("class:0"))
     cfg = MethodConfig(gradcam_hook="hook_pooled")
     with pytest.raises(
@@ -72,14 +64,14 @@ def test_grad_cam_at_a_hook_without_a_grid_lists_the_hooks_that_have_one():
 
 def test_an_image_size_the_model_cannot_take_is_one_line():
     with pytest.raises(TargetError, match=r"image size 18x18 is not a multiple of the model's patch size 4"):
-        TargetFunction(tiny_vit(), Target.parse("class:0"), image_hw=(18, 18))
-    fn = TargetFunction(tiny_vit(), Target.parse("class:0"))
+        TargetFunction(small_vit(), Target.parse("class:0"), image_hw=(18, 18))
+    fn = TargetFunction(small_vit(), Target.parse("class:0"))
     with pytest.raises(TargetError, match=r"set up for \(16, 16\)"):
         attribute(fn, "saliency", torch.randn(1, 3, 20, 20), torch.tensor([0]), MethodConfig())
 
 
 def test_neuron_and_feature_targets_read_the_hook_tokens():
-    model = tiny_vit()
+    model = small_vit()
     pixels = torch.randn(2, 3, 16, 16)
     hook = "blocks.0.hook_resid_post"
     tokens = model.collect(pixels, [hook])[hook][:, 1:]  # patch tokens
@@ -96,7 +88,7 @@ def test_neuron_and_feature_targets_read_the_hook_tokens():
 
 
 def test_feature_targets_need_a_matching_sae():
-    model = tiny_vit()
+    model = small_vit()
     with pytest.raises(TargetError, match="needs an SAE"):
         TargetFunction(model, Target.parse("feature:1"))
     sae = SparseAutoencoder(SAEConfig(d_in=16, expansion_factor=2, architecture="relu", hook_name="nope"))

@@ -3,33 +3,25 @@ settings; closed with the module, so the report tests can start their own Playwr
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers import launched_chromium, random_sae, recording_problems, shapes, tiny_vit
+from vitsae.circuits.columns import Column, make_columns
 from vitsae.circuits.config import TraceConfig
+from vitsae.edit.inputs import image_batches
+from vitsae.edit.splice import SpliceSite
+from vitsae.models import HookedViT
+
+HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 
 
 @pytest.fixture(scope="module")
 def page():
     """A page that records console errors and warnings and page errors in `page.problems`."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/browser.sh to install Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.problems = []
-        page.on(
-            "console",
-            lambda m: page.problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
-        )
-        page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
-        yield page
-        browser.close()
+    with launched_chromium() as browser:
+        yield recording_problems(browser.new_page(viewport={"width": 1200, "height": 900}))
 
 
 def trace_config(**overrides) -> TraceConfig:
@@ -45,3 +37,12 @@ def trace_config(**overrides) -> TraceConfig:
         progress=False,
     )
     return TraceConfig(**{**values, **overrides})
+
+
+def two_columns() -> tuple[HookedViT, list[SpliceSite], list[Column], list]:
+    """(model, sites, columns, batches): the tiny ViT with a random SAE at each of `HOOKS` as columns "a"
+    and "b", and 8 shapes images in batches of 4."""
+    model = tiny_vit()
+    sites = [SpliceSite(random_sae(32, hook, seed=i)) for i, hook in enumerate(HOOKS)]
+    columns = make_columns(model, sites, ["a", "b"])
+    return model, sites, columns, image_batches(shapes(8), model.preprocess, 8, 4)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from tests.helpers import random_sae
 from vitsae.circuits.files import read_graph
 from vitsae.cli import main
-from vitsae.fileio import write_json_atomic
 from vitsae.sae.io import save_sae
 
 MODEL = "module:tests.helpers:tiny_vit"
@@ -25,12 +25,8 @@ def saes(tmp_path_factory):
     ):
         out[i] = root / f"sae{i}"
         save_sae(random_sae(32, hook, seed=i), out[i])
-    other = root / "other-store"
-    write_json_atomic(other / "manifest.json", {"model": {"weights_hash": "f" * 64}})
     foreign = random_sae(32, "blocks.1.hook_resid_post", seed=5)
-    foreign.cfg = type(foreign.cfg)(
-        **{**foreign.cfg.__dict__, "store": str(other), "model_spec": "hf:elsewhere"}
-    )
+    foreign.cfg = replace(foreign.cfg, model_weights_hash="f" * 64, model_spec="hf:elsewhere")
     out["foreign"] = root / "foreign"
     save_sae(foreign, out["foreign"])
     return out

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.circuits.conftest import trace_config
-from tests.helpers import random_sae, shapes, tiny_vit
+from tests.circuits.conftest import HOOKS, trace_config, two_columns
+from tests.helpers import random_sae, shapes
 from vitsae.circuits.ablate import ablation_effects
 from vitsae.circuits.attribute import node_pass
 from vitsae.circuits.columns import make_columns
@@ -18,16 +18,10 @@ from vitsae.circuits.target import Target, aggregate_tokens
 from vitsae.edit.inputs import image_batches
 from vitsae.edit.splice import SpliceSite
 
-HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
-
 
 @pytest.fixture(scope="module")
 def setup():
-    model = tiny_vit()
-    sites = [SpliceSite(random_sae(32, hook, seed=i)) for i, hook in enumerate(HOOKS)]
-    columns = make_columns(model, sites, ["a", "b"])
-    batches = image_batches(shapes(8), model.preprocess, 8, 4)
-    return model, sites, columns, batches
+    return two_columns()
 
 
 def test_edges_are_sparse_and_join_adjacent_columns(setup):

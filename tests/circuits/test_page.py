@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.circuits.conftest import trace_config
-from tests.helpers import HOSTILE_LABEL, random_sae, shapes, tiny_vit
-from vitsae.circuits.columns import make_columns
+from tests.circuits.conftest import HOOKS, trace_config, two_columns
+from tests.helpers import HOSTILE_LABEL
 from vitsae.circuits.graph import build_graph
 from vitsae.circuits.page import write_page
 from vitsae.circuits.target import Target
-from vitsae.edit.inputs import image_batches
-from vitsae.edit.splice import SpliceSite
-
-HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 
 
 @pytest.fixture(scope="module")
 def record():
-    model = tiny_vit()
-    sites = [SpliceSite(random_sae(32, hook, seed=i)) for i, hook in enumerate(HOOKS)]
-    columns = make_columns(model, sites, ["a", "b"])
-    batches = image_batches(shapes(8), model.preprocess, 8, 4)
+    model, _, columns, batches = two_columns()
     cfg = trace_config(nodes=4, top_k=3, confirm=2, faithfulness=False)
     record, _ = build_graph(model, columns, Target("class", 1, label=HOSTILE_LABEL), batches, cfg)
     return record

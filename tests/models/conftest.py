@@ -78,3 +78,14 @@ def hf_vit_models() -> dict[str, nn.Module]:
             return self[name]
 
     return _Lazy()
+
+
+def captured_pixels(model, pixels: torch.Tensor, names: list[str], loss_hook: str) -> torch.Tensor:
+    """A copy of `pixels` holding the gradient of the squared sum of `loss_hook`'s captured tokens, once
+    `model.capture` (which keeps gradients) is checked to return what `model.collect` does at `names`."""
+    pixels = pixels.clone().requires_grad_(True)
+    got = model.capture(pixels, names)
+    for name, tokens in model.collect(pixels, names).items():
+        torch.testing.assert_close(got[name], tokens, rtol=0, atol=0)
+    got[loss_hook].pow(2).sum().backward()
+    return pixels

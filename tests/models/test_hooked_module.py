@@ -7,6 +7,7 @@ import torch
 import transformers as hf
 from torch import nn
 
+from tests.models.conftest import captured_pixels
 from vitsae.data.preprocess import Preprocess
 from vitsae.models import HookedModule, TokenLayout
 
@@ -209,11 +210,7 @@ def test_to_tokens_and_from_tokens_are_inverse_at_every_hook(wrapped, pixels):
 
 def test_capture_keeps_gradients_and_equals_collect(resnet, wrapped, pixels):
     names = ["resnet.encoder.stages.1", "resnet.embedder"]
-    pixels = pixels.clone().requires_grad_(True)
-    got = wrapped.capture(pixels, names)
-    for name, tokens in wrapped.collect(pixels, names).items():
-        torch.testing.assert_close(got[name], tokens, rtol=0, atol=0)
-    got["resnet.encoder.stages.1"].pow(2).sum().backward()
+    pixels = captured_pixels(wrapped, pixels, names, "resnet.encoder.stages.1")
     reference = pixels.detach().clone().requires_grad_(True)
     stages = resnet.resnet.encoder.stages
     stages[1](stages[0](resnet.resnet.embedder(reference))).pow(2).sum().backward()

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tests.models.conftest import captured_pixels
 from vitsae.models import HookedViT, HookedViTConfig, TokenLayout, hooked_vit_from_hf
 
 
@@ -240,11 +241,7 @@ def test_to_tokens_and_from_tokens_are_inverse_at_every_hook(model, pixels):
 
 def test_capture_keeps_gradients_and_equals_collect(model, pixels):
     names = ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_post"]
-    pixels = pixels.clone().requires_grad_(True)
-    got = model.capture(pixels, names)
-    for name, tokens in model.collect(pixels, names).items():
-        torch.testing.assert_close(got[name], tokens, rtol=0, atol=0)
-    got["blocks.0.hook_resid_post"].pow(2).sum().backward()
+    pixels = captured_pixels(model, pixels, names, "blocks.0.hook_resid_post")
     reference = pixels.detach().clone().requires_grad_(True)
     model(reference, stop_at_layer=1).pow(2).sum().backward()
     assert pixels.grad.abs().sum() > 0

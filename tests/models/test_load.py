@@ -260,16 +260,21 @@ def test_hooks_command_reports_a_bad_spec(capsys):
     assert "vitsae hooks: error: unknown model spec 'nope:x'; use one of: hf:" in capsys.readouterr().err
 
 
-def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):
-    config = hf.ViTConfig(
+def one_layer_vit_config(**extra) -> hf.ViTConfig:
+    """A one-layer, 32-wide Hugging Face ViT config (4 heads, 32x32 images, 8x8 patches)."""
+    return hf.ViTConfig(
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=4,
         image_size=32,
         patch_size=8,
         intermediate_size=64,
+        **extra,
     )
-    ref = hf.ViTModel(config, add_pooling_layer=False).eval()
+
+
+def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):
+    ref = hf.ViTModel(one_layer_vit_config(), add_pooling_layer=False).eval()
     ref.save_pretrained(tmp_path)
     first, second = load(f"hf:{tmp_path}"), load(f"hf:{tmp_path}")
     assert first.weights_hash() == second.weights_hash()
@@ -279,16 +284,7 @@ def test_hf_vit_saved_without_pooler_loads_the_same_twice(tmp_path):
 
 
 def test_hf_checkpoint_missing_head_weights_is_refused(tmp_path):
-    config = hf.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        intermediate_size=64,
-        num_labels=3,
-    )
-    hf.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    hf.ViTModel(one_layer_vit_config(num_labels=3), add_pooling_layer=False).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     saved["architectures"] = ["ViTForImageClassification"]  # claims a head the weights do not hold
     (tmp_path / "config.json").write_text(json.dumps(saved))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     HOSTILE_LABEL,
     harvest_small_store,
+    launched_chromium,
+    recording_problems,
     shapes,
     tiny_sae,
     tiny_vit,
@@ -69,26 +68,13 @@ def small_site(
 
 @pytest.fixture(scope="session")
 def chromium():
-    if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"no Chromium at {CHROMIUM}; run scripts/browser.sh to install Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(chromium):
     """A fresh page that records console messages and page errors in `page.problems`."""
     context = chromium.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.problems = []
-    page.on(
-        "console",
-        lambda m: page.problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
-    )
-    page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
-    yield page
+    yield recording_problems(context.new_page())
     context.close()

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +34,19 @@ def crashing(source: TensorBatches, crash_at_step: int):
             yield batch
 
     return factory
+
+
+def assert_same_saes(straight_dir: Path, resumed_dir: Path) -> list[str]:
+    """The runs of the sweep in `straight_dir`, once each run's SAE in `resumed_dir` is checked to hold the
+    same tensors to the bit."""
+    names = list(json.loads((straight_dir / "sweep.json").read_text()))
+    for name in names:
+        straight = load_file(straight_dir / name / "sae.safetensors")
+        resumed = load_file(resumed_dir / name / "sae.safetensors")
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            assert torch.equal(straight[key], resumed[key]), (name, key)
+    return names
 
 
 def config(architecture: str, dead_handling: str, backend: str = "auto") -> TrainConfig:
@@ -76,14 +90,9 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, architecture, de
     assert latest_checkpoint(tmp_path / "resumed").name == "step_000000020"
     Trainer(cfg, source, tmp_path / "resumed").fit()
 
-    run_names = json.loads((tmp_path / "straight" / "sweep.json").read_text()).keys()
+    run_names = assert_same_saes(tmp_path / "straight", tmp_path / "resumed")
     assert len(run_names) == 2
     for name in run_names:
-        straight = load_file(tmp_path / "straight" / name / "sae.safetensors")
-        resumed = load_file(tmp_path / "resumed" / name / "sae.safetensors")
-        assert straight.keys() == resumed.keys()
-        for key in straight:
-            assert torch.equal(straight[key], resumed[key]), (name, key)
         lines = (tmp_path / "resumed" / name / "metrics.jsonl").read_text().splitlines()
         steps = [json.loads(line)["step"] for line in lines]
         assert steps == [4, 8, 12, 16, 20, 24, 28, 30]

@@ -90,26 +90,20 @@ def test_sparse_training_allocates_nothing_of_size_b_by_f(monkeypatch, tmp_path,
     matmul stays dense, so the recorder pauses inside it."""
     B, D, F = 64, 24, 24 * 32
     recorder = _Allocations()
-    select = sparse_torch.encode_select
 
-    def encode_select_unrecorded(*args):
-        recorder.paused = True
-        try:
-            return select(*args)
-        finally:
-            recorder.paused = False
+    def unrecorded(fn):
+        def call(*args):
+            recorder.paused = True
+            try:
+                return fn(*args)
+            finally:
+                recorder.paused = False
 
-    monkeypatch.setattr(sparse_torch, "encode_select", encode_select_unrecorded)
-    scan = trainer_module.duplicate_fraction
+        return call
 
-    def duplicate_scan_unrecorded(*args):  # a metric record's F x F scan, not part of a step
-        recorder.paused = True
-        try:
-            return scan(*args)
-        finally:
-            recorder.paused = False
-
-    monkeypatch.setattr(trainer_module, "duplicate_fraction", duplicate_scan_unrecorded)
+    monkeypatch.setattr(sparse_torch, "encode_select", unrecorded(sparse_torch.encode_select))
+    # a metric record's F x F scan, not part of a step
+    monkeypatch.setattr(trainer_module, "duplicate_fraction", unrecorded(trainer_module.duplicate_fraction))
     cfg = TrainConfig(
         architecture="topk",
         expansion_factor=(32,),

@@ -20,7 +20,14 @@ import torch
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
 from vitsae.config import config_to_dict, content_fields, describe_differences
 from vitsae.errors import VitsaeError
-from vitsae.fileio import load_safetensors, read_json, save_tensors_atomic, weights_hash, write_json_atomic
+from vitsae.fileio import (
+    check_format,
+    load_safetensors,
+    read_json,
+    save_tensors_atomic,
+    weights_hash,
+    write_json_atomic,
+)
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 
@@ -80,11 +87,8 @@ def load_checkpoint(directory: Path, identity: dict[str, Any], acc: FeatureStats
     if not meta_path.is_file():
         return None
     info = read_json(meta_path, _restart(directory), dict)
-    if info.get("format") != CHECKPOINT_FORMAT or info.get("format_version") != CHECKPOINT_VERSION:
-        raise CheckpointMismatch(
-            f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}, not "
-            f"{CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION}; delete {directory} to start the pass over"
-        )
+    fix = f"delete {directory} to start the pass over"
+    check_format(meta_path, info, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointMismatch, fix)
     diffs = describe_differences(info.get("identity", {}), identity, "the checkpoint")
     if diffs:
         raise CheckpointMismatch(

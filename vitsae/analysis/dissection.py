@@ -41,7 +41,7 @@ from vitsae.config import config_from_dict, config_to_dict
 from vitsae.data.concepts import ConceptMaskError, ConceptSource
 from vitsae.data.loader import ImageLoader
 from vitsae.errors import VitsaeError
-from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import check_format, read_json, save_tensors_atomic, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 
 DISSECTION_FORMAT = "vitsae.dissection"
@@ -475,12 +475,9 @@ class Dissection:
         path = out_dir / DISSECTION_JSON
         if not path.is_file():
             raise DissectionError(f"no {DISSECTION_JSON} in {out_dir}: run vitsae dissect first")
-        info = read_json(path)
-        if info.get("format") != DISSECTION_FORMAT or info.get("format_version") != DISSECTION_FORMAT_VERSION:
-            raise DissectionError(
-                f"{path} is format {info.get('format')!r} version {info.get('format_version')!r}; "
-                f"this vitsae reads {DISSECTION_FORMAT} version {DISSECTION_FORMAT_VERSION}"
-            )
+        info = check_format(
+            path, read_json(path), DISSECTION_FORMAT, DISSECTION_FORMAT_VERSION, DissectionError
+        )
         tensors = load_file(str(out_dir / DISSECTION_TENSORS))
         bases = {}
         for name, entry in info["bases"].items():

@@ -63,31 +63,39 @@ class DissectRunConfig:
             raise DissectionError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def model_spec_for(sae: Any, given: str, sae_path: Path) -> str:
-    """The model to run: `given`, else the SAE's recorded spec (never a `module:` spec read from a file:
-    `vitsae.models.recorded_spec`)."""
-    from vitsae.models import recorded_spec
+def load_model_for(
+    saes: dict[str, Any], hook: str, given: str, sae_path: Path, device: str, allow_other_model: bool
+) -> tuple[Any, str, int]:
+    """(model, spec, width): the model the SAEs (by where they are named, all of `hook`; the first read
+    from `sae_path`) run inside, checked to have the hook, their width and to be the model they were
+    trained on. The model is `given`, else the first SAE's recorded spec (never a `module:` spec read from a
+    file: `vitsae.models.recorded_spec`)."""
+    from vitsae.models import load_recorded, recorded_spec
 
-    return given or recorded_spec(sae.cfg.model_spec, str(sae_path))
+    first = next(iter(saes.values()))
+    spec = given or recorded_spec(first.cfg.model_spec, str(sae_path))
+    model = load_recorded(first.cfg.model_spec, given, str(sae_path), device=device)
+    model.check_hook_names([hook])
+    width = model.token_layout(hook).width
+    for where, sae in saes.items():
+        check_sae_for_hook(sae, hook, width, where)
+    check_sae_model({where: sae.cfg for where, sae in saes.items()}, model, spec, allow_other_model)
+    return model, spec, width
 
 
 def build_runs(cfg: DissectRunConfig, dcfg: DissectConfig) -> tuple[list[Run], str, dict[str, Any]]:
     """The models and bases to dissect, and the metadata describing them."""
-    from vitsae.models import load, load_recorded
+    from vitsae.models import load
     from vitsae.sae.io import load_sae
 
     sae = load_sae(cfg.sae, device=cfg.device)
-    spec = model_spec_for(sae, cfg.model, cfg.sae)
     hook = sae.cfg.hook_name
     if not hook:
         raise DissectionError(
             f"{cfg.sae} does not record its hook; it cannot be matched to a model's activations"
         )
-    model = load_recorded(sae.cfg.model_spec, cfg.model, str(cfg.sae), device=cfg.device)
-    model.check_hook_names([hook])
-    width = model.token_layout(hook).width
-    check_sae_for_hook(sae, hook, width, str(cfg.sae))
-    check_sae_model({str(cfg.sae): sae.cfg}, model, spec, cfg.allow_other_model)
+    saes = {str(cfg.sae): sae}
+    model, spec, width = load_model_for(saes, hook, cfg.model, cfg.sae, cfg.device, cfg.allow_other_model)
     bases = [SAEBasis(sae)]
     quantiles = {"sae": dcfg.quantile}
     if cfg.baselines:

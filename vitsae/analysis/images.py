@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from vitsae.errors import InvalidValue, MissingFile
-from vitsae.fileio import load_safetensors, read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import check_format, load_safetensors, read_json, save_tensors_atomic, write_json_atomic
 from vitsae.sae.model import SparseAutoencoder
 from vitsae.store.reader import ActivationStore
 
@@ -74,14 +74,7 @@ class ImageData:
         if not meta_path.is_file():
             return None
         meta = read_json(meta_path, "rerun `vitsae stats --images N`", dict)
-        if (
-            not isinstance(meta, dict)
-            or meta.get("format") != IMAGES_FORMAT
-            or meta.get("format_version") != IMAGES_VERSION
-        ):
-            raise InvalidValue(
-                f"{meta_path} is not {IMAGES_FORMAT} version {IMAGES_VERSION}: rerun `vitsae stats`"
-            )
+        check_format(meta_path, meta, IMAGES_FORMAT, IMAGES_VERSION, fix="rerun `vitsae stats`")
         if not (stats_dir / IMAGES_TENSORS).is_file():
             raise MissingFile(f"{stats_dir / IMAGES_TENSORS} is missing: rerun `vitsae stats --images N`")
         tensors = load_safetensors(stats_dir / IMAGES_TENSORS, "rerun `vitsae stats --images N`")

@@ -17,10 +17,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from vitsae.errors import InvalidValue
-from vitsae.fileio import damaged, save_tensors_atomic
+from vitsae.fileio import load_versioned_tensors, save_tensors_atomic
 
 LOGIT_EFFECTS_FILE = "logit_effects.safetensors"
 LOGIT_EFFECTS_FORMAT = "vitsae.logit_effects"
@@ -56,26 +55,9 @@ class LogitEffects:
         path = Path(stats_dir) / LOGIT_EFFECTS_FILE
         if not path.is_file():
             return None
-        try:
-            file_cm = safe_open(str(path), "pt")
-        except (SafetensorError, ValueError, OSError) as err:
-            raise damaged(path, f"not a readable safetensors file ({err})", "rerun `vitsae stats`") from err
-        with file_cm as file:
-            meta = file.metadata() or {}
-            if (meta.get("format"), meta.get("format_version")) != (
-                LOGIT_EFFECTS_FORMAT,
-                str(LOGIT_EFFECTS_VERSION),
-            ):
-                raise InvalidValue(
-                    f"{path} is format {meta.get('format')!r} version {meta.get('format_version')!r}; "
-                    f"this vitsae reads {LOGIT_EFFECTS_FORMAT} version {LOGIT_EFFECTS_VERSION}: "
-                    "rerun `vitsae stats`"
-                )
-            names = [f.name for f in fields(cls)]
-            missing = sorted(set(names) - set(file.keys()))
-            if missing:
-                raise InvalidValue(f"{path} lacks tensors {missing}: rerun `vitsae stats`")
-            tensors = {name: file.get_tensor(name) for name in names}
+        names = [f.name for f in fields(cls)]
+        repair = "rerun `vitsae stats`"
+        tensors = load_versioned_tensors(path, LOGIT_EFFECTS_FORMAT, LOGIT_EFFECTS_VERSION, names, repair)
         return cls(**{name: t.long() if "class" in name else t for name, t in tensors.items()})
 
 

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from vitsae.analysis.stats import FeatureStats
 from vitsae.errors import InvalidValue
-from vitsae.fileio import damaged, save_tensors_atomic
+from vitsae.fileio import load_versioned_tensors, save_tensors_atomic
 
 NEIGHBOURS_FILE = "neighbours.safetensors"
 NEIGHBOURS_FORMAT = "vitsae.neighbours"
@@ -53,22 +52,10 @@ class Neighbours:
         path = Path(stats_dir) / NEIGHBOURS_FILE
         if not path.is_file():
             return None
-        try:
-            opened = safe_open(str(path), framework="pt")
-        except (SafetensorError, ValueError, OSError) as err:
-            raise damaged(path, f"not a readable safetensors file ({err})", "rerun `vitsae stats`") from err
-        with opened as file:
-            meta = file.metadata() or {}
-            if meta.get("format") != NEIGHBOURS_FORMAT or meta.get("format_version") != str(
-                NEIGHBOURS_VERSION
-            ):
-                raise InvalidValue(
-                    f"{path} is not {NEIGHBOURS_FORMAT} version {NEIGHBOURS_VERSION}: rerun `vitsae stats`"
-                )
-            missing = [name for name in _FIELDS if name not in file.keys()]
-            if missing:
-                raise InvalidValue(f"{path} lacks {missing}: rerun `vitsae stats`")
-            return cls(**{name: file.get_tensor(name) for name in _FIELDS})
+        repair = "rerun `vitsae stats`"
+        return cls(
+            **load_versioned_tensors(path, NEIGHBOURS_FORMAT, NEIGHBOURS_VERSION, list(_FIELDS), repair)
+        )
 
 
 @torch.no_grad()

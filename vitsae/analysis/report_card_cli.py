@@ -12,10 +12,10 @@ from pathlib import Path
 
 from vitsae.config import add_config_arguments, config_from_args, config_to_dict
 from vitsae.fileio import write_json_atomic
-from vitsae.sae.provenance import ALLOW_HELP, check_sae_model
+from vitsae.sae.provenance import ALLOW_HELP
 
-from .dissection import DissectConfig, DissectionError, check_sae_for_hook
-from .dissection_cli import model_spec_for
+from .dissection import DissectConfig, DissectionError
+from .dissection_cli import load_model_for
 from .report_card import REPORT_CARD_JSON, ReportCardConfig, format_card, report_card
 
 
@@ -57,7 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitsae.data.concepts import open_concept_source
-    from vitsae.models import load_recorded
     from vitsae.sae.io import load_sae
 
     cfg = config_from_args(ReportCardRunConfig, args)
@@ -72,13 +71,8 @@ def run(args: argparse.Namespace) -> int:
             f"the SAEs read different hooks {hooks}; a report card compares SAEs of one hook"
         )
     hook = first.cfg.hook_name
-    spec = model_spec_for(first, cfg.model, cfg.sae / first_name)
-    model = load_recorded(first.cfg.model_spec, cfg.model, str(cfg.sae / first_name), device=cfg.device)
-    model.check_hook_names([hook])
-    width = model.token_layout(hook).width
-    for name, sae in saes.items():
-        check_sae_for_hook(sae, hook, width, name)
-    check_sae_model({name: sae.cfg for name, sae in saes.items()}, model, spec, cfg.allow_other_model)
+    first_path = cfg.sae / first_name
+    model, spec, _ = load_model_for(saes, hook, cfg.model, first_path, cfg.device, cfg.allow_other_model)
     meta = {"model": spec, "hook": hook, "saes": str(cfg.sae.resolve()), "source": source.describe()}
     meta["config"] = config_to_dict(card_cfg)
     card, dissection = report_card(

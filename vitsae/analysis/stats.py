@@ -26,10 +26,18 @@ import torch
 from vitsae.analysis.topk import TopKBuffer
 from vitsae.config import check_choices, config_from_dict, content_fields
 from vitsae.errors import InvalidValue, MissingFile
-from vitsae.fileio import damaged, load_safetensors, read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import (
+    check_format,
+    damaged,
+    load_safetensors,
+    read_json,
+    save_tensors_atomic,
+    write_json_atomic,
+)
 from vitsae.sae.provenance import ALLOW_HELP
 from vitsae.tokens import TokenLayout
 
+STATS_FORMAT = "vitsae.feature_stats"
 STATS_FORMAT_VERSION = 1
 STATS_TENSORS = "feature_stats.safetensors"
 STATS_META = "feature_stats.json"
@@ -224,7 +232,7 @@ class FeatureStats:
         write_json_atomic(
             out_dir / STATS_META,
             {
-                "format": "vitsae.feature_stats",
+                "format": STATS_FORMAT,
                 "format_version": STATS_FORMAT_VERSION,
                 "config": content_fields(self.config),
                 "n_prefix_tokens": self.layout.n_prefix,
@@ -245,12 +253,9 @@ class FeatureStats:
         meta_path = stats_dir / STATS_META
         if not meta_path.is_file():
             raise MissingFile(f"no {STATS_META} in {stats_dir}: not a feature statistics directory")
-        info = read_json(meta_path, RECOMPUTE, dict)
-        if info.get("format") != "vitsae.feature_stats" or info.get("format_version") != STATS_FORMAT_VERSION:
-            raise InvalidValue(
-                f"{meta_path} is format {info.get('format')!r} version {info.get('format_version')!r}; "
-                f"this vitsae reads vitsae.feature_stats version {STATS_FORMAT_VERSION}"
-            )
+        info = check_format(
+            meta_path, read_json(meta_path, RECOMPUTE, dict), STATS_FORMAT, STATS_FORMAT_VERSION
+        )
         tensors = load_safetensors(stats_dir / STATS_TENSORS, RECOMPUTE)
         missing = sorted(set(_TENSOR_FIELDS) - set(tensors))
         if missing:

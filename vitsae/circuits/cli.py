@@ -26,6 +26,7 @@ from vitsae.data.open import open_source
 from vitsae.edit.cli import add_repeatable, check_out, model_folder, provenance
 from vitsae.edit.inputs import class_names, image_batches, load_sites, output_width, resolve_class
 from vitsae.models import load
+from vitsae.sae.provenance import check_sae_model
 
 REPEATED = ("sae", "stats", "browser")
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     model = load(cfg.model, device=cfg.device)
     source = open_source(cfg.source)
     sites = load_sites(tuple(sae_dirs), cfg.device)
+    saes = {str(folder): site.sae.cfg for folder, site in zip(sae_dirs, sites, strict=True)}
+    check_sae_model(saes, model, cfg.model, cfg.allow_other_model)
     columns = make_columns(model, sites, sae_dirs)
     names = class_names(source, output_width(model, model.preprocess))
     if kind == "class":

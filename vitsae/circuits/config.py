@@ -8,6 +8,7 @@ from typing import Literal
 
 from vitsae.circuits.target import CircuitError
 from vitsae.config import check_choices
+from vitsae.sae.provenance import ALLOW_HELP
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class TraceConfig:
     browser: tuple[str, ...] = field(
         default=(), metadata={"help": "feature browser folder per --sae, in order (node links); '-' for none"}
     )
+    allow_other_model: bool = field(default=False, metadata={"help": ALLOW_HELP})
     device: str = field(default="cpu", metadata={"help": "torch device", "run_only": True})
     progress: bool = field(default=True, metadata={"help": "show progress bars", "run_only": True})
 

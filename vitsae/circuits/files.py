@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from vitsae.circuits.target import CircuitError
-from vitsae.fileio import read_json, save_tensors_atomic, write_json_atomic
+from vitsae.fileio import check_format, read_json, save_tensors_atomic, write_json_atomic
 
 GRAPH_FORMAT = "vitsae.circuit_graph"
 FEATURES_FORMAT = "vitsae.circuit_features"
@@ -38,12 +38,7 @@ def read_graph(out: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = Path(out) / GRAPH_JSON
     if not path.is_file():
         raise CircuitError(f"no {GRAPH_JSON} in {out}: not a `vitsae trace` output folder")
-    record = read_json(path)
-    if (record.get("format"), record.get("format_version")) != (GRAPH_FORMAT, FORMAT_VERSION):
-        raise CircuitError(
-            f"{path} is format {record.get('format')!r} version {record.get('format_version')!r}; "
-            f"this vitsae reads {GRAPH_FORMAT} version {FORMAT_VERSION}"
-        )
+    record = check_format(path, read_json(path), GRAPH_FORMAT, FORMAT_VERSION, CircuitError)
     tensor_path = Path(out) / GRAPH_TENSORS
     return record, (load_file(str(tensor_path)) if tensor_path.is_file() else {})
 

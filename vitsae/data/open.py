@@ -23,15 +23,9 @@ def source_from_description(description: dict[str, Any]) -> ImageSource:
         return FolderSource(
             description["root"], classes=description["classes"], extensions=tuple(description["extensions"])
         )
-    if kind == "hf" and description.get("loader") == "load_from_disk":
-        return HFSource.from_disk(
-            description["path"],
-            split=description["split"],
-            image_column=description["image_column"],
-            label_column=description["label_column"],
-        )
-    if kind == "hf" and description.get("loader") == "imagefolder":
-        return HFSource.from_imagefolder(
+    hf_loaders = {"load_from_disk": HFSource.from_disk, "imagefolder": HFSource.from_imagefolder}
+    if kind == "hf" and description.get("loader") in hf_loaders:
+        return hf_loaders[description["loader"]](
             description["path"],
             split=description["split"],
             image_column=description["image_column"],

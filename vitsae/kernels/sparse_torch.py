@@ -52,15 +52,23 @@ def encode_select(
         top_BK, idx_BK = torch.topk(pre_BF, min(k, F), dim=1)
         indices_BK, values_BK, counts_B = selection.pack_topk(top_BK, idx_BK)
     else:
-        if activation == "relu":
-            active_BF = pre_BF > 0
-        elif activation == "jumprelu":
-            active_BF = pre_BF > threshold_F
-        else:
-            active_BF = selection.batch_topk_mask(pre_BF, k)
-        indices_BK, values_BK, counts_B = selection.pack_active(pre_BF, active_BF)
+        indices_BK, values_BK, counts_B = pack_active_codes(pre_BF, activation, k, threshold_F)
     del pre_BF
     return indices_BK, values_BK, counts_B, *code_statistics(indices_BK, values_BK, counts_B, l1_weights_F, F)
+
+
+def pack_active_codes(
+    pre_BF: Tensor, activation: str, k: int, threshold_F: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(indices, values, counts) of every feature active in the B x F pre-activations: those above 0
+    ("relu"), above their threshold ("jumprelu"), or the batch's top k * B (any other name: "batchtopk")."""
+    if activation == "relu":
+        active_BF = pre_BF > 0
+    elif activation == "jumprelu":
+        active_BF = pre_BF > threshold_F
+    else:
+        active_BF = selection.batch_topk_mask(pre_BF, k)
+    return selection.pack_active(pre_BF, active_BF)
 
 
 def round_operands(x_BD: Tensor, W_DF: Tensor, precision: str) -> tuple[Tensor, Tensor]:

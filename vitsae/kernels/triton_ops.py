@@ -172,13 +172,7 @@ def encode_select(
 def _encode_dense(x_BD, W_enc_DF, bias_F, activation, k, threshold_F, l1w_F, precision):
     """Codes too dense for the sparse encoder: the B x F pre-activations and `sparse_torch`'s packing."""
     pre_BF = dense_pre(x_BD, W_enc_DF, bias_F, precision)
-    if activation == "relu":
-        active_BF = pre_BF > 0
-    elif activation == "jumprelu":
-        active_BF = pre_BF > threshold_F
-    else:
-        active_BF = selection.batch_topk_mask(pre_BF, k)
-    indices_BK, values_BK, counts_B = selection.pack_active(pre_BF, active_BF)
+    indices_BK, values_BK, counts_B = sparse_torch.pack_active_codes(pre_BF, activation, k, threshold_F)
     if activation in ("relu", "jumprelu"):  # so the next call can go back to the sparse encoder
         _relu_width[(W_enc_DF.data_ptr(), W_enc_DF.shape[1])] = indices_BK.shape[1]
     values_BK = values_BK.to(W_enc_DF.dtype)

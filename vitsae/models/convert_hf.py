@@ -73,10 +73,21 @@ def _copy_norm(norm: nn.Module, ref: nn.LayerNorm) -> None:
     _copy(norm.b, ref.bias)
 
 
-def _copy_head(model: HookedViT, linear: nn.Linear) -> None:
+def _copy_head(model: HookedViT, linear: nn.Linear | None) -> None:
+    """The classifier or projection `linear`, when the config has a head for it (`head_out`)."""
+    if not model.cfg.head_out:
+        return
     _copy(model.W_U, linear.weight.T)
     if linear.bias is not None:
         _copy(model.b_U, linear.bias)
+
+
+def _copy_patch_embeddings(model: HookedViT, emb: nn.Module) -> None:
+    """ViT / DINOv2 embeddings: patch_embeddings.projection, cls_token, position_embeddings."""
+    _copy(model.embed.W_E, emb.patch_embeddings.projection.weight)
+    _copy(model.embed.b_E, emb.patch_embeddings.projection.bias)
+    _copy(model.cls_token, emb.cls_token[0, 0])
+    _copy(model.pos_embed.W_pos, emb.position_embeddings[0])
 
 
 def _head_out(linear: nn.Module | None) -> int:
@@ -101,10 +112,7 @@ def _from_vit(ref: nn.Module) -> HookedViT:
     )  # fmt: skip
     model = HookedViT(cfg)
     emb = base.embeddings
-    _copy(model.embed.W_E, emb.patch_embeddings.projection.weight)
-    _copy(model.embed.b_E, emb.patch_embeddings.projection.bias)
-    _copy(model.cls_token, emb.cls_token[0, 0])
-    _copy(model.pos_embed.W_pos, emb.position_embeddings[0])
+    _copy_patch_embeddings(model, emb)
     for block, layer in zip(model.blocks, base.layers, strict=True):
         _copy_norm(block.ln1, layer.layernorm_before)
         a = layer.attention
@@ -115,8 +123,7 @@ def _from_vit(ref: nn.Module) -> HookedViT:
     if has_pooler:
         _copy(model.pooler_W, base.pooler.dense.weight.T)
         _copy(model.pooler_b, base.pooler.dense.bias)
-    if cfg.head_out:
-        _copy_head(model, classifier)
+    _copy_head(model, classifier)
     return model
 
 
@@ -139,8 +146,7 @@ def _from_clip(ref: nn.Module) -> HookedViT:
     _copy_norm(model.ln_pre, base.pre_layrnorm)
     _copy_encoder_layers(model, base.encoder.layers)
     _copy_norm(model.ln_final, base.post_layernorm)
-    if cfg.head_out:
-        _copy_head(model, projection)
+    _copy_head(model, projection)
     return model
 
 
@@ -174,10 +180,7 @@ def _from_dinov2(ref: nn.Module) -> HookedViT:
     )  # fmt: skip
     model = HookedViT(cfg)
     emb = base.embeddings
-    _copy(model.embed.W_E, emb.patch_embeddings.projection.weight)
-    _copy(model.embed.b_E, emb.patch_embeddings.projection.bias)
-    _copy(model.cls_token, emb.cls_token[0, 0])
-    _copy(model.pos_embed.W_pos, emb.position_embeddings[0])
+    _copy_patch_embeddings(model, emb)
     if n_registers:
         _copy(model.register_tokens, emb.register_tokens[0])
     for block, layer in zip(model.blocks, base.encoder.layer, strict=True):
@@ -194,8 +197,7 @@ def _from_dinov2(ref: nn.Module) -> HookedViT:
             _copy_mlp(block.mlp, layer.mlp.fc1, layer.mlp.fc2)
         _copy(block.ls2, layer.layer_scale2.lambda1)
     _copy_norm(model.ln_final, base.layernorm)
-    if cfg.head_out:
-        _copy_head(model, classifier)
+    _copy_head(model, classifier)
     return model
 
 

@@ -14,19 +14,12 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from vitsae.errors import InvalidValue, MissingFile
-from vitsae.fileio import read_json
+from vitsae.fileio import check_format, read_json
 
 DISSECTION_JSON = "dissection.json"  # as vitsae.analysis.dissection writes it (format 1)
 FEATUREVIZ_JSON = "featureviz.json"  # as vitsae.featureviz.run writes it (format 1)
 CIRCUIT_JSON = "features.json"  # as vitsae.circuits.files writes it (format 1)
 CIRCUIT_ROWS = 8  # upstream and downstream nodes shown per feature
-
-
-def _check_format(path: Path, info: Any, name: str, version: int, fix: str) -> dict[str, Any]:
-    if not isinstance(info, dict) or info.get("format") != name or info.get("format_version") != version:
-        got = (info.get("format"), info.get("format_version")) if isinstance(info, dict) else None
-        raise InvalidValue(f"{path} is not {name} version {version} (found {got}): {fix}")
-    return info
 
 
 def read_dissection(stats_dir: str | Path, n_features: int) -> dict[int, dict[str, Any]] | None:
@@ -35,7 +28,7 @@ def read_dissection(stats_dir: str | Path, n_features: int) -> dict[int, dict[st
     path = Path(stats_dir) / DISSECTION_JSON
     if not path.is_file():
         return None
-    info = _check_format(path, read_json(path), "vitsae.dissection", 1, "rerun `vitsae dissect`")
+    info = check_format(path, read_json(path), "vitsae.dissection", 1, fix="rerun `vitsae dissect`")
     basis = info.get("bases", {}).get("sae")
     if basis is None:
         return None
@@ -62,7 +55,7 @@ def read_featureviz(folder: str | Path, n_features: int) -> dict[int, dict[str, 
     path = folder / FEATUREVIZ_JSON
     if not path.is_file():
         raise MissingFile(f"no {FEATUREVIZ_JSON} in {folder}: not a `vitsae visualize` output folder")
-    info = _check_format(path, read_json(path), "vitsae.featureviz", 1, "rerun `vitsae visualize`")
+    info = check_format(path, read_json(path), "vitsae.featureviz", 1, fix="rerun `vitsae visualize`")
     kind = info.get("config", {}).get("target")
     if kind not in ("feature", "decoder"):
         raise InvalidValue(f"{path} visualises {kind!r} targets; the browser shows SAE features and decoders")
@@ -120,7 +113,7 @@ def read_circuit(folder: str | Path, hook: str, n_features: int) -> dict[str, An
     path = Path(folder) / CIRCUIT_JSON
     if not path.is_file():
         raise MissingFile(f"no {CIRCUIT_JSON} in {folder}: not a `vitsae trace` output folder")
-    info = _check_format(path, read_json(path), "vitsae.circuit_features", 1, "rerun `vitsae trace`")
+    info = check_format(path, read_json(path), "vitsae.circuit_features", 1, fix="rerun `vitsae trace`")
     saes = info.get("saes", {})
     if hook not in saes:
         raise InvalidValue(

@@ -45,9 +45,9 @@ def check_same_model(
     if not same:
         trained_on = _describe(sae_cfg.model_spec, sae_cfg.model_weights_hash)
         raise ModelMismatch(
-            f"the SAE {sae_where} was trained on {trained_on}, "
-            f"but {other_where} holds {_describe(spec, weights_hash)}; use an SAE trained on that model, or "
-            "pass --allow-other-model if you mean it"
+            f"the SAE {sae_where} was trained on {trained_on}, but {other_where} holds "
+            f"{_describe(spec, weights_hash)}: an SAE trained on another model's activations misreads them; "
+            "use an SAE trained on that model, or pass --allow-other-model if you mean it"
         )
 
 
