@@ -3,10 +3,13 @@ refuse."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.helpers import HOSTILE_LABEL, random_sae
 from vitsae.analysis.stats import FeatureStatsAccumulator, StatsConfig
@@ -161,3 +164,39 @@ def test_a_traced_circuit_lists_upstream_and_downstream_features(page, tmp_path)
         read_circuit(tmp_path / "graph", "blocks.2.hook_resid_post", n_features)
     with pytest.raises(ValueError, match="lists feature .*; the statistics have 5 features"):
         read_circuit(tmp_path / "graph", hooks[1], 5)
+
+
+def test_a_dissected_feature_outlines_its_concept_mask_on_its_top_images(page, tmp_path):
+    """With an image source that has concept masks, each top image of a labelled feature carries its
+    concept's mask (bits at MASK_SIZE², nearest-resized from the source's own mask) and the page draws it."""
+    from vitsae.data.shapes import ShapesDataset
+    from vitsae.report.browser import MASK_SIZE
+
+    source = ShapesDataset(n_images=10, image_size=32)
+    stats = stats_of(N_FEATURES)
+    feature = int(stats.fire_count_F.argmax())
+    top_image = int(stats.top_image_index_Fk[feature, 0])
+    concept = next(name for name in source.masks(top_image) if name.startswith("shape:"))
+    dissection_json(tmp_path, [{"unit": feature, "concept": concept, "iou": 0.3, "ci": [0.2, 0.4]}])
+    site = tmp_path / "site"
+    write_browser(
+        stats,
+        site,
+        source=source,
+        dissection=read_dissection(tmp_path, N_FEATURES),
+        config=BrowserConfig(progress=False, thumb_size=64),
+    )
+    script = (site / "data" / "f" / "000" / f"{feature}.js").read_text()
+    data = json.loads(script[script.index("(") + 1 : script.rindex(")")])
+    first = data["top_images"][0]
+    assert first[0] == top_image
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(first[5]), dtype=np.uint8))[: MASK_SIZE**2]
+    mask = source.masks(top_image)[concept]
+    expected = Image.fromarray(mask.astype(np.uint8) * 255).resize((MASK_SIZE, MASK_SIZE), Image.NEAREST)
+    assert bits.reshape(MASK_SIZE, MASK_SIZE).astype(bool).tolist() == (np.asarray(expected) > 127).tolist()
+    assert bits.any()
+    page.goto((site / "feature.html").as_uri() + f"#{feature}")
+    page.wait_for_selector("body[data-ready='1']")
+    assert concept in page.inner_text("#mask-legend")
+    page.wait_for_selector("#top-images canvas[data-outline='1']")
+    assert page.problems == []

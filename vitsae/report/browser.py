@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
+from vitsae.analysis.dissection import masks_in_model_frame
 from vitsae.analysis.images import ImageData
 from vitsae.analysis.logits import LogitEffects
 from vitsae.analysis.neighbours import Neighbours
@@ -51,6 +53,7 @@ from vitsae.report.render import inferno_lut, save_jpeg, thumbnail
 
 BROWSER_FORMAT_VERSION = 2
 MARKER = "vitsae-browser.json"
+MASK_SIZE = 32  # side of the concept masks drawn on top images of dissected features (bits, row-major)
 PAGES = ("index.html", "feature.html", "images.html", "image.html")
 ASSETS = ("style.css", "common.js", "index.js", "feature.js", "images.js", "image.js")
 
@@ -234,6 +237,7 @@ class _Site:
             "n_tokens": stats.n_tokens,
             "n_images": stats.n_images,
             "thumb_size": self.config.thumb_size,
+            "mask_size": MASK_SIZE,
             "patch_size": self.config.patch_size,
             "layout": {"n_cls": layout.n_cls, "n_registers": layout.n_registers, "grid_hw": layout.grid_hw},
             "hist_edges": [_round(e) for e in stats.hist_edges.tolist()],
@@ -380,6 +384,7 @@ class _Site:
         """Top images (with maps), top patches and quantile examples: image ids, numbers and keys."""
         labels: Counter[str] = Counter()
         has_grid = self.stats.layout.n_patches > 0
+        concept = self._concept_of(f)
         for image, score, stored, map_P in zip(
             self.image_index_Fk[f].tolist(),
             self.image_score_Fk[f].tolist(),
@@ -399,6 +404,7 @@ class _Site:
                     cls,
                     self.keys.get(image, str(image)),
                     _b64(map_P) if has_grid else None,
+                    None if concept is None else self.concept_mask(image, concept),
                 ]
             )
         data["classes"] = [[name, count] for name, count in labels.most_common()]
@@ -413,6 +419,24 @@ class _Site:
             data["top_patches"].append([image, _round(value), self.keys.get(image, str(image)), token])
         for q, image, token, value in self._quantiles(f):
             data["quantiles"].append([q, image, _round(value), self.keys.get(image, str(image)), token])
+
+    def _concept_of(self, f: int) -> str | None:
+        """The dissection concept of feature `f` when the image source has concept masks to show."""
+        if self.dissection is None or f not in self.dissection or not hasattr(self.source, "masks"):
+            return None
+        return str(self.dissection[f]["concept"])
+
+    def concept_mask(self, image: int, concept: str) -> str:
+        """The concept's mask in `image`, in the model's frame, at MASK_SIZE x MASK_SIZE, bit-packed, base64
+        (all zeros where the image does not hold the concept)."""
+        masks = masks_in_model_frame(self.source.masks(image), self.preprocess)  # type: ignore[union-attr]
+        mask = masks.get(concept)
+        if mask is None:
+            return _b64(np.packbits(np.zeros(MASK_SIZE * MASK_SIZE, dtype=bool)))
+        small = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(
+            (MASK_SIZE, MASK_SIZE), Image.Resampling.NEAREST
+        )
+        return _b64(np.packbits(np.asarray(small) > 127))
 
     def _logits(self, f: int) -> dict[str, list[list[Any]]]:
         # Only classes actually pushed that way: with few classes the two lists would otherwise overlap.

@@ -121,6 +121,24 @@
     return layer;
   };
 
+  // A canvas layer outlining a bit-packed n x n mask (base64, row-major, most significant bit first): the
+  // mask's cells with a neighbour outside it, in cyan, for the dissection concept on a top image.
+  V.maskOutline = function (b64, n, size) {
+    var bytes = V.bytes(b64), layer = document.createElement("canvas");
+    function on(r, c) { return r >= 0 && c >= 0 && r < n && c < n && (bytes[(r * n + c) >> 3] >> (7 - ((r * n + c) & 7))) & 1; }
+    layer.width = layer.height = size;
+    var ctx = layer.getContext("2d"), cell = size / n;
+    ctx.fillStyle = "rgba(0, 230, 255, 0.9)";
+    for (var r = 0; r < n; r++) {
+      for (var c = 0; c < n; c++) {
+        if (on(r, c) && !(on(r - 1, c) && on(r + 1, c) && on(r, c - 1) && on(r, c + 1))) {
+          ctx.fillRect(Math.floor(c * cell), Math.floor(r * cell), Math.ceil(cell), Math.ceil(cell));
+        }
+      }
+    }
+    return layer;
+  };
+
   V.canvas = function (size) {
     var canvas = V.el("canvas", { width: size, height: size });
     canvas.style.width = canvas.style.height = size + "px";

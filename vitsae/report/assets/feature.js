@@ -84,15 +84,23 @@
     var grid_hw = SITE.layout.grid_hw;
     var s = section(grid_hw ? "Top images (ranked by their strongest patch; heatmap: activation per patch)"
       : "Top images (ranked by their strongest token; this hook has no patch grid, so no heatmap)");
+    var masked = d.concept && d.top_images.some(function (t) { return t[5]; });
+    if (masked) s.appendChild(el("p", { id: "mask-legend", "class": "muted" }, "Cyan outline: the mask of " + d.concept.concept + ", the feature's dissection concept."));
     if (!d.top_images.length) notice(s, d.images_note || "No images were rendered for this feature.");
     else if (!SITE.thumbs) notice(s, d.images_note || "The browser was written without the image source, so no pictures.");
     var grid = el("div", { "class": "grid", id: "top-images" }), vmax = d.top_images.length ? d.top_images[0][1] : 1;
     d.top_images.forEach(function (t, r) {
       var caption = "#" + (r + 1) + " · " + num(t[1]) + (t[2] !== null ? " · " + t[2] : "");
       grid.appendChild(V.figure(t[0], SITE.thumb_size, caption, t[3], function (canvas, img) {
-        if (!grid_hw || t[4] === null) { V.drawMarked(canvas, img, null); return; }
+        var outline = masked && t[5] ? [V.maskOutline(t[5], SITE.mask_size, canvas.width)] : [];
+        if (outline.length) canvas.dataset.outline = "1";
+        if (!grid_hw || t[4] === null) {
+          V.drawMarked(canvas, img, null);
+          outline.forEach(function (layer) { canvas.getContext("2d").drawImage(layer, 0, 0); });
+          return;
+        }
         var layer = V.heatLayer(mapOf(t[4], t[1], grid_hw[0], grid_hw[1]), grid_hw[0], grid_hw[1], canvas.width, vmax);
-        V.drawDimmed(canvas, img, [layer]);
+        V.drawDimmed(canvas, img, [layer].concat(outline));
       }));
     });
     s.appendChild(grid);
