@@ -42,7 +42,8 @@ def test_site_layout_and_escaping(small_site, small_stats):
             small_stats.fire_count_F[f]
         )
         assert len(data["top_images"]) == min(6, int((small_stats.top_image_index_Fk[f] >= 0).sum()))
-        for rank, (image, score, _, key, map_b64) in enumerate(data["top_images"]):
+        for rank, (image, score, _, key, map_b64, mask) in enumerate(data["top_images"]):
+            assert mask is None  # no dissection concept, no concept mask
             assert image == int(small_stats.top_image_index_Fk[f, rank]) and key.startswith("shapes")
             assert base64.b64decode(map_b64) == small_stats.top_image_map_FkP[f, rank].numpy().tobytes()
             assert score == pytest.approx(float(small_stats.top_image_score_Fk[f, rank]), rel=1e-3)
