@@ -93,3 +93,14 @@ def test_activation_file_errors_are_clear(tmp_path):
     save_file({"activations": torch.zeros(4, 3, 2)}, str(tmp_path / "cube.safetensors"))
     with pytest.raises(ValueError, match=r"must be \[N, D\], got shape \(4, 3, 2\)"):
         load_activation_file(tmp_path / "cube.safetensors")
+
+
+def test_a_missing_or_damaged_activation_file_is_one_line(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="missing: pass --activations a .safetensors file"):
+        load_activation_file(tmp_path / "absent.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 64)
+    code = main(["train", "--activations", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "bad.safetensors is damaged: not a readable safetensors file" in err
+    assert "write the activations file again" in err

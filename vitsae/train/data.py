@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from vitsae.distributed import local_device
-from vitsae.errors import InvalidValue, MissingKey
+from vitsae.errors import InvalidValue, MissingFile, MissingKey
+from vitsae.fileio import damaged
 
 if TYPE_CHECKING:
     from vitsae.train.config import TrainConfig
@@ -89,11 +90,17 @@ def load_activation_file(path: str | Path, key: str = "activations") -> torch.Te
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InvalidValue(f"{path}: activations must be a .safetensors file holding {key!r} [N, D]")
-    with safe_open(str(path), framework="pt") as fh:
-        keys = list(fh.keys())
-        if key not in keys:
-            raise MissingKey(f"{path} has no tensor {key!r}; it holds {keys}")
-        acts_ND = fh.get_tensor(key)
+    if not path.is_file():
+        raise MissingFile(f"{path} is missing: pass --activations a .safetensors file holding {key!r} [N, D]")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+            if key not in keys:
+                raise MissingKey(f"{path} has no tensor {key!r}; it holds {keys}")
+            acts_ND = fh.get_tensor(key)
+    except (SafetensorError, OverflowError, MemoryError) as err:
+        what = f"not a readable safetensors file ({err})"
+        raise damaged(path, what, "write the activations file again") from err
     if acts_ND.dim() != 2:
         raise InvalidValue(f"{path}: {key!r} must be [N, D], got shape {tuple(acts_ND.shape)}")
     return acts_ND
