@@ -152,6 +152,14 @@ def _b64(array: np.ndarray) -> str:
     ).decode()
 
 
+def _pack_mask(mask: np.ndarray) -> str:
+    """A bool mask nearest-resized to MASK_SIZE x MASK_SIZE, bit-packed row-major, as base64."""
+    small = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(
+        (MASK_SIZE, MASK_SIZE), Image.Resampling.NEAREST
+    )
+    return _b64(np.packbits(np.asarray(small) > 127))
+
+
 class _Site:
     """Writes one browser into a fresh folder. Statistics are held as numpy arrays so that forked workers
     share them and each page costs array lookups, not tensor operations."""
@@ -180,6 +188,7 @@ class _Site:
         self.description, self.ablation = description, ablation
         self.neighbours, self.image_data = neighbours, image_data
         self.dissection, self.featureviz, self.circuit = dissection, featureviz, circuit
+        self.packed_masks: dict[int, dict[str, str]] = {}  # image -> {concept: `_pack_mask`}
         k_images = min(config.n_images, stats.config.k_images)
         k_patches = min(config.n_patches, stats.config.k_patches)
         self.fire_count_F = stats.fire_count_F.numpy()
@@ -429,14 +438,13 @@ class _Site:
     def concept_mask(self, image: int, concept: str) -> str:
         """The concept's mask in `image`, in the model's frame, at MASK_SIZE x MASK_SIZE, bit-packed, base64
         (all zeros where the image does not hold the concept)."""
-        masks = masks_in_model_frame(self.source.masks(image), self.preprocess)  # type: ignore[union-attr]
-        mask = masks.get(concept)
-        if mask is None:
-            return _b64(np.packbits(np.zeros(MASK_SIZE * MASK_SIZE, dtype=bool)))
-        small = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(
-            (MASK_SIZE, MASK_SIZE), Image.Resampling.NEAREST
+        if image not in self.packed_masks:  # an image shows on many features' pages: render its masks once
+            masks = masks_in_model_frame(self.source.masks(image), self.preprocess)  # type: ignore[union-attr]
+            self.packed_masks[image] = {name: _pack_mask(mask) for name, mask in masks.items()}
+        packed = self.packed_masks[image].get(concept)
+        return (
+            packed if packed is not None else _b64(np.packbits(np.zeros(MASK_SIZE * MASK_SIZE, dtype=bool)))
         )
-        return _b64(np.packbits(np.asarray(small) > 127))
 
     def _logits(self, f: int) -> dict[str, list[list[Any]]]:
         # Only classes actually pushed that way: with few classes the two lists would otherwise overlap.
