@@ -164,6 +164,13 @@ def test_a_traced_circuit_lists_upstream_and_downstream_features(page, tmp_path)
         read_circuit(tmp_path / "graph", "blocks.2.hook_resid_post", n_features)
     with pytest.raises(ValueError, match="lists feature .*; the statistics have 5 features"):
         read_circuit(tmp_path / "graph", hooks[1], 5)
+    record = json.loads((tmp_path / "graph" / "features.json").read_text())
+    del record["target"]
+    (tmp_path / "graph" / "features.json").write_text(json.dumps(record))
+    with pytest.raises(
+        ValueError, match=r"features.json is damaged \(KeyError: 'target'\): rerun `vitsae trace`"
+    ):
+        read_circuit(tmp_path / "graph", hooks[1], n_features)
 
 
 def test_a_dissected_feature_outlines_its_concept_mask_on_its_top_images(page, tmp_path):

@@ -120,21 +120,18 @@ def read_circuit(folder: str | Path, hook: str, n_features: int) -> dict[str, An
             f"{path} traces the SAEs at {sorted(saes)}; these statistics are of hook {hook!r}: "
             "pass a trace that includes this SAE"
         )
-    features: dict[int, dict[str, list[list[Any]]]] = {}
     try:
-        for key, entry in saes[hook]["features"].items():
-            feature = int(key)
-            if not 0 <= feature < n_features:
-                raise InvalidValue(
-                    f"{path} lists feature {feature}; the statistics have {n_features} features"
-                )
-            features[feature] = {
+        features = {
+            int(key): {
                 side: [_circuit_row(row) for row in entry.get(side, [])[:CIRCUIT_ROWS]]
                 for side in ("upstream", "downstream")
             }
+            for key, entry in saes[hook]["features"].items()
+        }
         target = str(info["target"]["label"])
-    except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, InvalidValue):
-            raise
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidValue(f"{path} is damaged ({type(err).__name__}: {err}): rerun `vitsae trace`") from err
+    outside = [f for f in features if not 0 <= f < n_features]
+    if outside:
+        raise InvalidValue(f"{path} lists feature {outside[0]}; the statistics have {n_features} features")
     return {"target": target, "hook": hook, "features": features}
