@@ -1,6 +1,7 @@
 """Quality on known ground truth: SAEs recover a random sparse dictionary (256 unit atoms in 64-D)."""
 
 import pytest
+import torch
 
 from tests.helpers import tiny_train_config
 from vitsae.eval import evaluate_sae, reconstruction_metrics
@@ -63,3 +64,20 @@ def test_raw_layer_activations_reconstruct_as_well_as_in_training(tmp_path):
     assert fvu == pytest.approx(reconstruction_metrics(held_out, sae(held_out))["fvu"], rel=1e-4)
     recon = sae.decode_sparse(sae.encode_sparse(held_out))
     assert reconstruction_metrics(held_out, recon)["fvu"] == pytest.approx(fvu, rel=1e-3)
+
+
+def test_known_dictionary_rows_are_their_codes_times_the_dictionary():
+    """The bench_recovery generator: noise-free rows are codes @ atoms, rows average `active` atoms, the
+    stream is seeded per batch, and held-out rows come from another stream."""
+    from vitsae.train.synthetic import KnownDictionary
+
+    data = KnownDictionary(d=16, n_atoms=64, active=4.0, noise=0.0, pair_cofire=1.0, batch_size=2048, seed=3)
+    rows_ND, codes_NA = data.rows_and_codes(2048, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(rows_ND, codes_NA @ data.dictionary_AD)
+    torch.testing.assert_close(data.dictionary_AD.norm(dim=-1), torch.ones(64))
+    on_NA = codes_NA > 0
+    assert torch.equal(on_NA[:, 1::2] | on_NA[:, 0::2], on_NA[:, 1::2])  # a lead always brings its follower
+    assert float(data.frequencies_A.sum()) == pytest.approx(4.0)
+    first, again = next(data.batches(0, 0)), next(data.batches(0, 0))
+    assert torch.equal(first, again) and not torch.equal(first, next(data.batches(0, 1)))
+    assert not torch.equal(data.held_out(2048)[0], first)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -49,13 +50,13 @@ class KnownDictionary:
     batches_per_epoch: int = 1 << 20
     seed: int = 0
 
-    @property
+    @cached_property  # drawn once from the seed, not again for every batch
     def dictionary_AD(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
         atoms = torch.randn(self.n_atoms, self.d, generator=generator)
         return atoms / atoms.norm(dim=-1, keepdim=True)
 
-    @property
+    @cached_property
     def frequencies_A(self) -> torch.Tensor:
         """Each atom's firing probability (before co-firing), summing to `active`."""
         weights = torch.arange(1, self.n_atoms + 1, dtype=torch.float64).pow(-self.zipf)
