@@ -5,7 +5,9 @@ and the same TopK SAE (untrained, seeded: cost depends on F and k, not on what t
 baseline is the statistics pass a user runs anyway: `compute_feature_stats` over a store harvested from the
 images (harvest timed separately). Dissection is timed three ways: SAE only with thresholds from the stats
 histograms (one pass), SAE only with its own threshold pass, and with the neuron and rotated baselines.
-Wall and process CPU seconds are both printed; the ratios use CPU time, the steadier on a shared machine.
+Three floor rows time what any dissection pass must do before it counts a pixel: render the images and
+their masks, run the model to the hook, and SAE-encode every patch. Wall and process CPU seconds are both
+printed; the ratios use CPU time, the steadier on a shared machine.
 
     .venv/bin/python scripts/bench_dissect.py --images 10000 --features 4096 --threads 2
 """
@@ -41,6 +43,39 @@ from vitsae.store import HarvestConfig, harvest
 MODEL, HOOK = "vitsae:shapes-cnn", "resnet.encoder.stages.1"
 
 
+def floor_rows(model, sae: SparseAutoencoder, n_images: int) -> list[tuple[str, float, float]]:
+    """Render (with preprocessing), forward and encode timed apart, on a fresh source (nothing cached)."""
+    source = ShapesDataset(n_images=n_images, seed=4)
+    n_prefix = model.token_layout(HOOK).n_prefix
+
+    def render() -> list[torch.Tensor]:
+        pixels = []
+        for start in range(0, n_images, 64):
+            indices = range(start, min(start + 64, n_images))
+            pixels.append(torch.stack([model.preprocess(source[i].image) for i in indices]))
+            for i in indices:
+                source.masks(i)
+        return pixels
+
+    def forward(pixels: list[torch.Tensor]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [model.collect(pixels_BCHW, [HOOK])[HOOK][:, n_prefix:, :] for pixels_BCHW in pixels]
+
+    def encode(acts: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for acts_BPD in acts:
+                sae.encode_sparse(acts_BPD.reshape(-1, acts_BPD.shape[-1]).float())
+
+    pixels, r_wall, r_cpu = timed(render)
+    acts, f_wall, f_cpu = timed(partial(forward, pixels))
+    _, e_wall, e_cpu = timed(partial(encode, acts))
+    return [
+        ("floor: render images + masks", r_wall, r_cpu),
+        ("floor: model to the hook", f_wall, f_cpu),
+        ("floor: SAE encode", e_wall, e_cpu),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
@@ -66,6 +101,7 @@ def main() -> None:
         rows.append(("harvest (store for stats)", wall, cpu))
         stats, wall, cpu = timed(lambda: compute_feature_stats(stores[HOOK], sae))
         rows.append(("vitsae stats pass", wall, cpu))
+    rows += floor_rows(model, sae, args.images)
     dcfg = DissectConfig(threshold_images=args.threshold_images)
     timings = [
         (

@@ -119,14 +119,10 @@ def test_iou_matches_a_hand_computed_example() -> None:
     tally = ConceptTally(n_units=1, n_concepts=2, n_blocks=2)
     area_C = torch.zeros(2, dtype=torch.long)
     # image 0 (4 pixels): unit on at pixels {0, 1}; concept 0 at {1, 2}; concept 1 at {3}
-    on = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
-    masks = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
-    tally.add(0, torch.tensor([0]), on, masks, torch.tensor([0, 1]))
-    area_C += masks.sum(1)
+    tally.add(0, torch.tensor([0]), torch.tensor([2]), torch.tensor([[1, 0]]), torch.tensor([0, 1]))
+    area_C += torch.tensor([2, 1])
     # image 1: unit on at {0, 1, 2, 3}; only concept 0, at {0}
-    on = torch.ones((1, 4), dtype=torch.bool)
-    masks = torch.tensor([[1, 0, 0, 0]], dtype=torch.bool)
-    tally.add(1, torch.tensor([0]), on, masks, torch.tensor([0]))
+    tally.add(1, torch.tensor([0]), torch.tensor([4]), torch.tensor([[1]]), torch.tensor([0]))
     area_C[0] += 1
     iou = iou_from_tallies(tally.inter_GUC.sum(0), tally.area_GU.sum(0), area_C)
     # concept 0: intersections 1 + 1 = 2; unions |{0,1,2}| + |{0,1,2,3}| = 3 + 4 = 7

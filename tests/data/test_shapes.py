@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from vitsae.data import (
     read_exported_masks,
     source_from_description,
 )
+from vitsae.data.shapes import RECENT_SAMPLES
 
 # The label rule written out by hand, independently of vitsae.data.shapes.
 GROUP_OF_SHAPE = {"circle": 0, "ring": 0, "square": 1, "triangle": 2, "cross": 3, "star": 3}
@@ -174,3 +176,26 @@ def test_export_round_trip(tmp_path):
     assert by_key == {r["key"]: int(r["label"]) for r in rows}
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["format_version"] == 1 and meta["start"] == 2 and meta["source"] == dataset.describe()
+
+
+def test_recent_samples_are_drawn_once_read_only_and_left_out_of_pickles():
+    dataset = ShapesDataset(seed=4, n_images=RECENT_SAMPLES + 2)
+    draws = []
+    original = dataset._draw
+
+    def counting_draw(index):
+        draws.append(index)
+        return original(index)
+
+    dataset._draw = counting_draw
+    image = dataset.sample(1)
+    masks = dataset.masks(1)
+    assert draws == [1] and dataset.sample(1) is image and masks is image.masks
+    assert not image.image_HWC.flags.writeable and not any(m.flags.writeable for m in masks.values())
+    for i in range(2, RECENT_SAMPLES + 2):
+        dataset.sample(i)
+    dataset.sample(1)  # pushed out by RECENT_SAMPLES newer ones: drawn again, the same pixels
+    assert draws.count(1) == 2
+    np.testing.assert_array_equal(dataset.sample(1).image_HWC, image.image_HWC)
+    del dataset._draw
+    assert len(pickle.loads(pickle.dumps(dataset))._recent) == 0

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from vitsae.analysis.pixel_blocks import PixelBlocks
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.data.concepts import ConceptMaskError, ConceptSource
 from vitsae.data.loader import ImageLoader
@@ -279,24 +280,18 @@ class ConceptTally:
         self,
         block: int,
         units_a: torch.Tensor,
-        on_aN: torch.Tensor,
-        masks_cN: torch.Tensor,
+        area_a: torch.Tensor,
+        inter_ac: torch.Tensor,
         concepts_c: torch.Tensor,
     ) -> None:
-        """One image: the on-pixels of units `units_a`, the masks of the concepts present `concepts_c`.
-
-        Both are 0/1 (bool or float); counts are float32 sums, exact below 2^24 pixels an image.
-        """
+        """One image: units `units_a` with their on-pixel counts and overlaps with the present concepts."""
         if units_a.numel() == 0:
             return
-        on_aN = on_aN.float()
-        area_a = on_aN.sum(1).round().long()
         self.area_GU[block].index_add_(0, units_a, area_a)
         fired = area_a > 0
         self.fired_U[units_a[fired]] += 1
         if concepts_c.numel() == 0:
             return
-        inter_ac = (on_aN @ masks_cN.float().T).round().long()
         self.inter_GUC[block].index_put_((units_a[:, None], concepts_c[None, :]), inter_ac, accumulate=True)
         self.both_UC.index_put_(
             (units_a[fired][:, None], concepts_c[None, :]),
@@ -665,6 +660,7 @@ def dissect(
     area_GC = torch.zeros((n_blocks, len(concepts)), dtype=torch.int64)
     present_C = torch.zeros(len(concepts), dtype=torch.int64)
     n_pixels, seen = 0, 0
+    pixel_blocks: dict[tuple[int, int], PixelBlocks] = {}
     preprocess = model0.preprocess
     for batch in _batches(source, preprocess, batch_size, n_images, progress, "dissect"):
         pixels = batch.pixels_BCHW.to(device)
@@ -697,9 +693,14 @@ def dissect(
             if config.resolution == "grid":
                 masks_cHW = masks_to_grid(masks_cHW, grid_hw)
                 size_hw = grid_hw
-            masks_cN = masks_cHW.reshape(len(present), -1).float()
+            masks_cN = masks_cHW.reshape(len(present), -1)
+            if size_hw not in pixel_blocks:
+                mode = "nearest" if config.resolution == "grid" else config.resolution
+                pixel_blocks[size_hw] = PixelBlocks.build(grid_hw, size_hw, mode)
+            blocks = pixel_blocks[size_hw]
+            mask_words_GcW = blocks.mask_words(masks_cN)
             block = seen * n_blocks // n_images
-            area_GC[block].index_add_(0, concepts_c, masks_cN.sum(1).round().long())
+            area_GC[block].index_add_(0, concepts_c, masks_cN.sum(1).long())
             present_C[concepts_c] += 1
             n_pixels += size_hw[0] * size_hw[1]
             seen += 1
@@ -707,14 +708,8 @@ def dissect(
                 units_a, maps_aP = basis.image_maps(prepared[basis.name], b)
                 if on_image is not None:
                     on_image(basis.name, index, units_a, maps_aP)
-                threshold_a = thresholds[basis.name][0][units_a]
-                live = maps_aP.max(1).values > threshold_a
-                units_a, maps_aP, threshold_a = units_a[live], maps_aP[live], threshold_a[live]
-                maps_aHW = maps_to_masks(maps_aP.reshape(-1, *grid_hw), size_hw, config.resolution)
-                # 1.0 where the map exceeds the threshold, else 0.0, in place (a bool mask costs a copy)
-                on_aHW = maps_aHW.sub_(threshold_a[:, None, None]).sign_().clamp_(min=0)
-                on_aN = on_aHW.reshape(units_a.numel(), masks_cN.shape[1])
-                tallies[basis.name].add(block, units_a, on_aN, masks_cN, concepts_c)
+                area_a, inter_ac = blocks.count(maps_aP, thresholds[basis.name][0][units_a], mask_words_GcW)
+                tallies[basis.name].add(block, units_a, area_a, inter_ac, concepts_c)
     area_C = area_GC.sum(0)
     results = {}
     for run in runs:

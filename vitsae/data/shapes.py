@@ -25,6 +25,7 @@ respected); background masks cover the pixels no object covers.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +229,9 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+RECENT_SAMPLES = 256  # at least a batch of the passes that read an image, then its masks
+
+
 class ShapesDataset:
     """The shapes dataset as an image source (`len`, `[i] -> ImageRecord`, `describe`) and a concept source
     (`concepts`, `masks(i)`); everything about an image via `sample`."""
@@ -241,6 +245,11 @@ class ShapesDataset:
         size = self.config.image_size
         self._grid_y = np.arange(size, dtype=np.float32)[:, None] + 0.5
         self._grid_x = np.arange(size, dtype=np.float32)[None, :] + 0.5
+        self._recent: OrderedDict[int, ShapesSample] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        """Pickled for loader workers without the recent samples."""
+        return {**self.__dict__, "_recent": OrderedDict()}
 
     def __len__(self) -> int:
         return self.config.n_images
@@ -271,8 +280,25 @@ class ShapesDataset:
         return index
 
     def sample(self, index: int) -> ShapesSample:
-        """Generate image `index` with its label, concept masks and object list."""
+        """Image `index` with its label, concept masks and object list (read-only arrays).
+
+        The last `RECENT_SAMPLES` samples are kept: a pass that reads an image and then its masks
+        (dissection, the report card) draws each image once.
+        """
         index = self._check_index(index)
+        if index in self._recent:
+            self._recent.move_to_end(index)
+            return self._recent[index]
+        sample = self._draw(index)
+        sample.image_HWC.flags.writeable = False
+        for mask in sample.masks.values():
+            mask.flags.writeable = False
+        self._recent[index] = sample
+        if len(self._recent) > RECENT_SAMPLES:
+            self._recent.popitem(last=False)
+        return sample
+
+    def _draw(self, index: int) -> ShapesSample:
         rng = np.random.default_rng([self.config.seed, index])
         objects, local_masks = self._draw_objects(rng)
         backgrounds = self.config.backgrounds
