@@ -478,8 +478,10 @@ class Trainer:
             n = resample_dead(run.sae, run.optimizer, x_full_BD, run.dead.dead_mask_F)
             run.dead.tokens_since_fired_F[run.dead.dead_mask_F] = 0
             run.resampled += n
-        total = self.cfg.total_steps
-        if run.unshrink is not None and self.step >= total - fit_steps(total):
+        first_fit_step = self.cfg.total_steps - fit_steps(self.cfg.total_steps)
+        if run.unshrink is not None and self.step >= first_fit_step:
+            if self.step == first_fit_step:  # a fresh fit (a run extended by --total-tokens drops the old)
+                run.unshrink = UnshrinkFit()
             run.unshrink.update(run.sae, x_full_BD)
 
     def _resample_due(self) -> bool:
