@@ -51,11 +51,11 @@ def test_derived_defaults_for_a_short_and_a_long_run():
     assert short.total_steps == 732
     assert short.resolved_lr_warmup_steps == 37
     assert short.resolved_dead_tokens == 300_000
-    assert short.target_warmup_steps == 183
+    assert short.target_warmup_steps == 585
     long = TrainConfig(batch_size=4096, total_tokens=300_000_000)  # 73,242 steps
     assert long.resolved_lr_warmup_steps == 1000
     assert long.resolved_dead_tokens == 10_000_000
-    assert long.target_warmup_steps == 10_000
+    assert long.target_warmup_steps == 58_593
     from vitsae.train import expand_sweep
 
     (small,) = expand_sweep(TrainConfig(expansion_factor=(16,)), d_in=128)  # F = 2,048

@@ -153,6 +153,13 @@ class TrainConfig:
             "(encoder frozen, no penalty)"
         },
     )
+    unshrink: bool = field(
+        default=True,
+        metadata={
+            "help": "relu: save the SAE as a JumpReLU with the same support and codes raised by a fitted "
+            "share of the bias, undoing the L1 shrinkage (docs/training.md)"
+        },
+    )
     decoder_init_norm: float | None = sae_field("decoder_init_norm")
     b_dec_init: BDecInit = sae_field("b_dec_init")
     jumprelu_bandwidth: float = sae_field("jumprelu_bandwidth")

@@ -36,6 +36,7 @@ from vitsae.train.dead import DeadFeatureTracker, auxk_loss, auxk_loss_sparse, r
 from vitsae.train.l0_control import L0Controller
 from vitsae.train.metrics_log import MetricsLog, density_histogram, plot_curves
 from vitsae.train.schedules import lr_factor, penalty_factor
+from vitsae.train.unshrink import UnshrinkFit, fit_steps, unshrunk_jumprelu
 
 # Loss terms summed (times rows) over ranks beside the reconstruction statistics of each step.
 LOSS_NAMES = ("loss", "sparsity", "auxk")
@@ -100,6 +101,7 @@ class _Run:
     dead: DeadFeatureTracker
     window: _Stats
     controller: L0Controller | None = None
+    unshrink: UnshrinkFit | None = None  # relu with --unshrink: the sums of the final fit
     log: MetricsLog | None = None
     last_record: dict[str, Any] = field(default_factory=dict)
     last_coefficient: float = 0.0  # the penalty coefficient of the last step (the controller's trajectory)
@@ -159,7 +161,10 @@ class Trainer:
             controller = None
             if spec.target_l0 is not None:
                 controller = L0Controller(spec.target_l0, spec.l1_coefficient, cfg.target_warmup_steps)
-            self.runs.append(_Run(spec, sae, optimizer, dead, _Stats.zeros(self.device), controller))
+            unshrink = UnshrinkFit() if cfg.unshrink and spec.sae.architecture == "relu" else None
+            self.runs.append(
+                _Run(spec, sae, optimizer, dead, _Stats.zeros(self.device), controller, unshrink=unshrink)
+            )
 
     def _start_fresh(self) -> Iterator[torch.Tensor]:
         """Initialise every run from the first batches; returns the data iterator of epoch 0."""
@@ -248,6 +253,8 @@ class Trainer:
             run.dead.load_state(checkpoint.extra["dead"])
             if run.controller is not None:
                 run.controller = L0Controller.from_state(checkpoint.extra["controller"])
+            if run.unshrink is not None:
+                run.unshrink = UnshrinkFit.from_state(checkpoint.extra.get("unshrink") or {})
             run.last_record = checkpoint.extra.get("last_record", {})  # the final one, at a finished run
         self.step, self.tokens = state["step"], state["tokens"]
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
@@ -277,6 +284,7 @@ class Trainer:
             "window_steps": run.window.steps,
             "dead": run.dead.state(),
             "controller": None if run.controller is None else run.controller.state(),
+            "unshrink": None if run.unshrink is None else run.unshrink.state(),
             "last_record": run.last_record,
         }
         return ckpt.RunCheckpoint(run.sae, run.optimizer, counters, extra)
@@ -470,6 +478,11 @@ class Trainer:
             n = resample_dead(run.sae, run.optimizer, x_full_BD, run.dead.dead_mask_F)
             run.dead.tokens_since_fired_F[run.dead.dead_mask_F] = 0
             run.resampled += n
+        first_fit_step = self.cfg.total_steps - fit_steps(self.cfg.total_steps)
+        if run.unshrink is not None and self.step >= first_fit_step:
+            if self.step == first_fit_step:  # a fresh fit (a run extended by --total-tokens drops the old)
+                run.unshrink = UnshrinkFit()
+            run.unshrink.update(run.sae, x_full_BD)
 
     def _resample_due(self) -> bool:
         cfg = self.cfg
@@ -563,6 +576,13 @@ class Trainer:
                 "final_metrics": {k: v for k, v in run.last_record.items() if k != "density_histogram"},
                 "train_config": config_to_dict(self.cfg),
             }
+            if run.unshrink is not None:
+                run.sae = unshrunk_jumprelu(run.sae, run.unshrink.alpha)
+                summary["unshrink"] = {
+                    "trained_architecture": "relu",
+                    "alpha": run.unshrink.alpha,
+                    "error_ratio": run.unshrink.error_ratio,
+                }
             summaries[run.spec.name] = summary
             if self.rank == 0:
                 run_dir = self.out_dir / run.spec.name
