@@ -5,7 +5,7 @@ import torch
 
 from tests.helpers import tiny_train_config
 from vitsae.eval import evaluate_sae
-from vitsae.eval.metrics import duplicate_fraction
+from vitsae.eval.metrics import duplicate_fraction, later_copies
 from vitsae.sae import load_sae
 from vitsae.train import TensorBatches, Trainer
 from vitsae.train.dead import DeadFeatureTracker
@@ -21,6 +21,7 @@ def test_rare_fraction_matches_a_held_out_evaluation(tmp_path):
         expansion_factor=(8,),
         l1_coefficient=(6.0,),  # strong: many features die or fire only now and then
         dead_handling="none",
+        copies_every=0,  # nothing re-initialised: the counters are what is tested
         batch_size=256,
         total_tokens=256 * 1200,  # 307,200 rows: three windows of 10^5 rows
         log_every=100,
@@ -53,3 +54,19 @@ def test_duplicate_fraction_counts_copies():
     copies = torch.cat([rows, rows[:1] * 2.0, rows[1:2] + 0.01 * rows[2:3]])  # two near-copies
     assert duplicate_fraction(copies) == pytest.approx(4 / 6)
     assert duplicate_fraction(rows) == 0.0
+
+
+def test_later_copies_keep_the_lowest_numbered_feature_of_each_direction():
+    rows = torch.eye(4)
+    decoder = torch.cat([rows, rows[:1] * 2.0, rows[1:2] + 0.01 * rows[2:3], -rows[3:4]])
+    # rows 4 and 5 copy rows 0 and 1 (any norm); row 6 points the other way, which is no copy
+    assert later_copies(decoder).tolist() == [False] * 4 + [True, True, False]
+    assert later_copies(decoder.flip(0)).tolist() == [False] * 3 + [False, False, True, True]
+
+
+def test_later_copies_match_an_unchunked_scan():
+    """4,200 rows need two chunks of cosines (at most 2^24 at once)."""
+    decoder = torch.randn(4200, 8, generator=torch.Generator().manual_seed(0))
+    unit = decoder / decoder.norm(dim=1, keepdim=True)
+    want = ((unit @ unit.T).tril(diagonal=-1) > 0.9).any(1)
+    assert torch.equal(later_copies(decoder), want) and 0 < int(want.sum()) < 4200

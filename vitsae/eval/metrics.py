@@ -15,7 +15,7 @@ and all-reduces its `sums` tensor, so every number called "fvu" comes from this 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -173,18 +173,40 @@ def evaluate_sae(sae, batches: Iterable[torch.Tensor], normalized: bool = False)
     return stats.summary()
 
 
-@torch.no_grad()
-def duplicate_fraction(W_dec_FD: torch.Tensor, threshold: float = 0.9) -> float:
-    """Fraction of features whose decoder direction has cosine > `threshold` with another feature's
-    (copies of one direction, which learned->true MMCS cannot see). Chunked: at most 2^24 cosines at once."""
+def _decoder_cosines(W_dec_FD: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, cosines [C, F] of rows first..first+C with every row, self-cosines -1), at most 2^24
+    cosines at once."""
     chunk = max(1, (1 << 24) // W_dec_FD.shape[0])
     rows_FD = W_dec_FD.detach().float()
     rows_FD = rows_FD / rows_FD.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     n = rows_FD.shape[0]
-    duplicated_F = torch.zeros(n, dtype=torch.bool, device=rows_FD.device)
     for start in range(0, n, chunk):
         cos_CF = rows_FD[start : start + chunk] @ rows_FD.T
         rows = torch.arange(start, min(start + chunk, n), device=rows_FD.device)
         cos_CF[rows - start, rows] = -1.0
-        duplicated_F[start : start + chunk] = (cos_CF > threshold).any(-1)
+        yield start, cos_CF
+
+
+@torch.no_grad()
+def duplicate_fraction(W_dec_FD: torch.Tensor, threshold: float = 0.9) -> float:
+    """Fraction of features whose decoder direction has cosine > `threshold` with another feature's
+    (copies of one direction, which learned->true MMCS cannot see)."""
+    duplicated_F = torch.zeros(W_dec_FD.shape[0], dtype=torch.bool, device=W_dec_FD.device)
+    for start, cos_CF in _decoder_cosines(W_dec_FD):
+        duplicated_F[start : start + cos_CF.shape[0]] = (cos_CF > threshold).any(-1)
     return float(duplicated_F.double().mean())
+
+
+@torch.no_grad()
+def later_copies(W_dec_FD: torch.Tensor, threshold: float = 0.9) -> torch.Tensor:
+    """Bool [F]: features whose decoder direction has cosine > `threshold` with a lower-numbered feature's.
+
+    The lowest-numbered feature of every group of copies is never marked, so re-initialising the marked
+    ones keeps each direction once."""
+    copies_F = torch.zeros(W_dec_FD.shape[0], dtype=torch.bool, device=W_dec_FD.device)
+    for start, cos_CF in _decoder_cosines(W_dec_FD):
+        earlier_CF = torch.arange(W_dec_FD.shape[0], device=cos_CF.device) < torch.arange(
+            start, start + cos_CF.shape[0], device=cos_CF.device
+        ).unsqueeze(1)
+        copies_F[start : start + cos_CF.shape[0]] = ((cos_CF > threshold) & earlier_CF).any(-1)
+    return copies_F

@@ -137,6 +137,16 @@ class TrainConfig:
     )
     resample_every: int = field(default=2000, metadata={"help": "steps between resamplings"})
     resample_until: float = field(default=0.5, metadata={"help": "fraction of training with resampling"})
+    copies_every: int = field(
+        default=25,
+        metadata={
+            "help": "relu: every N steps re-initialise the features whose decoder row has cosine > 0.9 "
+            "with a lower-numbered feature's, as resampling does (0: never; docs/training.md)"
+        },
+    )
+    copies_until: float = field(
+        default=0.8, metadata={"help": "relu: fraction of training in which copies are re-initialised"}
+    )
     auxk_k: int = field(default=0, metadata={"help": "AuxK features (0: D / 2)"})
     auxk_coefficient: float = field(default=1 / 32, metadata={"help": "AuxK loss coefficient"})
     dense_frequency: float = field(default=0.1, metadata={"help": "firing rate of a dense feature"})
@@ -203,11 +213,12 @@ class TrainConfig:
         for name in ("log_every", "checkpoint_every", "keep_checkpoints", "norm_batches", "dead_tokens"):
             _check_all(self, name, lambda v: v >= 1, ">= 1")
         _check_all(self, "resample_every", lambda v: v >= 1, ">= 1")
+        _check_all(self, "copies_every", lambda v: v >= 0, ">= 0")
         for name in ("lr_warmup_steps", "l1_warmup_steps", "auxk_k", "auxk_coefficient", "grad_clip"):
             _check_all(self, name, lambda v: v >= 0, ">= 0")
         for name in ("adam_beta1", "adam_beta2"):
             _check_all(self, name, lambda v: 0 <= v < 1, "in [0, 1)")
-        for name in ("lr_decay_start", "lr_min_ratio", "resample_until", "refit_fraction"):
+        for name in ("lr_decay_start", "lr_min_ratio", "resample_until", "copies_until", "refit_fraction"):
             _check_all(self, name, lambda v: 0 <= v <= 1, "in [0, 1]")
         _check_all(self, "dense_frequency", lambda v: 0 < v <= 1, "in (0, 1]")
         _check_all(self, "jumprelu_bandwidth", lambda v: v > 0, "> 0")

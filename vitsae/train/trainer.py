@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vitsae.config import config_from_dict, config_to_dict
 from vitsae.distributed import barrier, local_device, rank_world
 from vitsae.errors import InvalidValue, VitsaeError
-from vitsae.eval.metrics import ReconstructionStats, duplicate_fraction
+from vitsae.eval.metrics import ReconstructionStats, duplicate_fraction, later_copies
 from vitsae.fileio import write_json_atomic
 from vitsae.sae.config import SAEConfig
 from vitsae.sae.init import rows_from_data
@@ -106,6 +106,7 @@ class _Run:
     last_record: dict[str, Any] = field(default_factory=dict)
     last_coefficient: float = 0.0  # the penalty coefficient of the last step (the controller's trajectory)
     resampled: int = 0
+    copies_resampled: int = 0  # relu: features re-initialised as copies of a lower-numbered feature
 
 
 class Trainer:
@@ -249,6 +250,7 @@ class Trainer:
             checkpoint = self._run_checkpoint(run)
             ckpt.load_run(path, run.spec.name, checkpoint)
             run.resampled = checkpoint.extra["resampled"]
+            run.copies_resampled = checkpoint.extra.get("copies_resampled", 0)
             run.window.steps = checkpoint.extra["window_steps"]
             run.dead.load_state(checkpoint.extra["dead"])
             if run.controller is not None:
@@ -281,6 +283,7 @@ class Trainer:
             "l1_coefficient": run.spec.l1_coefficient,
             "target_l0": run.spec.target_l0,
             "resampled": run.resampled,
+            "copies_resampled": run.copies_resampled,
             "window_steps": run.window.steps,
             "dead": run.dead.state(),
             "controller": None if run.controller is None else run.controller.state(),
@@ -478,11 +481,29 @@ class Trainer:
             n = resample_dead(run.sae, run.optimizer, x_full_BD, run.dead.dead_mask_F)
             run.dead.tokens_since_fired_F[run.dead.dead_mask_F] = 0
             run.resampled += n
+        if self._copies_due(run):
+            copies_F = later_copies(run.sae.W_dec)
+            run.copies_resampled += int(copies_F.sum())
+            if self.cfg.dead_handling != "none":  # the dead features are re-initialised with them
+                copies_F |= run.dead.dead_mask_F
+                run.dead.tokens_since_fired_F[run.dead.dead_mask_F] = 0
+            resample_dead(run.sae, run.optimizer, x_full_BD, copies_F)
         first_fit_step = self.cfg.total_steps - fit_steps(self.cfg.total_steps)
         if run.unshrink is not None and self.step >= first_fit_step:
             if self.step == first_fit_step:  # a fresh fit (a run extended by --total-tokens drops the old)
                 run.unshrink = UnshrinkFit()
             run.unshrink.update(run.sae, x_full_BD)
+
+    def _copies_due(self, run: _Run) -> bool:
+        """ReLU-L1 keeps copies of one direction (splitting a code between copies costs no more L1), so they
+        are re-initialised like dead features while the penalty still moves (docs/training.md)."""
+        cfg = self.cfg
+        return (
+            run.spec.sae.architecture == "relu"
+            and cfg.copies_every > 0
+            and (self.step + 1) % cfg.copies_every == 0
+            and self.step < cfg.copies_until * cfg.total_steps
+        )
 
     def _resample_due(self) -> bool:
         cfg = self.cfg
@@ -519,6 +540,7 @@ class Trainer:
                 else 0.0,
                 "density_histogram": density_histogram(frequency_F.cpu()) if frequency_F is not None else [],
                 "resampled": run.resampled,
+                "copies_resampled": run.copies_resampled,
                 "tokens_per_s": tokens_per_s,
             }
             if final or sae_cfg.d_sae**2 * sae_cfg.d_in <= DUPLICATE_SCAN_LIMIT:
