@@ -8,15 +8,15 @@ import torch
 
 import vitsae.train.trainer as trainer_module
 from tests.helpers import tiny_train_config
-from tests.train.test_resume import Crash, assert_same_saes, crashing
+from tests.train.test_resume import straight_and_resumed
 from vitsae.eval.metrics import later_copies
 from vitsae.sae import load_sae
 from vitsae.train import TensorBatches, Trainer
 from vitsae.train.synthetic import sparse_dictionary_data
 
 
-def spy_on_copies(monkeypatch) -> list[tuple[int, int]]:
-    """(step, copies found) of every copies pass, with the copies planted first so there are some."""
+def spy_on_copies(monkeypatch) -> list[int]:
+    """The copies found by every copies pass, with three planted first so there are some."""
     calls = []
 
     def planted(W_dec_FD: torch.Tensor) -> torch.Tensor:
@@ -64,11 +64,7 @@ def test_a_run_resumed_across_a_copies_pass_is_bit_identical(tmp_path):
     cfg = tiny_train_config(
         architecture="relu", target_l0=(3.0,), total_tokens=16 * 40, checkpoint_every=15, copies_every=10
     )
-    Trainer(cfg, source, tmp_path / "straight").fit()
-    with pytest.raises(Crash):
-        Trainer(cfg, crashing(source, 25), tmp_path / "resumed").fit()
-    Trainer(cfg, source, tmp_path / "resumed").fit()
-    (name,) = assert_same_saes(tmp_path / "straight", tmp_path / "resumed")
+    (name,) = straight_and_resumed(cfg, source, tmp_path, crash_at_step=25)
     summaries = [json.loads((tmp_path / d / "sweep.json").read_text())[name] for d in ("straight", "resumed")]
     assert (
         summaries[0]["final_metrics"]["copies_resampled"] == summaries[1]["final_metrics"]["copies_resampled"]

@@ -49,6 +49,18 @@ def assert_same_saes(straight_dir: Path, resumed_dir: Path) -> list[str]:
     return names
 
 
+def straight_and_resumed(
+    cfg: TrainConfig, source: TensorBatches, root: Path, crash_at_step: int
+) -> list[str]:
+    """Train `cfg` uninterrupted under root/straight, and crashed before `crash_at_step` then resumed under
+    root/resumed; the run names, once each run's two SAEs are checked to be the same to the bit."""
+    Trainer(cfg, source, root / "straight").fit()
+    with pytest.raises(Crash):
+        Trainer(cfg, crashing(source, crash_at_step), root / "resumed").fit()
+    Trainer(cfg, source, root / "resumed").fit()
+    return assert_same_saes(root / "straight", root / "resumed")
+
+
 def config(architecture: str, dead_handling: str, backend: str = "auto") -> TrainConfig:
     return tiny_train_config(
         **DYING_FEATURES,

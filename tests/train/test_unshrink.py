@@ -3,11 +3,10 @@ alpha * max(-b_enc, 0), and alpha is the least-squares factor on the rows it was
 
 import json
 
-import pytest
 import torch
 
 from tests.helpers import tiny_train_config
-from tests.train.test_resume import Crash, assert_same_saes, crashing
+from tests.train.test_resume import assert_same_saes, straight_and_resumed
 from vitsae.eval.metrics import reconstruction_metrics
 from vitsae.sae import load_sae
 from vitsae.sae.config import SAEConfig
@@ -65,11 +64,7 @@ def test_a_run_resumed_inside_the_fit_saves_the_same_unshrunk_sae(tmp_path):
     acts, _ = sparse_dictionary_data(1600, d=8, n_atoms=24, active=3, seed=4)
     source = TensorBatches(acts, 16, seed=1)
     cfg = tiny_train_config(architecture="relu", target_l0=(3.0,), total_tokens=16 * 100, checkpoint_every=97)
-    Trainer(cfg, source, tmp_path / "straight").fit()
-    with pytest.raises(Crash):
-        Trainer(cfg, crashing(source, 98), tmp_path / "resumed").fit()
-    Trainer(cfg, source, tmp_path / "resumed").fit()
-    (name,) = assert_same_saes(tmp_path / "straight", tmp_path / "resumed")
+    (name,) = straight_and_resumed(cfg, source, tmp_path, crash_at_step=98)
     summaries = [json.loads((tmp_path / d / "sweep.json").read_text())[name] for d in ("straight", "resumed")]
     assert summaries[0]["unshrink"] == summaries[1]["unshrink"] and summaries[0]["unshrink"]["alpha"] > 0
     Trainer(cfg, source, tmp_path / "straight").fit()  # the finished run: finish again from its checkpoint

@@ -45,7 +45,7 @@ def popcount(words_XW: torch.Tensor) -> torch.Tensor:
 
 
 def _axis_sources(n_in: int, n_out: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output index along one axis: the two source indices and the weight of the second, as torch."""
+    """Per output index along one axis: the two source indices and the weight of the second."""
     out = np.arange(n_out)
     scale = np.float32(n_in) / np.float32(n_out)
     if mode == "nearest":
