@@ -7,8 +7,9 @@ k = the true mean L0, ReLU and JumpReLU get --target-l0 = the true mean L0; noth
 rate, warm-up, decay, dead window: derived from the run size). Measured on held-out rows with
 `vitsae.eval.evaluate_sae`: FVU, L0, features never firing; from the trainer's last record: dead over the
 last window, rare (< 1 in 10^5), duplicate features (decoder cosine > 0.9), tokens/s; against the true
-dictionary: MMCS both ways and the fraction of true atoms recovered at cosine > 0.9. The baseline row is a
-random dictionary of the same size (what MMCS gives for nothing).
+dictionary: MMCS both ways and the fraction of true atoms recovered at cosine > 0.9. The baseline rows: a
+random dictionary of the same size (what MMCS gives for nothing), and three FVU yardsticks from the true
+dictionary (`reference_rows`: the noise floor, the best k-sparse code, the true atoms as a tied TopK SAE).
 
     nice .venv/bin/python scripts/bench_recovery.py                         # every setting, 3M tokens
     nice .venv/bin/python scripts/bench_recovery.py --settings x8-l8 --archs topk,relu
@@ -28,8 +29,9 @@ from pathlib import Path
 import torch
 
 from vitsae.eval import evaluate_sae
+from vitsae.eval.metrics import reconstruction_metrics
 from vitsae.train import TrainConfig, Trainer
-from vitsae.train.synthetic import KnownDictionary, recovery_scores
+from vitsae.train.synthetic import KnownDictionary, largest_codes, recovery_scores, tied_topk_codes
 
 # name: (generator, SAE expansion factor over the width)
 SETTINGS: dict[str, tuple[KnownDictionary, int]] = {
@@ -115,6 +117,31 @@ def random_row(setting: str) -> dict:
                 never=nan, dead=nan, rare=nan, dup=nan, tok_s=nan, **scores)  # fmt: skip
 
 
+def reference_rows(setting: str, args) -> list[dict]:
+    """FVU yardsticks from the true dictionary on the held-out rows: the noise floor (the true codes), the
+    best k-sparse code (each row's k largest true codes, k = the true mean L0, what a fixed-k SAE with a
+    perfect encoder reaches), and the true atoms as a tied TopK SAE (encoder = decoder, codes scaled by
+    the least-squares factor: a perfect dictionary behind a plain linear encoder)."""
+    source, _ = SETTINGS[setting]
+    held_ND, codes_NA = source.held_out(args.held_out)
+    atoms_AD = source.dictionary_AD
+    true_l0 = float((codes_NA != 0).sum(-1).double().mean())
+    k = round(true_l0)
+    nan = float("nan")
+    rows = []
+    references = {
+        "true codes (noise floor)": codes_NA,
+        f"true atoms, {k} largest true codes": largest_codes(codes_NA, k),
+        f"true atoms, tied TopK k={k}": tied_topk_codes(held_ND, atoms_AD, k),
+    }
+    for name, codes in references.items():
+        metrics = reconstruction_metrics(held_ND, codes @ atoms_AD, codes)
+        rows.append(dict(setting=setting, arch=name, knob="-", true_l0=true_l0, lr=nan, fvu=metrics["fvu"],
+                         l0=metrics["l0"], never=nan, dead=nan, rare=nan, dup=nan, tok_s=nan,
+                         **recovery_scores(atoms_AD, atoms_AD)))  # fmt: skip
+    return rows
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -134,7 +161,8 @@ def main() -> None:
     print("|---|---|---|" + "---:|" * 11)
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings.split(","):
-            print(fmt(random_row(setting)), flush=True)
+            for row in (random_row(setting), *reference_rows(setting, args)):
+                print(fmt(row), flush=True)
             for arch in args.archs.split(","):
                 print(fmt(run_one(setting, arch, args, extra, Path(tmp))), flush=True)
 

@@ -83,6 +83,24 @@ def test_known_dictionary_rows_are_their_codes_times_the_dictionary():
     assert not torch.equal(data.held_out(2048)[0], first)
 
 
+def test_reference_codes_of_the_true_dictionary():
+    """bench_recovery's FVU yardsticks on hand-made rows: each row's k largest codes, and the tied TopK
+    codes with their least-squares scale."""
+    from vitsae.train.synthetic import largest_codes, tied_topk_codes
+
+    codes_NA = torch.tensor([[3.0, 0.0, 1.0, 2.0], [0.0, 0.5, 0.0, 0.0]])
+    assert torch.equal(largest_codes(codes_NA, 2), torch.tensor([[3.0, 0.0, 0.0, 2.0], [0.0, 0.5, 0.0, 0.0]]))
+    assert torch.equal(largest_codes(codes_NA, 9), codes_NA)
+    atoms_AD = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    rows_ND = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    # projections [[2, 1.2], [0, 0.8]], both kept at k = 2; they decode to [2.72, 0.96] and [0.48, 0.64],
+    # so the least-squares factor is <x, r> / <r, r> = (5.44 + 0.64) / (8.32 + 0.64)
+    expected = torch.tensor([[2.0, 1.2], [0.0, 0.8]]) * (6.08 / 8.96)
+    torch.testing.assert_close(tied_topk_codes(rows_ND, atoms_AD, 2), expected)
+    scaled = tied_topk_codes(rows_ND * 3, atoms_AD, 2)
+    torch.testing.assert_close(scaled, expected * 3)
+
+
 def test_relu_at_the_true_l0_recovers_the_dictionary_with_defaults(tmp_path):
     """ReLU-L1 with --target-l0 = the true L0 and every other option default (issue 18). With the target
     reached within a quarter of the run, 55% of the features were duplicates and MMCS was 0.71; the codes

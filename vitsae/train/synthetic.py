@@ -11,6 +11,8 @@ optional co-firing pairs (atom 2j+1 also fires with probability `pair_cofire` wh
 Gaussian noise at `noise` times the per-dimension signal scale.
 
 `dictionary_recovery` / `recovery_scores`: mean max cosine (MMCS) between a learned and the true dictionary.
+`largest_codes` / `tied_topk_codes`: reference codes from the true dictionary, the FVU yardsticks of
+`scripts/bench_recovery.py`.
 """
 
 from __future__ import annotations
@@ -105,3 +107,20 @@ def recovery_scores(learned_FD: torch.Tensor, true_AD: torch.Tensor, at: float =
         "mmcs_learned_to_true": float(cos_AF.max(dim=0).values.mean()),
         "recovered": float((best_A > at).double().mean()),
     }
+
+
+def largest_codes(codes_NA: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's k largest codes, the rest zeroed: the best a fixed-k code can do with a perfect encoder."""
+    keep_NA = torch.zeros_like(codes_NA).scatter_(
+        1, codes_NA.topk(min(k, codes_NA.shape[1]), dim=1).indices, 1.0
+    )
+    return codes_NA * keep_NA
+
+
+def tied_topk_codes(rows_ND: torch.Tensor, atoms_AD: torch.Tensor, k: int) -> torch.Tensor:
+    """The codes of a tied TopK SAE made of the true atoms (encoder = decoder, no biases): each row's k
+    largest projections, times the one factor that minimises the squared error over `rows_ND`. What a
+    perfect dictionary gives behind a plain linear encoder."""
+    codes_NA = largest_codes(rows_ND @ atoms_AD.T, k)
+    recon_ND = codes_NA @ atoms_AD
+    return codes_NA * float((rows_ND * recon_ND).sum() / (recon_ND * recon_ND).sum().clamp_min(1e-30))
