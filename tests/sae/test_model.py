@@ -132,6 +132,28 @@ def test_which_training_steps_run_sparse(architecture, training, world_size, spa
     assert not make(architecture, backend="dense").cfg.trains_sparse(True, 1)
 
 
+@pytest.mark.parametrize(
+    ("architecture", "k", "resolved"),
+    [
+        ("topk", 3, "sparse"),
+        ("topk", 16, "dense"),  # k / F = 0.5: the selection would be wasted
+        ("batchtopk", 3, "sparse"),
+        ("batchtopk", 16, "dense"),
+        ("relu", 3, "sparse"),  # its products switch to dense matmuls per call while its codes are dense
+        ("jumprelu", 3, "dense"),  # trains on dense pre-activations
+    ],
+)
+def test_auto_backend_is_sparse_where_the_sparse_products_win(architecture, k, resolved):
+    cfg = SAEConfig(d_in=8, expansion_factor=4, architecture=architecture, k=k, backend="auto")
+    assert cfg.resolved_backend == resolved
+    assert (
+        SAEConfig(
+            d_in=8, expansion_factor=4, architecture=architecture, k=k, backend="dense"
+        ).resolved_backend
+        == "dense"
+    )
+
+
 def test_raw_inputs_are_scaled_by_norm_scale():
     sae = make().with_config(norm_scale=0.25)
     x = torch.randn(3, 8)
