@@ -63,16 +63,13 @@ class SAEConfig:
 
     @property
     def resolved_backend(self) -> Literal["dense", "sparse"]:
-        """The path this SAE's `forward` and training take: `backend`, with "auto" sparse for TopK and
-        BatchTopK with k / F low enough for the sparse kernels to win and for ReLU, dense for JumpReLU
-        (`vitsae.kernels.resolve_backend`). ReLU's sparse products run as dense matmuls, call by call,
-        while its codes are denser than `DENSE_DENSITY_THRESHOLD` (the start of a `--target-l0` run), so
-        a ReLU run moves to the sparse products once its density makes them win (docs/benchmarks.md)."""
+        """The path this SAE's `forward` takes: `backend`, with "auto" dense unless the SAE is TopK with
+        codes sparse enough for the sparse kernels to win (`vitsae.kernels.resolve_backend`)."""
         if self.backend != "auto":
             return self.backend
-        if self.architecture == "jumprelu":
+        if self.architecture != "topk":
             return "dense"
-        return resolve_backend("auto", self.architecture, self.k, self.d_sae)
+        return resolve_backend("auto", "topk", self.k, self.d_sae)
 
     def trains_sparse(self, training: bool, world_size: int) -> bool:
         """Whether a training forward pass runs through the sparse kernels (no B x F gradient).
