@@ -144,6 +144,13 @@ class TrainConfig:
             "with a lower-numbered feature's, as resampling does (0: never; docs/training.md)"
         },
     )
+    anchor_every: int = field(
+        default=25,
+        metadata={
+            "help": "jumprelu with --target-l0: every N steps scale all thresholds by one factor so the "
+            "batch's L0 is the setpoint (0: never; docs/training.md)"
+        },
+    )
     copies_until: float = field(
         default=0.8, metadata={"help": "relu: fraction of training in which copies are re-initialised"}
     )
@@ -214,6 +221,7 @@ class TrainConfig:
             _check_all(self, name, lambda v: v >= 1, ">= 1")
         _check_all(self, "resample_every", lambda v: v >= 1, ">= 1")
         _check_all(self, "copies_every", lambda v: v >= 0, ">= 0")
+        _check_all(self, "anchor_every", lambda v: v >= 0, ">= 0")
         for name in ("lr_warmup_steps", "l1_warmup_steps", "auxk_k", "auxk_coefficient", "grad_clip"):
             _check_all(self, name, lambda v: v >= 0, ">= 0")
         for name in ("adam_beta1", "adam_beta2"):

@@ -19,12 +19,18 @@ input and the batch's L0 (rows-weighted over every rank, measured each step) as 
 The state (integral, current log-coefficient, first L0) is three floats, saved in every checkpoint, and
 each update is plain Python float arithmetic on the all-reduced L0, so a resumed run follows the same
 trajectory bit for bit. See docs/training.md.
+
+JumpReLU needs more: below its target the penalty has no authority (it can only raise thresholds; what
+lowers them is the reconstruction's straight-through gradient, which the coefficient does not steer), so
+`anchor_thresholds` moves every threshold by one common factor to put a batch's L0 at the setpoint.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+import torch
 
 KP = 0.5
 KI = 0.05
@@ -74,3 +80,22 @@ class L0Controller:
     @classmethod
     def from_state(cls, state: dict) -> L0Controller:
         return cls(**state)
+
+
+@torch.no_grad()
+def anchor_thresholds(sae, x_BD: torch.Tensor, l0: float) -> float:
+    """Multiply every JumpReLU threshold by one factor so that `x_BD` (normalised rows) has mean L0 `l0`
+    (or every positive pre-activation fires, if fewer); returns the log of the factor. Each feature keeps
+    its threshold relative to the others: the factor is the geometric mean of the n-th and (n+1)-th largest
+    ratio pre-activation / threshold, n = l0 * rows."""
+    ratios = (sae.pre_activations(x_BD, normalized=True) / sae.jumprelu_threshold).flatten()
+    positive = ratios[ratios > 0]
+    if positive.numel() == 0:
+        return 0.0
+    n = min(max(round(l0 * x_BD.shape[0]), 1), positive.numel())
+    top = positive.topk(min(n + 1, positive.numel())).values.double()
+    nth = float(top[n - 1])
+    after = float(top[n]) if n < positive.numel() else nth / 2
+    shift = 0.5 * (math.log(nth) + math.log(after))
+    sae.log_threshold.add_(shift)
+    return shift

@@ -33,7 +33,7 @@ from vitsae.train import distributed as ddp
 from vitsae.train.config import RunSpec, TrainConfig, expand_sweep
 from vitsae.train.data import BatchSource, as_batch_source
 from vitsae.train.dead import DeadFeatureTracker, auxk_loss, auxk_loss_sparse, resample_dead
-from vitsae.train.l0_control import L0Controller
+from vitsae.train.l0_control import L0Controller, anchor_thresholds
 from vitsae.train.metrics_log import MetricsLog, density_histogram, plot_curves
 from vitsae.train.schedules import lr_factor, penalty_factor
 from vitsae.train.unshrink import UnshrinkFit, fit_steps, unshrunk_jumprelu
@@ -476,6 +476,8 @@ class Trainer:
         run.dead.update(fired_F, rows)
         if run.controller is not None and not self._refitting(run):
             run.controller.update(self.step, stats.recon.scalars["l0"] / rows)
+        if self._anchor_due(run):
+            anchor_thresholds(run.sae, x_full_BD, run.controller.setpoint(self.step))
         run.window.add(stats)
         if self._resample_due():
             n = resample_dead(run.sae, run.optimizer, x_full_BD, run.dead.dead_mask_F)
@@ -503,6 +505,17 @@ class Trainer:
             and cfg.copies_every > 0
             and (self.step + 1) % cfg.copies_every == 0
             and self.step < cfg.copies_until * cfg.total_steps
+        )
+
+    def _anchor_due(self, run: _Run) -> bool:
+        """JumpReLU's L0 falls below a target the penalty cannot raise it to (docs/training.md), so its
+        thresholds are re-anchored at the setpoint every `anchor_every` steps."""
+        cfg = self.cfg
+        return (
+            run.spec.sae.architecture == "jumprelu"
+            and run.controller is not None
+            and cfg.anchor_every > 0
+            and (self.step + 1) % cfg.anchor_every == 0
         )
 
     def _resample_due(self) -> bool:
