@@ -144,15 +144,15 @@ class TrainConfig:
             "with a lower-numbered feature's, as resampling does (0: never; docs/training.md)"
         },
     )
+    copies_until: float = field(
+        default=0.8, metadata={"help": "relu: fraction of training in which copies are re-initialised"}
+    )
     anchor_every: int = field(
         default=25,
         metadata={
             "help": "jumprelu with --target-l0: every N steps scale all thresholds by one factor so the "
             "batch's L0 is the setpoint (0: never; docs/training.md)"
         },
-    )
-    copies_until: float = field(
-        default=0.8, metadata={"help": "relu: fraction of training in which copies are re-initialised"}
     )
     auxk_k: int = field(default=0, metadata={"help": "AuxK features (0: D / 2)"})
     auxk_coefficient: float = field(default=1 / 32, metadata={"help": "AuxK loss coefficient"})

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from vitsae.sae.model import SparseAutoencoder
+
 KP = 0.5
 KI = 0.05
 LOG_RANGE = 5.0  # the coefficient stays within exp(+-5) ~ 150x of its start
@@ -83,7 +85,7 @@ class L0Controller:
 
 
 @torch.no_grad()
-def anchor_thresholds(sae, x_BD: torch.Tensor, l0: float) -> float:
+def anchor_thresholds(sae: SparseAutoencoder, x_BD: torch.Tensor, l0: float) -> float:
     """Multiply every JumpReLU threshold by one factor so that `x_BD` (normalised rows) has mean L0 `l0`
     (or every positive pre-activation fires, if fewer); returns the log of the factor. Each feature keeps
     its threshold relative to the others: the factor is the geometric mean of the n-th and (n+1)-th largest
