@@ -496,35 +496,29 @@ class Trainer:
                 run.unshrink = UnshrinkFit()
             run.unshrink.update(run.sae, x_full_BD)
 
+    def _every(self, steps: int, until: float = 1.0) -> bool:
+        """Whether the step just taken ends a period of `steps` (0: never) in the first `until` of the run."""
+        return steps > 0 and (self.step + 1) % steps == 0 and self.step < until * self.cfg.total_steps
+
     def _copies_due(self, run: _Run) -> bool:
         """ReLU-L1 keeps copies of one direction (splitting a code between copies costs no more L1), so they
         are re-initialised like dead features while the penalty still moves (docs/training.md)."""
-        cfg = self.cfg
-        return (
-            run.spec.sae.architecture == "relu"
-            and cfg.copies_every > 0
-            and (self.step + 1) % cfg.copies_every == 0
-            and self.step < cfg.copies_until * cfg.total_steps
+        return run.spec.sae.architecture == "relu" and self._every(
+            self.cfg.copies_every, self.cfg.copies_until
         )
 
     def _anchor_due(self, run: _Run) -> bool:
         """JumpReLU's L0 falls below a target the penalty cannot raise it to (docs/training.md), so its
         thresholds are re-anchored at the setpoint every `anchor_every` steps."""
-        cfg = self.cfg
         return (
             run.spec.sae.architecture == "jumprelu"
             and run.controller is not None
-            and cfg.anchor_every > 0
-            and (self.step + 1) % cfg.anchor_every == 0
+            and self._every(self.cfg.anchor_every)
         )
 
     def _resample_due(self) -> bool:
         cfg = self.cfg
-        return (
-            cfg.dead_handling == "resample"
-            and (self.step + 1) % cfg.resample_every == 0
-            and self.step < cfg.resample_until * cfg.total_steps
-        )
+        return cfg.dead_handling == "resample" and self._every(cfg.resample_every, cfg.resample_until)
 
     # --- records, checkpoints, outputs -----------------------------------------------------------
     def _log(self, tokens_per_s: float, final: bool = False) -> None:
