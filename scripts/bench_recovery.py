@@ -117,13 +117,13 @@ def random_row(setting: str) -> dict:
                 never=nan, dead=nan, rare=nan, dup=nan, tok_s=nan, **scores)  # fmt: skip
 
 
-def reference_rows(setting: str, args) -> list[dict]:
+def reference_rows(setting: str, n_rows: int) -> list[dict]:
     """FVU yardsticks from the true dictionary on the held-out rows: the noise floor (the true codes), the
     best k-sparse code (each row's k largest true codes, k = the true mean L0, what a fixed-k SAE with a
     perfect encoder reaches), and the true atoms as a tied TopK SAE (encoder = decoder, codes scaled by
     the least-squares factor: a perfect dictionary behind a plain linear encoder)."""
     source, _ = SETTINGS[setting]
-    held_ND, codes_NA = source.held_out(args.held_out)
+    held_ND, codes_NA = source.held_out(n_rows)
     atoms_AD = source.dictionary_AD
     true_l0 = float((codes_NA != 0).sum(-1).double().mean())
     k = round(true_l0)
@@ -161,7 +161,7 @@ def main() -> None:
     print("|---|---|---|" + "---:|" * 11)
     with tempfile.TemporaryDirectory() as tmp:
         for setting in args.settings.split(","):
-            for row in (random_row(setting), *reference_rows(setting, args)):
+            for row in (random_row(setting), *reference_rows(setting, args.held_out)):
                 print(fmt(row), flush=True)
             for arch in args.archs.split(","):
                 print(fmt(run_one(setting, arch, args, extra, Path(tmp))), flush=True)
